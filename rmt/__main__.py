@@ -1,0 +1,3 @@
+from rmt.cli import main
+
+main()

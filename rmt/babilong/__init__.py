@@ -1,0 +1,1 @@
+"""rmt.babilong room (see docs/architecture.md)."""

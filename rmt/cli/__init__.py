@@ -1,0 +1,39 @@
+"""The ``rmt`` command. Thin: each submodule parses its flags and calls into the rooms.
+
+Each command module exposes ``register(app)``; heavy imports (torch, transformers, datasets) happen
+inside the command functions so that ``rmt --help`` stays fast.
+"""
+
+import sys
+
+import typer
+
+from rmt.cli import demo, evaluate, generate, train
+
+app = typer.Typer(
+    name="rmt",
+    help="Recurrent Memory Transformer and the BABILong benchmark toolkit.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _module in (demo, generate, train, evaluate):
+    _module.register(app)
+
+
+class UsageError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def main(argv=None):
+    """Entry point: known user errors become one clear line on stderr instead of a traceback."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""rmt.evaluation room (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""rmt.memory room (see docs/architecture.md)."""

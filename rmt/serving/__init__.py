@@ -1,0 +1,1 @@
+"""rmt.serving room (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""rmt.training room (see docs/architecture.md)."""
