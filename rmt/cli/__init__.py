@@ -18,6 +18,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+):
+    """Recurrent Memory Transformer and the BABILong benchmark toolkit."""
+    if version:
+        from rmt import __version__
+
+        print(__version__)
+        raise typer.Exit()
+
+
 for _module in (demo, generate, train, evaluate):
     _module.register(app)
 
