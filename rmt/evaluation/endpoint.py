@@ -1,0 +1,205 @@
+"""OpenAI-compatible chat endpoints (OpenAI, vLLM, TGI, llama.cpp, ``rmt serve``, ...).
+
+Concurrency with a thread pool over one ``httpx.Client``; retries with exponential backoff on 429,
+5xx, timeouts and dropped connections (``Retry-After`` honoured); an on-disk response cache keyed by
+everything that determines the answer, so a rerun costs no request. An endpoint that cannot be
+reached is one clear error naming its URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, Answer, Messages, PromptFn, Runner
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class EndpointError(ValueError):
+    """The endpoint refused or could not be reached (one line, names the URL)."""
+
+
+class ContextTooLong(Exception):
+    """The endpoint says the prompt exceeds the model's context window."""
+
+
+class ResponseCache:
+    """SQLite map request-key -> response text, safe across threads and reruns."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL)")
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def put(self, key: str, response: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO responses(key, response) VALUES (?, ?)", (key, response))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _context_length_error(status: int, body: str) -> bool:
+    if status not in (400, 413, 422):
+        return False
+    text = body.lower()
+    return "context_length_exceeded" in text or "context length" in text or "maximum context" in text
+
+
+class EndpointClient:
+    """Chat completions against ``{base_url}/chat/completions`` (``base_url`` ends in ``/v1``)."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
+                 concurrency: int = 4, max_retries: int = 5, timeout: float = 60.0,
+                 backoff: float = 1.0, max_backoff: float = 60.0, cache: str | Path | None = None,
+                 max_tokens: int = DEFAULT_MAX_NEW_TOKENS, require_key: bool = False):
+        import httpx
+
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint URL must start with http:// or https://, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.concurrency = max(1, int(concurrency))
+        self.max_retries = max(0, int(max_retries))
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.max_tokens = max_tokens
+        key = os.environ.get(api_key_env) if api_key_env else None
+        if require_key and not key:
+            raise ValueError(f"environment variable {api_key_env} (the endpoint's API key) is not set")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers,
+                                  limits=httpx.Limits(max_connections=self.concurrency))
+        self.cache = ResponseCache(cache) if cache else None
+        self.requests_sent = 0  # HTTP requests actually made (retries included): cache tests read it
+        self._count_lock = threading.Lock()
+
+    # -- one request -----------------------------------------------------------------------------
+    def _payload(self, messages: Messages) -> dict:
+        return {"model": self.model, "messages": messages, "max_tokens": self.max_tokens, "temperature": 0.0}
+
+    def cache_key(self, messages: Messages) -> str:
+        blob = json.dumps({"url": self.base_url, **self._payload(messages)}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(float(retry_after), self.max_backoff)
+            except ValueError:
+                pass
+        return min(self.backoff * (2**attempt), self.max_backoff)
+
+    def chat(self, messages: Messages) -> str:
+        """The assistant's reply text; raises :class:`ContextTooLong` or :class:`EndpointError`."""
+        import httpx
+
+        key = self.cache_key(messages)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return hit
+        url = f"{self.base_url}/chat/completions"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            retry_after = None
+            try:
+                with self._count_lock:
+                    self.requests_sent += 1
+                response = self._http.post(url, json=self._payload(messages))
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last = f"cannot reach endpoint {url}: {exc or type(exc).__name__}"
+            except httpx.TimeoutException:
+                last = f"endpoint {url} timed out"
+            except httpx.HTTPError as exc:
+                last = f"endpoint {url} failed: {type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    try:
+                        text = response.json()["choices"][0]["message"]["content"] or ""
+                    except (ValueError, KeyError, IndexError, TypeError):
+                        raise EndpointError(f"endpoint {url} returned a response that is not a chat completion: "
+                                            f"{response.text[:200]!r}") from None
+                    if self.cache is not None:
+                        self.cache.put(key, text)
+                    return text
+                if _context_length_error(response.status_code, response.text):
+                    raise ContextTooLong(response.text[:200])
+                if response.status_code not in RETRY_STATUS:
+                    raise EndpointError(f"endpoint {url} answered HTTP {response.status_code}: "
+                                        f"{' '.join(response.text.split())[:300]}")
+                last = f"endpoint {url} answered HTTP {response.status_code} after {attempt + 1} attempts"
+                retry_after = response.headers.get("retry-after")
+            if attempt < self.max_retries:
+                time.sleep(self._delay(attempt, retry_after))
+        raise EndpointError(last)
+
+    # -- many requests ---------------------------------------------------------------------------
+    def chat_many(self, conversations: Sequence[Messages]) -> list[str | None]:
+        """Replies in order, ``concurrency`` requests in flight; None where the context is too long."""
+
+        def one(messages):
+            try:
+                return self.chat(messages)
+            except ContextTooLong:
+                return None
+
+        if self.concurrency == 1 or len(conversations) <= 1:
+            return [one(m) for m in conversations]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(one, conversations))
+
+    def list_models(self) -> list[str]:
+        import httpx
+
+        url = f"{self.base_url}/models"
+        try:
+            response = self._http.get(url)
+        except httpx.HTTPError as exc:
+            raise EndpointError(f"cannot reach endpoint {url}: {exc or type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise EndpointError(f"endpoint {url} answered HTTP {response.status_code}")
+        return [m["id"] for m in response.json().get("data", [])]
+
+    def close(self) -> None:
+        self._http.close()
+        if self.cache is not None:
+            self.cache.close()
+
+
+class EndpointRunner(Runner):
+    """The benchmark prompt as chat messages, sent to an OpenAI-compatible endpoint."""
+
+    def __init__(self, client: EndpointClient, prompt_fn: PromptFn | None = None, name: str | None = None):
+        from rmt.evaluation.prompting import benchmark_prompt
+
+        self.client = client
+        self.prompt_fn = prompt_fn or benchmark_prompt
+        self.name = name or f"{client.model}@{client.base_url}"
+        self.batch_size = client.concurrency * 4
+
+    def prompt(self, record: dict) -> Messages:
+        prompt = self.prompt_fn(record, True)
+        return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+    def answer(self, records: Sequence[dict]) -> list[Answer]:
+        replies = self.client.chat_many([self.prompt(r) for r in records])
+        return [Answer(None, "over_window") if text is None else Answer(text, "ok") for text in replies]
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,89 @@
+"""Local Hugging Face causal LMs (a directory, or a hub name when online), full attention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rmt.evaluation.base import LocalModel, LocalRunner
+
+# Config attributes under which HF models state their context window.
+_WINDOW_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
+
+
+def model_window(config, tokenizer=None) -> int | None:
+    for attr in _WINDOW_ATTRS:
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 10**9:  # HF uses a huge sentinel for "unknown"
+        return limit
+    return None
+
+
+def load_tokenizer(name_or_path: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(_unknown_model_message(name_or_path, exc)) from None
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # greedy batched decoding needs a pad id
+    return tokenizer
+
+
+def _unknown_model_message(name_or_path: str, exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    where = "local directory" if Path(name_or_path).exists() else "local directory nor a model on the Hugging Face hub (offline?)"
+    if Path(name_or_path).exists():
+        return f"cannot load model {name_or_path!r} from its {where}: {first}"
+    return f"unknown model {name_or_path!r}: neither a {where}"
+
+
+def pick_device(device: str | None = None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFModel(LocalModel):
+    """``AutoModelForCausalLM`` + ``AutoTokenizer``; greedy decoding with left padding."""
+
+    def __init__(self, name_or_path: str, device: str | None = None, dtype: str | None = None,
+                 model=None, tokenizer=None):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.name = str(name_or_path)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name_or_path)
+        if model is None:
+            kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+            try:
+                model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+            except (OSError, ValueError) as exc:
+                raise ValueError(_unknown_model_message(name_or_path, exc)) from None
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.window = model_window(self.model.config, self.tokenizer)
+
+    def _generate(self, batch_ids, max_new_tokens):
+        import torch
+
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(len(ids) for ids in batch_ids)
+        # Left padding: every row's answer starts at the same position.
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch_ids], device=self.device)
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
+            )
+        return [self.decode(row[width:]) for row in out.tolist()]
+
+
+def hf_runner(name_or_path: str, device: str | None = None, dtype: str | None = None, **runner_kwargs) -> LocalRunner:
+    return LocalRunner(HFModel(name_or_path, device=device, dtype=dtype), **runner_kwargs)
