@@ -1,0 +1,218 @@
+"""Evaluation: records -> runner -> scoring (``rmt.babilong``) -> results store, resumable.
+
+    records = load_records_for_eval(tasks=["qa1"], lengths=["0k", "4k"], samples=10)
+    runner = load_runner("path/to/model")          # HF dir/hub name, RMT checkpoint, or endpoint
+    summary = evaluate(runner, records, "results.sqlite")
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from rmt.evaluation.base import Runner
+from rmt.evaluation.store import Result, ResultsStore, prompt_hash
+
+ENDPOINT_PREFIX = "openai:"
+
+
+@dataclass
+class Summary:
+    model: str
+    done: int = 0  # answered now
+    skipped: int = 0  # already in the store with the same prompt
+    over_window: int = 0
+    correct: int = 0
+    seconds: float = 0.0
+    by_cell: dict = field(default_factory=dict)  # (task, length) -> [correct, scored]
+
+    def accuracy(self) -> float | None:
+        scored = self.done - self.over_window
+        return self.correct / scored if scored else None
+
+
+def sample_ids(records: Sequence[dict]) -> list[str]:
+    """A stable id per record: its own ``id`` when it has one, else its index within its
+    (task, length) group; generation is seeded, and the prompt hash catches any content change."""
+    counters: dict = defaultdict(int)
+    ids = []
+    for record in records:
+        key = (record.get("task"), str(record.get("length")))
+        if record.get("id") is not None:
+            ids.append(str(record["id"]))
+        else:
+            ids.append(str(counters[key]))
+        counters[key] += 1
+    return ids
+
+
+def _check_record(record: dict, index: int) -> None:
+    missing = [k for k in ("input", "question", "target", "task", "length") if k not in record]
+    if missing:
+        raise ValueError(f"record {index} lacks field(s) {', '.join(missing)}; evaluation needs input, question, "
+                         "target, task and length (as written by rmt generate)")
+
+
+def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str | Path, progress: bool = True,
+             model_name: str | None = None) -> Summary:
+    """Answer every record not yet in ``store`` and store each score as soon as it is known."""
+    from tqdm.auto import tqdm
+
+    from rmt.babilong import score
+
+    own_store = not isinstance(store, ResultsStore)
+    store = ResultsStore(store) if own_store else store
+    model = model_name or runner.name
+    summary = Summary(model)
+    try:
+        done = store.done(model)
+        todo = []
+        for index, (record, sid) in enumerate(zip(records, sample_ids(records))):
+            _check_record(record, index)
+            cell = (record["task"], str(record["length"]), sid)
+            phash = prompt_hash(runner.prompt_key(record))
+            if done.get(cell) == phash:
+                summary.skipped += 1
+                continue
+            todo.append((record, cell, phash))
+        start = time.perf_counter()
+        bar = tqdm(total=len(todo), desc=f"eval {model}", unit="sample", disable=not progress or not todo)
+        for first in range(0, len(todo), max(1, runner.batch_size)):
+            batch = todo[first:first + max(1, runner.batch_size)]
+            t0 = time.perf_counter()
+            answers = runner.answer([record for record, _, _ in batch])
+            per_sample = (time.perf_counter() - t0) / len(batch)
+            for (record, (task, length, sid), phash), answer in zip(batch, answers):
+                correct = strict = None
+                if answer.status == "ok":
+                    kwargs = dict(target=record["target"], question=record["question"], task=task)
+                    correct = int(score(answer.output, mode="official", **kwargs))
+                    strict = int(score(answer.output, mode="strict", **kwargs))
+                    summary.correct += correct
+                else:
+                    summary.over_window += 1
+                store.put(Result(model=model, task=task, length=length, sample_id=sid, prompt_hash=phash,
+                                 status=answer.status, output=answer.output, target=record["target"],
+                                 correct=correct, correct_strict=strict, n_tokens=answer.n_tokens,
+                                 seconds=per_sample))
+                cell_stats = summary.by_cell.setdefault((task, length), [0, 0])
+                if correct is not None:
+                    cell_stats[0] += correct
+                    cell_stats[1] += 1
+                summary.done += 1
+            bar.update(len(batch))
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+    finally:
+        if own_store:
+            store.close()
+    return summary
+
+
+# --------------------------------------------------------------------------------- data sources
+def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str] = ("0k",), samples: int = 10,
+                          seed: int = 0, data: str | Path | None = None, public: bool = False,
+                          background: str | Path | None = None, tokenizer=None,
+                          split: str | None = None) -> list[dict]:
+    """Records for an evaluation, from one of three sources:
+
+    * ``data``: a directory or JSONL file written by ``rmt generate`` (filtered to tasks/lengths);
+    * ``public=True``: the public ``RMT-team/babilong`` dataset (online);
+    * otherwise generated here with ``rmt.babilong.generate`` (seeded, offline).
+    """
+    tasks, lengths = list(tasks), [str(x) for x in lengths]
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if data is not None:
+        from rmt.babilong.io import load_records
+
+        if not Path(data).exists():
+            raise FileNotFoundError(f"dataset not found: {data} (a directory or JSONL file written by rmt generate)")
+        records = list(load_records(data))
+        return _select(records, tasks, lengths, samples, source=str(data))
+    if public:
+        from rmt.babilong.public import load_public
+
+        records = []
+        for length in lengths:
+            for task in tasks:
+                records.extend(list(load_public(task=task, length=length, **({"split": split} if split else {})))[:samples])
+        return records
+    from rmt.babilong import generate
+
+    records = []
+    for length in lengths:
+        for task in tasks:
+            records.extend(generate(task=task, length=_length_arg(length), samples=samples, seed=seed,
+                                    background=background, tokenizer=tokenizer))
+    return records
+
+
+def _length_arg(length: str):
+    return int(length) if length.isdigit() else length
+
+
+def _select(records: list[dict], tasks: list[str], lengths: list[str], samples: int, source: str) -> list[dict]:
+    groups: dict = defaultdict(list)
+    for record in records:
+        groups[(record.get("task"), str(record.get("length")))].append(record)
+    selected, missing = [], []
+    for length in lengths:
+        for task in tasks:
+            group = groups.get((task, length))
+            if not group:
+                missing.append(f"{task}/{length}")
+            else:
+                selected.extend(group[:samples])
+    if missing:
+        have = sorted({f"{t}/{l}" for t, l in groups})
+        raise ValueError(f"dataset {source} has no samples for {', '.join(missing)}; it has: {', '.join(have) or 'nothing'}")
+    return selected
+
+
+# ------------------------------------------------------------------------------------ runners
+def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, max_new_tokens: int = 20,
+                prompt_options: dict | None = None, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4,
+                max_retries: int = 5, timeout: float = 60.0, cache: str | Path | None = None,
+                rag_top_k: int = 0, rag_split: str = "sentences", rag_chunk_words: int = 64,
+                name: str | None = None) -> Runner:
+    """A runner from a model spec:
+
+    * ``openai:MODEL@BASE_URL`` — an OpenAI-compatible endpoint (key from ``api_key_env``);
+    * a directory with ``rmt_config.json`` — an RMT checkpoint;
+    * anything else — an HF causal LM (local directory, or hub name when online).
+
+    ``rag_top_k > 0`` puts the retrieval baseline in front of the model (the reader).
+    """
+    from rmt.evaluation.prompting import prompt_fn
+
+    prompts = prompt_fn(**(prompt_options or {}))
+    if spec.startswith(ENDPOINT_PREFIX):
+        from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
+
+        model, sep, url = spec[len(ENDPOINT_PREFIX):].rpartition("@")
+        if not sep or not model or not url:
+            raise ValueError(f"endpoint spec must be openai:MODEL@BASE_URL (e.g. openai:gpt-4o@https://api.openai.com/v1), got {spec!r}")
+        client = EndpointClient(url, model, api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries,
+                                timeout=timeout, cache=cache, max_tokens=max_new_tokens)
+        runner: Runner = EndpointRunner(client, prompts, name=name if not rag_top_k else None)
+    else:
+        from rmt.evaluation.base import LocalRunner
+        from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
+
+        if is_rmt_checkpoint(spec):
+            model_obj = RMTModel(spec, device=device)
+        else:
+            from rmt.evaluation.hf import HFModel
+
+            model_obj = HFModel(spec, device=device)
+        runner = LocalRunner(model_obj, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                             name=name if not rag_top_k else None)
+    if rag_top_k:
+        from rmt.evaluation.rag import RAGRunner, Retriever
+
+        runner = RAGRunner(runner, Retriever(top_k=rag_top_k, split=rag_split, chunk_words=rag_chunk_words), name=name)
+    return runner

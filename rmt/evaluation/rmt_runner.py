@@ -1,0 +1,52 @@
+"""RMT checkpoints (``rmt train`` output): the context streams through memory, any length.
+
+A checkpoint directory holds ``RecurrentMemoryTransformer.save_pretrained`` files plus the HF
+tokenizer; ``model.generate`` reads the context segment by segment and decodes the answer, so there
+is no window: no cell is ever "over window".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rmt.evaluation.base import LocalModel, LocalRunner
+from rmt.evaluation.hf import load_tokenizer, pick_device
+
+RMT_CONFIG_FILE = "rmt_config.json"  # written by RecurrentMemoryTransformer.save_pretrained
+
+
+def is_rmt_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / RMT_CONFIG_FILE).is_file()
+
+
+class RMTModel(LocalModel):
+    def __init__(self, path: str | Path, device: str | None = None, model=None, tokenizer=None,
+                 max_batch_tokens: int = 65536):
+        from rmt import RecurrentMemoryTransformer
+
+        self.name = str(path)
+        self.device = pick_device(device)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(str(path))
+        if model is None:
+            if not Path(path).is_dir():
+                raise FileNotFoundError(f"RMT checkpoint directory not found: {path}")
+            model = RecurrentMemoryTransformer.from_pretrained(path)
+        self.model = model.to(self.device).eval()
+        self.window = None
+        # Rows are padded to the longest in a batch, so keep batches to similar lengths.
+        self.max_batch_tokens = max_batch_tokens
+
+    def _generate(self, batch_ids, max_new_tokens):
+        import torch
+
+        width = max(len(ids) for ids in batch_ids)
+        # RMT's generate takes each row's tokens by its mask, so right padding is fine.
+        input_ids = torch.tensor([ids + [0] * (width - len(ids)) for ids in batch_ids], device=self.device)
+        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch_ids], device=self.device)
+        new = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                  do_sample=False, eos_token_id=self.tokenizer.eos_token_id)
+        return [self.decode(row) for row in new.tolist()]
+
+
+def rmt_runner(path: str | Path, device: str | None = None, **runner_kwargs) -> LocalRunner:
+    return LocalRunner(RMTModel(path, device=device), **runner_kwargs)
