@@ -1,0 +1,108 @@
+"""Save and load records: JSONL, parquet, or an HF ``datasets`` directory; always atomic.
+
+Everything is first written to a temporary sibling of the destination and renamed into place, so
+an error (or Ctrl-C) never leaves a half-written file or directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+FORMATS = ("jsonl", "parquet", "hf")
+
+
+def infer_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown output format {fmt!r}; allowed: {', '.join(FORMATS)}")
+        return fmt
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        return "jsonl"
+    if suffix == ".parquet":
+        return "parquet"
+    return "hf"  # a directory for datasets.save_to_disk
+
+
+def check_writable(path: str | os.PathLike) -> Path:
+    """Fail early, with one line, when ``path`` cannot be written."""
+    path = Path(path).expanduser()
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise FileNotFoundError(f"output dir does not exist: {parent} (for --out {path})")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"output path not writable: {path} (no write permission in {parent})")
+    if path.exists() and path.is_dir() and infer_format(path) != "hf":
+        raise ValueError(f"output path {path} is a directory; give a file name ending .jsonl or .parquet")
+    return path
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+        os.replace(path, old / "x")
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | None = None) -> int:
+    """Write ``records`` to ``path``; return how many. JSONL streams (records may be a generator)."""
+    path = check_writable(path)
+    fmt = infer_format(path, fmt)
+    if fmt == "jsonl":
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            n = 0
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                for record in records:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    n += 1
+            os.replace(tmp, path)
+            return n
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    import datasets
+
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        rows = list(records)
+        dataset = datasets.Dataset.from_list(rows)
+        if fmt == "parquet":
+            dataset.to_parquet(str(tmp / "data.parquet"))
+            os.replace(tmp / "data.parquet", path)
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            dataset.save_to_disk(str(tmp / "data"))
+            os.replace(tmp / "data", tmp.with_name(tmp.name + ".ready"))
+            shutil.rmtree(tmp, ignore_errors=True)
+            _replace(tmp.with_name(tmp.name + ".ready"), path)
+        return len(rows)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp.with_name(tmp.name + ".ready"), ignore_errors=True)
+        raise
+
+
+def load_records(path: str | os.PathLike) -> list[dict]:
+    """Read records written by ``save_records`` (JSONL file, parquet file or datasets dir)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"records not found: {path}")
+    fmt = "hf" if path.is_dir() else infer_format(path)
+    if fmt == "jsonl":
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    import datasets
+
+    if fmt == "parquet":
+        return datasets.Dataset.from_parquet(str(path)).to_list()
+    return datasets.load_from_disk(str(path)).to_list()
