@@ -1,5 +1,129 @@
-"""CLI commands of this room (filled in by the room's issue)."""
+"""`rmt eval`, `rmt serve`, `rmt report`: evaluate any model on BABILong, serve a model behind an
+OpenAI-compatible API, and turn results stores into tables and heatmaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+RAG_MODES = ("off", "on", "both")
+
+
+def _split_list(value: str, what: str) -> list[str]:
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if not items:
+        raise ValueError(f"{what} must be a comma-separated list, got {value!r}")
+    return items
 
 
 def register(app):
-    """Add this module's commands to the `rmt` app."""
+    @app.command("eval")
+    def eval_command(
+        models: List[str] = typer.Argument(..., help="Models: an HF model dir or hub name, an RMT checkpoint dir, "
+                                           "or openai:MODEL@BASE_URL for an OpenAI-compatible endpoint."),
+        tasks: str = typer.Option("qa1", help="Comma-separated tasks, e.g. qa1,qa2,qa3."),
+        lengths: str = typer.Option("0k,1k,4k", help="Comma-separated lengths, e.g. 0k,4k,32k,128k (or token counts)."),
+        samples: int = typer.Option(10, help="Samples per task and length."),
+        seed: int = typer.Option(0, help="Seed of locally generated samples."),
+        data: Optional[Path] = typer.Option(None, help="Records written by `rmt generate` (dir or JSONL) instead of generating."),
+        public: bool = typer.Option(False, "--public", help="Use the public RMT-team/babilong dataset (online)."),
+        background: Optional[str] = typer.Option(None, help="Background books dir for generation (default: built-in fallback text)."),
+        tokenizer: Optional[str] = typer.Option(None, help="Tokenizer that counts generation lengths (name or path)."),
+        store: Path = typer.Option(Path("results.sqlite"), help="Results store (SQLite); reruns skip done cells."),
+        name: Optional[str] = typer.Option(None, help="Name of the model in the store (default: its spec). One model only."),
+        batch_size: int = typer.Option(8, help="Samples per batch for local models."),
+        max_new_tokens: int = typer.Option(20, help="Answer length limit (greedy decoding)."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+        prompt_file: Optional[Path] = typer.Option(None, help="JSON/YAML prompt file replacing the built-in prompts."),
+        rag: str = typer.Option("off", help="Retrieval baseline: off, on (RAG only) or both (model and RAG(model))."),
+        rag_top_k: int = typer.Option(5, help="Retrieved pieces per question."),
+        rag_split: str = typer.Option("sentences", help="How the haystack is split: sentences, pysbd or chunks."),
+        rag_chunk_words: int = typer.Option(64, help="Words per piece with --rag-split chunks."),
+        api_key_env: str = typer.Option("OPENAI_API_KEY", help="Environment variable holding the endpoint's API key."),
+        concurrency: int = typer.Option(4, help="Requests in flight to an endpoint."),
+        retries: int = typer.Option(5, help="Retries on 429/5xx/timeouts (exponential backoff)."),
+        timeout: float = typer.Option(120.0, help="Seconds per endpoint request."),
+        cache: Optional[Path] = typer.Option(None, help="Endpoint response cache (default: beside the store)."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ):
+        """Evaluate models on BABILong; every answer is scored and stored as soon as it is known."""
+        from rmt.evaluation.evaluate import evaluate, load_records_for_eval, load_runner
+        from rmt.evaluation.report import build_table, format_terminal
+        from rmt.evaluation.store import ResultsStore
+
+        if rag not in RAG_MODES:
+            raise ValueError(f"unknown --rag {rag!r}; allowed: {', '.join(RAG_MODES)}")
+        if name and (len(models) > 1 or rag == "both"):
+            raise ValueError("--name names one model; leave it out when evaluating several (or with --rag both)")
+        if data is not None and public:
+            raise ValueError("give either --data or --public, not both")
+        for value, what in ((batch_size, "--batch-size"), (max_new_tokens, "--max-new-tokens"),
+                            (concurrency, "--concurrency"), (rag_top_k, "--rag-top-k")):
+            if value < 1:
+                raise ValueError(f"{what} must be >= 1, got {value}")
+        records = load_records_for_eval(_split_list(tasks, "--tasks"), _split_list(lengths, "--lengths"), samples,
+                                        seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
+        if store.exists():
+            ResultsStore(store, create=False).close()  # another benchmark version: fail before any work
+        for spec in models:
+            for top_k in {"off": [0], "on": [rag_top_k], "both": [0, rag_top_k]}[rag]:
+                runner = load_runner(
+                    spec, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                    prompt_options={"prompt_file": str(prompt_file)} if prompt_file else None,
+                    api_key_env=api_key_env, concurrency=concurrency, max_retries=retries, timeout=timeout,
+                    cache=cache or store.with_name(store.name + ".endpoint-cache"), rag_top_k=top_k,
+                    rag_split=rag_split, rag_chunk_words=rag_chunk_words, name=name)
+                # The store is created only once a model has loaded: a typo leaves no file behind.
+                try:
+                    with ResultsStore(store) as results:
+                        summary = evaluate(runner, records, results, progress=progress)
+                finally:
+                    runner.close()
+                acc = summary.accuracy()
+                print(f"{summary.model}: {summary.done} answered, {summary.skipped} already done, "
+                      f"{summary.over_window} over window"
+                      + (f", accuracy {100 * acc:.1f}% on the new answers" if acc is not None else ""))
+        with ResultsStore(store, create=False) as results:
+            print()
+            print(format_terminal(build_table(results.results())))
+        print(f"\nresults: {store}")
+
+    @app.command("serve")
+    def serve_command(
+        model: str = typer.Argument(..., help="An HF model dir or hub name, or an RMT checkpoint dir."),
+        host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+        port: int = typer.Option(8000, help="Port (0: a free one, printed)."),
+        model_id: Optional[str] = typer.Option(None, help="Model name clients use (default: the model argument)."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
+        max_requests: Optional[int] = typer.Option(None, help="Exit after this many requests (tests, batch jobs)."),
+    ):
+        """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+        from rmt.evaluation.evaluate import load_local_model
+        from rmt.serving.server import serve
+
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--port must be in 0..65535, got {port}")
+        if max_requests is not None and max_requests < 1:
+            raise ValueError(f"--max-requests must be >= 1, got {max_requests}")
+        serve(load_local_model(model, device=device), host=host, port=port, model_id=model_id or model,
+              max_requests=max_requests)
+
+    @app.command("report")
+    def report_command(
+        stores: List[Path] = typer.Argument(..., help="One or more results stores (rmt eval --store)."),
+        markdown: Optional[Path] = typer.Option(None, help="Write the tables as Markdown here."),
+        png: Optional[Path] = typer.Option(None, help="Write the heatmap (tasks x lengths per model) here."),
+        models: Optional[str] = typer.Option(None, help="Comma-separated models to show, in this order (default: all)."),
+        mode: str = typer.Option("official", help="Scoring rule: official (leaderboard) or strict (whole words)."),
+    ):
+        """Accuracy tables (task x length) in the terminal and as Markdown, and a heatmap PNG."""
+        from rmt.evaluation.report import load_table, save_heatmap, write_markdown, format_terminal
+
+        table = load_table(stores, mode=mode, models=_split_list(models, "--models") if models else None)
+        print(format_terminal(table))
+        if markdown:
+            print(f"markdown: {write_markdown(table, markdown)}")
+        if png:
+            print(f"heatmap: {save_heatmap(table, png)}")

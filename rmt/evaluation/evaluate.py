@@ -35,14 +35,16 @@ class Summary:
 
 
 def sample_ids(records: Sequence[dict]) -> list[str]:
-    """A stable id per record: its own ``id`` when it has one, else its index within its
-    (task, length) group; generation is seeded, and the prompt hash catches any content change."""
+    """A stable id per record: its own ``id`` or ``sample`` index when it has one, else its index
+    within its (task, length) group; generation is seeded, and the prompt hash catches any change."""
     counters: dict = defaultdict(int)
     ids = []
     for record in records:
         key = (record.get("task"), str(record.get("length")))
         if record.get("id") is not None:
             ids.append(str(record["id"]))
+        elif record.get("sample") is not None:
+            ids.append(str(record["sample"]))
         else:
             ids.append(str(counters[key]))
         counters[key] += 1
@@ -115,8 +117,7 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
 # --------------------------------------------------------------------------------- data sources
 def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str] = ("0k",), samples: int = 10,
                           seed: int = 0, data: str | Path | None = None, public: bool = False,
-                          background: str | Path | None = None, tokenizer=None,
-                          split: str | None = None) -> list[dict]:
+                          background: str | Path | None = None, tokenizer=None) -> list[dict]:
     """Records for an evaluation, from one of three sources:
 
     * ``data``: a directory or JSONL file written by ``rmt generate`` (filtered to tasks/lengths);
@@ -139,16 +140,11 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
         records = []
         for length in lengths:
             for task in tasks:
-                records.extend(list(load_public(task=task, length=length, **({"split": split} if split else {})))[:samples])
+                records.extend(load_public(task=task, length=length, samples=samples))
         return records
-    from rmt.babilong import generate
+    from rmt.babilong import iter_records
 
-    records = []
-    for length in lengths:
-        for task in tasks:
-            records.extend(generate(task=task, length=_length_arg(length), samples=samples, seed=seed,
-                                    background=background, tokenizer=tokenizer))
-    return records
+    return list(iter_records(tasks, [_length_arg(x) for x in lengths], samples, seed, background, tokenizer))
 
 
 def _length_arg(length: str):
@@ -174,6 +170,19 @@ def _select(records: list[dict], tasks: list[str], lengths: list[str], samples: 
 
 
 # ------------------------------------------------------------------------------------ runners
+def load_local_model(spec: str, device: str | None = None):
+    """An RMT checkpoint (a dir with ``rmt_config.json``) or an HF causal LM (dir or hub name)."""
+    from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
+
+    if spec.startswith(ENDPOINT_PREFIX):
+        raise ValueError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
+    if is_rmt_checkpoint(spec):
+        return RMTModel(spec, device=device)
+    from rmt.evaluation.hf import HFModel
+
+    return HFModel(spec, device=device)
+
+
 def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, max_new_tokens: int = 20,
                 prompt_options: dict | None = None, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4,
                 max_retries: int = 5, timeout: float = 60.0, cache: str | Path | None = None,
@@ -201,15 +210,8 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
         runner: Runner = EndpointRunner(client, prompts, name=name if not rag_top_k else None)
     else:
         from rmt.evaluation.base import LocalRunner
-        from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
 
-        if is_rmt_checkpoint(spec):
-            model_obj = RMTModel(spec, device=device)
-        else:
-            from rmt.evaluation.hf import HFModel
-
-            model_obj = HFModel(spec, device=device)
-        runner = LocalRunner(model_obj, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        runner = LocalRunner(load_local_model(spec, device=device), prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                              name=name if not rag_top_k else None)
     if rag_top_k:
         from rmt.evaluation.rag import RAGRunner, Retriever
