@@ -73,9 +73,19 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
     fact_sources = {t: FactSource(t, seed, babi_dir, split, n_facts) for t in tasks}
     for fs in fact_sources.values():
         fs.check_count(samples)
-    min_tokens, max_tokens = min_sentence_tokens, None
-    if no_length_tell:
-        min_tokens = 3
+    if isinstance(min_sentence_tokens, bool) or not isinstance(min_sentence_tokens, int) or min_sentence_tokens < 0:
+        raise ValueError(f"min_sentence_tokens must be an integer >= 0, got {min_sentence_tokens!r}")
+    if prompt_allowance is not None and (not isinstance(prompt_allowance, int) or prompt_allowance < 0):
+        raise ValueError(f"prompt_allowance must be an integer >= 0, got {prompt_allowance!r}")
+    min_tokens = 3 if no_length_tell else min_sentence_tokens
+    # Validation is done: the records themselves are produced lazily.
+    return _records(tasks, lengths, samples, seed, source, counter, fact_sources, prompt_allowance,
+                    min_tokens, no_length_tell)
+
+
+def _records(tasks, lengths, samples, seed, source, counter, fact_sources, prompt_allowance, min_tokens,
+             no_length_tell) -> Iterator[dict]:
+    max_tokens = None
     for task in tasks:
         facts_of = fact_sources[task]
         for name, tokens in lengths:

@@ -35,8 +35,12 @@ def check_writable(path: str | os.PathLike) -> Path:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise FileNotFoundError(f"output dir does not exist: {parent} (for --out {path})")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"output path not writable: {path} (no write permission in {parent})")
+    try:  # probe with a real file: os.access is always true for root and says nothing about odd filesystems
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise PermissionError(f"output path not writable: {path} ({exc.strerror} in {parent})") from None
     if path.exists() and path.is_dir() and infer_format(path) != "hf":
         raise ValueError(f"output path {path} is a directory; give a file name ending .jsonl or .parquet")
     return path

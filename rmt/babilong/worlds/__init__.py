@@ -12,7 +12,7 @@ import random
 
 from rmt.babilong.babi import BabiSample, parse_babi
 from rmt.babilong.tasks import check_task
-from rmt.babilong.worlds import movement, objects, relations
+from rmt.babilong.worlds import animals, motivations, movement, objects, relations
 from rmt.babilong.worlds.base import GiveUp
 
 SIMULATORS = {
@@ -21,7 +21,7 @@ SIMULATORS = {
     "qa3": objects.qa3,
     "qa4": relations.qa4,
     "qa5": objects.qa5,
-    "qa6": movement.qa6,
+    "qa6": objects.qa6,
     "qa7": objects.qa7,
     "qa8": objects.qa8,
     "qa9": movement.qa9,
@@ -30,6 +30,12 @@ SIMULATORS = {
     "qa12": movement.qa12,
     "qa13": movement.qa13,
     "qa14": movement.qa14,
+    "qa15": animals.qa15,
+    "qa16": animals.qa16,
+    "qa17": relations.qa17,
+    "qa18": relations.qa18,
+    "qa19": relations.qa19,
+    "qa20": motivations.qa20,
 }
 
 # Facts per story when the caller gives none: roughly the spread of the bAbI test files.

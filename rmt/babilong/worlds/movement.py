@@ -1,4 +1,4 @@
-"""People walking between rooms: qa1 (single supporting fact), qa6 (yes/no), qa9 (negation),
+"""People walking between rooms: qa1 (single supporting fact), qa9 (negation),
 qa10 (indefinite knowledge), qa11 (coreference), qa12 (conjunction), qa13 (compound coreference),
 qa14 (time reasoning)."""
 
@@ -28,15 +28,6 @@ def qa1(rng: random.Random, n_facts: int) -> str:
     who = rng.choice(sorted(where))
     room, fact = where[who]
     return story.to_babi(f"Where is {who}?", room, [fact])
-
-
-def qa6(rng: random.Random, n_facts: int) -> str:
-    story = StoryWriter()
-    where = _walk(rng, story, n_facts)
-    who = rng.choice(sorted(where))
-    room, fact = where[who]
-    asked = room if rng.random() < 0.5 else pick_other(rng, ROOMS, room)
-    return story.to_babi(f"Is {who} in the {asked}?", "yes" if asked == room else "no", [fact])
 
 
 def qa9(rng: random.Random, n_facts: int) -> str:

@@ -131,6 +131,17 @@ def qa3(rng: random.Random, n_facts: int) -> str:
     return world.story.to_babi(f"Where was the {obj} before the {trail[k][0]}?", trail[k - 1][0], support)
 
 
+def qa6(rng: random.Random, n_facts: int) -> str:
+    """Yes/no: is a person in a room? Objects change hands around them, as in bAbI."""
+    world = ObjectWorld(rng, PEOPLE)
+    while len(world.story) < n_facts:
+        world.step(p_move=0.6, allow_give=False)
+    who = rng.choice(sorted(world.room))
+    room = world.room[who]
+    asked = room if rng.random() < 0.5 else pick_other(rng, ROOMS, room)
+    return world.story.to_babi(f"Is {who} in the {asked}?", "yes" if asked == room else "no", [world.moved_at[who]])
+
+
 def qa5(rng: random.Random, n_facts: int) -> str:
     world = ObjectWorld(rng, PEOPLE_QA5)
     while len(world.story) < n_facts:
