@@ -37,6 +37,10 @@ def register(app):
         max_new_tokens: int = typer.Option(20, help="Answer length limit (greedy decoding)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
         prompt_file: Optional[Path] = typer.Option(None, help="JSON/YAML prompt file replacing the built-in prompts."),
+        instruction: bool = typer.Option(True, "--instruction/--no-instruction", help="Prompt part: the task instruction."),
+        examples: bool = typer.Option(True, "--examples/--no-examples", help="Prompt part: few-shot examples."),
+        post_prompt: bool = typer.Option(True, "--post-prompt/--no-post-prompt", help="Prompt part: the answer-format line."),
+        context_tags: bool = typer.Option(True, "--context-tags/--no-context-tags", help="Wrap the context in <context> tags."),
         rag: str = typer.Option("off", help="Retrieval baseline: off, on (RAG only) or both (model and RAG(model))."),
         rag_top_k: int = typer.Option(5, help="Retrieved pieces per question."),
         rag_split: str = typer.Option("sentences", help="How the haystack is split: sentences, pysbd or chunks."),
@@ -65,13 +69,15 @@ def register(app):
                 raise ValueError(f"{what} must be >= 1, got {value}")
         records = load_records_for_eval(_split_list(tasks, "--tasks"), _split_list(lengths, "--lengths"), samples,
                                         seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
+        prompt_options = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
+                          "context_tags": context_tags, **({"prompts": str(prompt_file)} if prompt_file else {})}
         if store.exists():
             ResultsStore(store, create=False).close()  # another benchmark version: fail before any work
         for spec in models:
             for top_k in {"off": [0], "on": [rag_top_k], "both": [0, rag_top_k]}[rag]:
                 runner = load_runner(
                     spec, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                    prompt_options={"prompt_file": str(prompt_file)} if prompt_file else None,
+                    prompt_options=prompt_options,
                     api_key_env=api_key_env, concurrency=concurrency, max_retries=retries, timeout=timeout,
                     cache=cache or store.with_name(store.name + ".endpoint-cache"), rag_top_k=top_k,
                     rag_split=rag_split, rag_chunk_words=rag_chunk_words, name=name)

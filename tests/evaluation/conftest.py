@@ -29,7 +29,7 @@ def build_tokenizer(chat_template: str | None = None):
     return fast
 
 
-def build_gpt2(tokenizer, n_positions: int = 256, seed: int = 0):
+def build_gpt2(tokenizer, n_positions: int = 512, seed: int = 0):
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -42,7 +42,7 @@ def build_gpt2(tokenizer, n_positions: int = 256, seed: int = 0):
 
 @pytest.fixture(scope="session")
 def tiny_hf_dir(tmp_path_factory):
-    """A tiny GPT-2 (window 256) + word-level tokenizer without chat template, saved like a hub model."""
+    """A tiny GPT-2 (window 512) + word-level tokenizer without chat template, saved like a hub model."""
     path = tmp_path_factory.mktemp("tiny_gpt2")
     tokenizer = build_tokenizer()
     build_gpt2(tokenizer).save_pretrained(path)
@@ -58,3 +58,65 @@ def tiny_chat_dir(tmp_path_factory):
     build_gpt2(tokenizer).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_rmt_dir(tmp_path_factory):
+    """A tiny RMT (2 memory tokens, 32-token segments) around the tiny GPT-2 (window 512), saved like
+    `rmt train` does: RecurrentMemoryTransformer.save_pretrained + the tokenizer in the same dir."""
+    from rmt import RMTConfig, RecurrentMemoryTransformer
+
+    path = tmp_path_factory.mktemp("tiny_rmt")
+    tokenizer = build_tokenizer()
+    model = RecurrentMemoryTransformer.wrap(build_gpt2(tokenizer), RMTConfig(num_mem_tokens=2, segment_size=32))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def records_0k():
+    from rmt.babilong import generate
+
+    return generate(task="qa1", length="0k", samples=4, seed=0) + generate(task="qa2", length="0k", samples=2, seed=0)
+
+
+@pytest.fixture(scope="session")
+def records_1k():
+    from rmt.babilong import generate
+
+    return generate(task="qa1", length="1k", samples=2, seed=0)
+
+
+class OracleRunner:
+    """A fake model that answers with the target (or a wrong room for every `wrong_every`-th record):
+    lets the tests check scoring, storing and resuming without a trained model."""
+
+    name = "oracle"
+    batch_size = 2
+
+    def __init__(self, wrong_every: int = 0, delay: float = 0.0, name: str = "oracle"):
+        self.wrong_every, self.delay, self.name = wrong_every, delay, name
+        self.calls = 0  # records answered
+
+    def prompt(self, record):
+        return f"{record['input']}\nQuestion: {record['question']}"
+
+    prompt_key = prompt
+
+    def answer(self, records):
+        import time
+
+        from rmt.evaluation.base import Answer
+
+        out = []
+        for record in records:
+            if self.delay:
+                time.sleep(self.delay)
+            self.calls += 1
+            wrong = self.wrong_every and self.calls % self.wrong_every == 0
+            out.append(Answer("nowhere" if wrong else f"The answer is {record['target']}."))
+        return out
+
+    def close(self):
+        pass
