@@ -1,5 +1,94 @@
-"""CLI commands of this room (filled in by the room's issue)."""
+"""`rmt demo`: stream a long input (1M tokens by default) through a small RMT; print throughput and peak memory."""
+
+import typer
+
+
+def _peak_rss_mib() -> float:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidden: int, vocab: int,
+             self_retrieval: bool, checkpoint: str | None, chunk: int, seed: int, threads: int | None, progress: bool = True) -> dict:
+    """Stream `tokens` seeded random token ids through an RMT (a small random GPT-2, or `checkpoint`)."""
+    if tokens < 1:
+        raise ValueError(f"--tokens must be >= 1, got {tokens}")
+    if chunk < 1:
+        raise ValueError(f"--chunk must be >= 1, got {chunk}")
+    if hidden < 1 or layers < 1 or vocab < 2:
+        raise ValueError(f"--hidden and --layers must be >= 1 and --vocab >= 2, got {hidden}, {layers}, {vocab}")
+    import time
+
+    import torch
+    from tqdm import tqdm
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from rmt import RMTConfig, RecurrentMemoryTransformer
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    if checkpoint:
+        model = RecurrentMemoryTransformer.from_pretrained(checkpoint)
+    else:
+        heads = max(1, hidden // 64)
+        if hidden % heads:
+            raise ValueError(f"--hidden must be a multiple of 64 or below 64, got {hidden}")
+        base = GPT2LMHeadModel(GPT2Config(n_layer=layers, n_head=heads, n_embd=hidden, vocab_size=vocab,
+                                          n_positions=segment_size + 2 * mem_tokens))
+        model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))
+    model.eval()
+    vocab_size = model.adapter.vocab_size
+    generator = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=tokens, unit="tok", unit_scale=True, desc="streaming", disable=not progress)
+
+    def chunks():  # produced on the fly: the whole input never exists in memory
+        done = 0
+        while done < tokens:
+            n = min(chunk, tokens - done)
+            yield torch.randint(0, vocab_size, (1, n), generator=generator)
+            done += n
+            bar.update(n)
+
+    start = time.perf_counter()
+    state = model.stream(chunks())
+    seconds = time.perf_counter() - start
+    bar.close()
+    return {
+        "tokens": state.n_tokens,
+        "segments": state.n_segments,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(state.n_tokens / seconds, 1),
+        "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "memory_shape": list(state.memory.shape),
+        "memory_finite": bool(torch.isfinite(state.memory).all()),
+    }
 
 
 def register(app):
     """Add this module's commands to the `rmt` app."""
+
+    @app.command("demo")
+    def demo(
+        tokens: int = typer.Option(1_000_000, "--tokens", help="Total tokens to stream."),
+        segment_size: int = typer.Option(512, "--segment-size", help="Input tokens per segment."),
+        mem_tokens: int = typer.Option(16, "--mem-tokens", help="Memory tokens."),
+        layers: int = typer.Option(2, "--layers", help="Layers of the random GPT-2 base model."),
+        hidden: int = typer.Option(128, "--hidden", help="Hidden size of the random GPT-2 base model."),
+        vocab: int = typer.Option(1024, "--vocab", help="Vocabulary size of the random GPT-2 base model."),
+        self_retrieval: bool = typer.Option(False, "--self-retrieval", help="Use RMT-R (its store grows with the input)."),
+        checkpoint: str = typer.Option(None, "--checkpoint", help="Stream through a saved RMT instead of a random one."),
+        chunk: int = typer.Option(4096, "--chunk", help="Tokens per chunk fed to model.stream()."),
+        seed: int = typer.Option(0, "--seed"),
+        threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+    ):
+        """Stream a long random input through a small RMT; print throughput and peak memory (RSS)."""
+        import json
+
+        result = run_demo(tokens, segment_size, mem_tokens, layers, hidden, vocab, self_retrieval, checkpoint, chunk, seed, threads)
+        print(f"streamed {result['tokens']:,} tokens in {result['segments']:,} segments: "
+              f"{result['tokens_per_s']:,.0f} tokens/s, {result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB")
+        print(json.dumps(result))

@@ -512,23 +512,30 @@ class RecurrentMemoryTransformer(nn.Module):
         try:
             base_config = model_class.config_class.from_dict(base_dict)
         except Exception as exc:  # a config that HF cannot parse is a corrupt checkpoint
-            raise ValueError(f"corrupt checkpoint file {path / BASE_CONFIG_NAME}: {exc}") from None
+            raise ValueError(f"corrupt checkpoint file {path / BASE_CONFIG_NAME}: {' '.join(str(exc).split())}") from None
         weights = path / WEIGHTS_NAME
         try:
             with safe_open(str(weights), framework="pt") as f:
                 keys = list(f.keys())
                 saved_dtype = f.get_slice(keys[0]).get_dtype() if keys else None
+                saved_shapes = {key: tuple(f.get_slice(key).get_shape()) for key in keys}
         except Exception as exc:
-            raise ValueError(f"corrupt checkpoint weights {weights}: {exc}") from None
+            raise ValueError(f"corrupt checkpoint weights {weights}: {' '.join(str(exc).split())}") from None
         base_model = model_class(base_config)
         model = cls(base_model, config)
         torch_dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}.get(saved_dtype)
         if torch_dtype is not None:
             model.to(torch_dtype)
+        expected_shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+        for key, shape in saved_shapes.items():
+            if key not in expected_shapes:
+                raise ValueError(f"checkpoint weights {weights} do not match the model: unexpected tensor {key}")
+            if shape != expected_shapes[key]:
+                raise ValueError(f"checkpoint weights {weights} do not match the model: {key} has shape {shape}, the model expects {expected_shapes[key]}")
         try:
             missing, unexpected = load_model(model, str(weights), strict=False)
         except Exception as exc:
-            raise ValueError(f"corrupt checkpoint weights {weights}: {exc}") from None
+            raise ValueError(f"corrupt checkpoint weights {weights}: {' '.join(str(exc).split())}") from None
         if missing or unexpected:
             raise ValueError(f"checkpoint weights {weights} do not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
         model.eval()

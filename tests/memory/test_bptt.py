@@ -1,0 +1,57 @@
+"""Truncated backpropagation through memory: bptt_depth=k keeps only the last k segments in the gradient path."""
+
+import pytest
+import torch
+
+from rmt import RMTConfig, RecurrentMemoryTransformer
+from tests.memory.tiny_models import VOCAB, tiny_causal_lm
+
+SEG, N_SEG = 4, 5
+
+
+def _run(depth, kind="gpt2", self_retrieval=False):
+    model = RecurrentMemoryTransformer.wrap(tiny_causal_lm(kind, tie_word_embeddings=False), RMTConfig(num_mem_tokens=2, segment_size=SEG, bptt_depth=depth, self_retrieval=self_retrieval))
+    # Untied embeddings: with a tied LM head every embedding row would get gradient from the softmax.
+    # Segment s uses only its own token ids (disjoint ranges), so the embedding rows of a segment's
+    # tokens get gradient only if that segment is in the gradient path.
+    ids = torch.cat([torch.arange(3 + 10 * s, 3 + 10 * s + SEG) for s in range(N_SEG)])[None]
+    assert int(ids.max()) < VOCAB
+    labels = torch.full_like(ids, -100)
+    labels[0, -1] = ids[0, -1]  # loss on the last segment only (predicting its last token)
+    out = model(ids, labels=labels, output_memories=True)
+    for mem in out.memories:
+        mem.retain_grad()
+    out.loss.backward()
+    emb_grad = model.base_model.get_input_embeddings().weight.grad
+    segment_has_grad = [bool(emb_grad[ids[0, s * SEG : (s + 1) * SEG]].abs().sum() > 0) for s in range(N_SEG)]
+    memory_has_grad = [m.grad is not None and bool(m.grad.abs().sum() > 0) for m in out.memories[:-1]]
+    init_memory_grad = model.memory.grad is not None and bool(model.memory.grad.abs().sum() > 0)
+    return segment_has_grad, memory_has_grad, init_memory_grad
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_full_bptt_reaches_every_segment(kind):
+    segments, memories, init = _run(-1, kind)
+    assert segments == [True] * N_SEG
+    assert memories == [True] * (N_SEG - 1)
+    assert init  # the learned initial memory gets gradient through all segments
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_truncated_bptt_cuts_older_segments(depth):
+    segments, memories, init = _run(depth)
+    # The last `depth` segments are in the gradient path, older ones get nothing.
+    assert segments == [False] * (N_SEG - depth) + [True] * depth
+    # memory written by segment s feeds segment s+1; only writes inside the window get gradient
+    assert memories == [False] * (N_SEG - depth) + [True] * (depth - 1)
+    assert not init
+
+
+def test_depth_at_least_the_number_of_segments_is_full_bptt():
+    assert _run(N_SEG) == _run(-1)
+
+
+def test_truncation_also_cuts_the_retrieval_store():
+    segments, memories, init = _run(2, self_retrieval=True)
+    assert segments == [False] * (N_SEG - 2) + [True] * 2
+    assert not init
