@@ -21,6 +21,7 @@ from typing import Sequence
 from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, Answer, Messages, PromptFn, Runner
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+CONNECT_RETRIES = 2
 
 
 class EndpointError(ValueError):
@@ -124,6 +125,8 @@ class EndpointClient:
                 response = self._http.post(url, json=self._payload(messages))
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last = f"cannot reach endpoint {url}: {exc or type(exc).__name__}"
+                if attempt >= CONNECT_RETRIES:  # nobody listening: fail fast, not after minutes of backoff
+                    break
             except httpx.TimeoutException:
                 last = f"endpoint {url} timed out"
             except httpx.HTTPError as exc:

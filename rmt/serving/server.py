@@ -15,30 +15,35 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
+from pydantic import BaseModel
+
 from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, LocalModel
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: str | list | None = None
+
+
+class ChatRequest(BaseModel):
+    """The fields of an OpenAI chat request that matter here (others are accepted and ignored)."""
+
+    model: str | None = None
+    messages: list[ChatMessage]
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stream: bool | None = False
 
 
 def create_app(model: LocalModel, model_id: str | None = None):
     from fastapi import FastAPI
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel
 
     model_id = model_id or model.name
     lock = threading.Lock()  # one forward pass at a time: torch on CPU is already using every core
     created = int(time.time())
-
-    class ChatMessage(BaseModel):
-        role: str
-        content: str | list | None = None
-
-    class ChatRequest(BaseModel):
-        model: str | None = None
-        messages: list[ChatMessage]
-        max_tokens: int | None = None
-        max_completion_tokens: int | None = None
-        temperature: float | None = None
-        top_p: float | None = None
-        stream: bool | None = False
 
     app = FastAPI(title="rmt serve")
 
