@@ -1,0 +1,344 @@
+"""The training loop (nanoGPT-like, on ``accelerate``): curriculum stages, periodic evaluation,
+atomic checkpoints, exact resume, JSONL metrics.
+
+The same code runs on CPU, one GPU, or many (``accelerate launch`` with a DDP, DeepSpeed or FSDP
+config): every process builds the same global batch for a step and trains on its own rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from rmt.training import checkpoint as ckpt
+from rmt.training.config import TrainConfig
+from rmt.training.curriculum import Curriculum
+from rmt.training.tasks import TaskData, answer_accuracy, segment_losses
+
+CONFIG_NAME = "train_config.json"
+METRICS_NAME = "metrics.jsonl"
+
+
+# --------------------------------------------------------------------- building blocks
+def check_output_dir(path) -> Path:
+    """Create ``path`` if needed and make sure we can write there (one clear error otherwise)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise PermissionError(f"output dir {str(path)!r} is not writable ({exc.strerror or exc}); "
+                              f"choose a directory you can write to") from None
+    return path
+
+
+def build_tokenizer(cfg: TrainConfig):
+    """The configured HF tokenizer, or a word-level one trained on this task's text."""
+    from rmt.training.tokenizer import load_tokenizer, train_word_tokenizer
+
+    if cfg.tokenizer:
+        return load_tokenizer(cfg.tokenizer)
+    return train_word_tokenizer(TaskData(cfg).corpus(seed=cfg.seed), cfg.vocab_size)
+
+
+def window_of(cfg: TrainConfig) -> int:
+    """Tokens the no-memory baseline attends over: the longest training input."""
+    return cfg.max_segments * cfg.segment_size
+
+
+def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
+    """An HF causal LM: ``cfg.model`` from the hub / a path, or a small GPT-2 built from scratch."""
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    if cfg.model:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(cfg.model)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot load base model {cfg.model!r} (a hub name or a local dir): "
+                             f"{str(exc).splitlines()[0]}") from None
+        if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            model.resize_token_embeddings(len(tokenizer))
+        return model
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
+        n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def build_model(cfg: TrainConfig, tokenizer):
+    """RMT around the base model, or (``memory=False``) the bare base model with a full-attention
+    window as long as the longest training input."""
+    if not cfg.memory:
+        return build_base_model(cfg, tokenizer, window_of(cfg))
+    from rmt import RMTConfig, RecurrentMemoryTransformer
+
+    rmt_config = RMTConfig(num_mem_tokens=cfg.num_mem_tokens, segment_size=cfg.segment_size, bptt_depth=cfg.bptt_depth)
+    base = build_base_model(cfg, tokenizer, cfg.segment_size + 2 * cfg.num_mem_tokens)
+    return RecurrentMemoryTransformer.wrap(base, rmt_config)
+
+
+def model_window(model) -> int | None:
+    """The longest input a model takes: None (unbounded) for RMT, else its position limit."""
+    from rmt.memory import RecurrentMemoryTransformer
+
+    if isinstance(model, RecurrentMemoryTransformer):
+        return None
+    return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+
+
+def forward(model, batch: dict, window: int | None):
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    if window is not None and ids.shape[1] > window:  # keep the end (question and answer)
+        ids, mask, labels = ids[:, -window:], mask[:, -window:], labels[:, -window:]
+    return model(input_ids=ids, attention_mask=mask, labels=labels)
+
+
+@torch.no_grad()
+def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int = 50, window: int | None = None,
+             device=None) -> dict | None:
+    """Accuracy (QA tasks) or perplexity per segment position (lm) on the fixed evaluation set for
+    ``segments``. Returns None when the input is longer than the model's window."""
+    if window is not None and segments * data.cfg.segment_size > window:
+        return None
+    was_training = model.training
+    model.eval()
+    correct, loss_sum, count = 0.0, 0.0, 0
+    seg_sums = seg_counts = None
+    for index, start in enumerate(range(0, samples, batch_size)):
+        n = min(batch_size, samples - start)
+        batch = data.batch("eval", index, segments, n)
+        if device is not None:
+            batch = {k: v.to(device) for k, v in batch.items()}
+        if window is not None and batch["input_ids"].shape[1] > window:
+            batch = {k: v[:, -window:] for k, v in batch.items()}
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        loss_sum += float(out.loss) * n
+        count += n
+        if data.is_qa:
+            correct += float(answer_accuracy(out.logits, batch["input_ids"], batch["answer_mask"]).sum())
+        else:
+            sums, counts = segment_losses(out.logits, batch["labels"], data.cfg.segment_size)
+            seg_sums = sums if seg_sums is None else seg_sums + sums
+            seg_counts = counts if seg_counts is None else seg_counts + counts
+    model.train(was_training)
+    result = {"segments": segments, "samples": count, "loss": loss_sum / count}
+    if data.is_qa:
+        result["accuracy"] = correct / count
+    else:
+        result["perplexity"] = math.exp(loss_sum / count)
+        result["perplexity_by_segment"] = [round(math.exp(s / c), 4) for s, c in zip(seg_sums.tolist(), seg_counts.tolist()) if c]
+    return result
+
+
+def make_scheduler(optimizer, cfg: TrainConfig):
+    total, warmup = cfg.total_steps, cfg.warmup_steps
+
+    def factor(step):
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 1.0 - progress if cfg.scheduler == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class MetricsLog:
+    """Append-only JSONL (one object per line); on resume, lines after the checkpoint are dropped so
+    the file reads as if the run had never stopped."""
+
+    def __init__(self, path: Path, enabled: bool, tensorboard_dir: Path | None = None):
+        self.path, self.enabled = path, enabled
+        self.tb = None
+        if enabled and tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ValueError("--tensorboard needs the tensorboard package: pip install 'rmt[tensorboard]'") from None
+            self.tb = SummaryWriter(str(tensorboard_dir))
+
+    def truncate_after(self, step: int) -> None:
+        if not self.enabled or not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, self.path)
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.tb.add_scalar(f"{record['type']}/{key}", value, record["step"])
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+# --------------------------------------------------------------------- the loop
+class Trainer:
+    """``Trainer(cfg, resume=False).train()``; see ``docs/training.md``."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = False, accelerator=None, tokenizer=None):
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+        self.out = Path(cfg.output_dir)
+        self.resume_from = None
+        if self.accelerator.is_main_process:
+            self._prepare_output_dir(resume)
+        self.accelerator.wait_for_everyone()
+        if resume:
+            self.resume_from = ckpt.latest_checkpoint(self.out)
+
+        torch.manual_seed(cfg.seed)
+        if self.resume_from is not None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(self.resume_from)
+        else:
+            self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg)
+        self.data = TaskData(cfg, self.tokenizer)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg, self.tokenizer)
+        self.window = model_window(self.model)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step
+        # it once per process), so the learning rate does not depend on the number of processes.
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.curriculum = Curriculum(cfg.curriculum, cfg.stage_steps, cfg.stage_threshold, cfg.vary_n_segments, cfg.seed)
+        self.step = 0
+        self.history: list[dict] = []
+        if self.resume_from is not None:
+            state = ckpt.load_checkpoint(self.resume_from, self.model, self.optimizer, self.scheduler)
+            self.step = state["step"]
+            self.curriculum.load_state_dict(state["curriculum"])
+            self.history = state.get("history", [])
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.metrics = MetricsLog(self.out / METRICS_NAME, self.accelerator.is_main_process,
+                                  self.out / "tensorboard" if cfg.tensorboard else None)
+        if self.resume_from is not None:
+            self.metrics.truncate_after(self.step)
+
+    def _prepare_output_dir(self, resume: bool) -> None:
+        check_output_dir(self.out)
+        ckpt.sweep_temp_dirs(self.out)
+        saved = self.out / CONFIG_NAME
+        existing = ckpt.latest_checkpoint(self.out)
+        if resume:
+            if existing is None:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.out / 'checkpoints'}; start without --resume")
+            other = TrainConfig.from_file(existing / CONFIG_NAME)
+            diff = self.cfg.resume_mismatch(other)
+            if diff:
+                shown = ", ".join(f"{k}={getattr(other, k)!r} (now {getattr(self.cfg, k)!r})" for k in diff)
+                raise ValueError(f"--resume: {self.out} holds a run with another config: {shown}; "
+                                 f"use the same settings or another output dir")
+        elif existing is not None or (self.out / METRICS_NAME).exists():
+            raise FileExistsError(f"output dir {str(self.out)!r} already holds a run; pass --resume to continue it "
+                                  f"or choose another output dir (nothing is overwritten)")
+        tmp = saved.with_suffix(".tmp")
+        self.cfg.save(tmp)
+        os.replace(tmp, saved)
+
+    # ------------------------------------------------------------------ helpers
+    def _local_rows(self, batch: dict) -> dict:
+        """This process's share of the global batch (contiguous rows)."""
+        n, world, rank = batch["input_ids"].shape[0], self.accelerator.num_processes, self.accelerator.process_index
+        if n % world:
+            raise ValueError(f"batch_size={n} must be divisible by the number of processes ({world})")
+        per = n // world
+        return {k: v[rank * per : (rank + 1) * per].to(self.accelerator.device) for k, v in batch.items()}
+
+    def _state(self) -> dict:
+        return {"step": self.step, "curriculum": self.curriculum.state_dict(), "history": self.history}
+
+    def save(self) -> Path | None:
+        path = None
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            path = ckpt.save_checkpoint(self.out, self.step, self.accelerator.unwrap_model(self.model), self.tokenizer,
+                                        self.optimizer, self.scheduler, self._state(), self.cfg)
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def evaluate(self, segments: int, samples: int | None = None) -> dict | None:
+        return evaluate(self.accelerator.unwrap_model(self.model), self.data, segments, samples or self.cfg.eval_samples,
+                        self.cfg.eval_batch_size, self.window, self.accelerator.device)
+
+    # ------------------------------------------------------------------ train
+    def train(self, stop_after: int | None = None) -> dict:
+        """Run the curriculum to the end (or ``stop_after`` more steps); returns a summary and
+        writes ``OUT/final`` when the curriculum is done."""
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.cfg, self.accelerator
+        bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", unit="step",
+                   disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+        done_here = 0
+        self.model.train()
+        while not self.curriculum.finished and (stop_after is None or done_here < stop_after):
+            segments = self.curriculum.segments_for_step(self.step)
+            batch = self._local_rows(self.data.batch("train", self.step, segments, cfg.batch_size))
+            out = forward(self.model, batch, self.window)
+            acc.backward(out.loss)
+            if cfg.grad_clip:
+                acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            done_here += 1
+            loss = float(acc.reduce(out.loss.detach(), reduction="mean"))
+            bar.update(1)
+            bar.set_postfix(stage=self.curriculum.segments, loss=f"{loss:.3f}")
+            if self.step % cfg.log_every == 0 or self.step == 1:
+                self.metrics.write({"type": "train", "step": self.step, "stage": self.curriculum.stage,
+                                    "stage_segments": self.curriculum.segments, "segments": segments,
+                                    "loss": loss, "lr": self.scheduler.get_last_lr()[0]})
+            stage_ends = self.step - self.curriculum.stage_start >= cfg.stage_steps
+            result = None
+            if self.step % cfg.eval_every == 0 or stage_ends:
+                result = self.evaluate(self.curriculum.segments)
+                record = {"type": "eval", "step": self.step, "stage": self.curriculum.stage, **result}
+                self.metrics.write(record)
+                self.history.append(record)
+            stage = self.curriculum.stage
+            moved = self.curriculum.advance(self.step, result.get("accuracy") if result else None)
+            if moved:
+                self.metrics.write({"type": "stage", "step": self.step, "finished_stage": stage,
+                                    "segments": cfg.curriculum[stage]})
+                if not self.curriculum.finished:
+                    bar.total = self.step + cfg.stage_steps * (len(cfg.curriculum) - self.curriculum.stage)
+                    bar.refresh()
+            if self.step % cfg.save_every == 0 or (moved and self.curriculum.finished):
+                self.save()
+        bar.close()
+        final = None
+        if self.curriculum.finished:
+            final = self.out / "final"
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                model = acc.unwrap_model(self.model)
+                ckpt.atomic_dir(final, lambda tmp: ckpt.save_model_dir(tmp, model, self.tokenizer))
+            acc.wait_for_everyone()
+        self.metrics.close()
+        return {"step": self.step, "finished": self.curriculum.finished, "final": str(final) if final else None,
+                "history": self.history}
