@@ -99,7 +99,7 @@ def _records(tasks, lengths, samples, seed, source, counter, fact_sources, promp
                 if tokens > 0:
                     stream = source.sentences(rng)
                     if no_length_tell:
-                        stream = clause_pieces(stream, max_words=12)
+                        stream = clause_pieces(stream, rng)
                 hay = build_haystack(sample.facts, stream, counter, max(0, tokens - allowance) if tokens else 0,
                                      rng, min_tokens, max_tokens)
                 yield {

@@ -39,24 +39,28 @@ def parse_length(length) -> tuple[str, int]:
     return name, number * scale
 
 
-_CLAUSE_BREAK = re.compile(r"(?<=[,;:])\s+")
-
-
-def clause_pieces(sentences: Iterable[str], max_words: int) -> Iterator[str]:
-    """Split long sentences at commas/semicolons/colons into pieces of at most ~max_words words, so
-    background pieces are as short as facts (removes the "facts are the short sentences" tell)."""
+def clause_pieces(sentences: Iterable[str], rng: random.Random, min_words: int = 4,
+                  max_words: int = 14) -> Iterator[str]:
+    """Cut background sentences into pieces of ``min_words``..``max_words`` words (preferring a cut
+    after a comma, semicolon or colon), so background pieces are as short as facts: this removes
+    the reference's "facts are the short sentences" tell. The text itself is unchanged."""
     for sentence in sentences:
-        if len(sentence.split()) <= max_words:
+        words = sentence.split()
+        if len(words) <= max_words:
             yield sentence
             continue
-        piece: list[str] = []
-        for clause in _CLAUSE_BREAK.split(sentence):
-            piece.append(clause)
-            if len(" ".join(piece).split()) >= max_words // 2:
-                yield " ".join(piece)
-                piece = []
-        if piece:
-            yield " ".join(piece)
+        start = 0
+        while start < len(words):
+            want = rng.randint(min_words, max_words)
+            end = min(len(words), start + want)
+            for k in range(end, min(len(words), start + want + 4)):  # a clause end close by is nicer
+                if words[k - 1][-1] in ",;:":
+                    end = k
+                    break
+            if len(words) - end < min_words:  # no tiny leftover piece
+                end = len(words)
+            yield " ".join(words[start:end])
+            start = end
 
 
 def fill_background(sentences: Iterator[str], counter: Counter, budget: int,

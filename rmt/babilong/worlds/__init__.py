@@ -40,11 +40,17 @@ SIMULATORS = {
 
 # Facts per story when the caller gives none: roughly the spread of the bAbI test files.
 DEFAULT_FACTS: dict[str, tuple[int, int]] = {
-    "qa1": (2, 10), "qa2": (2, 30), "qa3": (4, 60), "qa4": (2, 2), "qa5": (2, 30),
+    "qa1": (2, 10), "qa2": (2, 30), "qa3": (4, 60), "qa4": (2, 2), "qa5": (4, 30),
     "qa6": (2, 14), "qa7": (2, 20), "qa8": (2, 20), "qa9": (2, 10), "qa10": (2, 10),
     "qa11": (2, 10), "qa12": (2, 10), "qa13": (2, 10), "qa14": (2, 14), "qa15": (8, 8),
     "qa16": (9, 9), "qa17": (2, 2), "qa18": (5, 15), "qa19": (5, 5), "qa20": (1, 12),
 }
+
+
+# Fewest facts that can pose the task's question (e.g. qa5: two people meet, one takes, one gives).
+MIN_FACTS = {"qa3": 3, "qa5": 4, "qa14": 2}
+# Tasks whose stories have a fixed shape; n_facts does not change them.
+FIXED_SHAPE = {"qa4": "2 facts", "qa15": "8 facts", "qa16": "9 facts", "qa17": "2 facts"}
 
 
 def simulated_tasks() -> list[str]:
@@ -61,6 +67,8 @@ def n_facts_for(task: str, rng: random.Random, n_facts=None) -> int:
         lo, hi = n_facts
     if lo < 1 or hi < lo:
         raise ValueError(f"n_facts must be a positive int or a (lo, hi) pair with 1 <= lo <= hi, got {n_facts!r}")
+    if lo < MIN_FACTS.get(task, 1):
+        raise ValueError(f"{task} needs at least {MIN_FACTS[task]} facts per story, got n_facts={n_facts!r}")
     return rng.randint(lo, hi)
 
 
