@@ -16,7 +16,7 @@ from rmt.evaluation.base import Answer, Runner
 SPLITS = ("sentences", "pysbd", "chunks")
 # Sentence ends: ., ! or ? (optionally closing quotes/brackets) followed by whitespace. Fast on
 # million-token haystacks; `pysbd` is the careful (and ~100x slower) alternative.
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+")
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+")
 
 
 def split_text(text: str, split: str = "sentences", chunk_words: int = 64) -> list[str]:
