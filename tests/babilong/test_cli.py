@@ -1,0 +1,67 @@
+"""`rmt generate` end to end through a subprocess: outputs, and one-line errors with nothing written."""
+
+import json
+import subprocess
+
+import pytest
+
+from rmt.babilong.io import load_records
+
+
+def run(*args, cwd=None):
+    return subprocess.run(["rmt", "generate", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_generate_jsonl_and_hf(tmp_path):
+    out = tmp_path / "qa.jsonl"
+    proc = run("--task", "qa1,qa2", "--lengths", "0k,1k", "--samples", "3", "--seed", "4", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 12 and {(r["task"], r["length"]) for r in rows} == {
+        ("qa1", "0k"), ("qa1", "1k"), ("qa2", "0k"), ("qa2", "1k")}
+    hf = tmp_path / "hf"
+    proc = run("--task", "qa1,qa2", "--lengths", "0k,1k", "--samples", "3", "--seed", "4", "--out", str(hf))
+    assert proc.returncode == 0, proc.stderr
+    assert load_records(hf) == rows  # same seed, same records, whatever the format
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "qa.jsonl"]
+
+
+def test_generate_from_babi_files_with_books(tmp_path, babi_dir, background_dir):
+    out = tmp_path / "b.parquet"
+    proc = run("--task", "qa3", "--lengths", "2k", "--samples", "2", "--babi-dir", str(babi_dir),
+               "--background", str(background_dir), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = load_records(out)
+    assert [r["target"] for r in rows] == ["office", "office"] and rows[0]["background"] == "books:background"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--task", "qa21"], "qa21"),
+    (["--lengths", "0k,12q"], "12q"),
+    (["--samples", "0"], "samples"),
+    (["--samples", "-5"], "samples"),
+    (["--lengths", "1k", "--background", "MISSING_DIR"], "not found"),
+    (["--lengths", "1k", "--background", "EMPTY_DIR"], "no non-empty"),
+    (["--tokenizer", "surely-not/a-cached-tokenizer"], "cannot be loaded offline"),
+    (["--facts", "x"], "--facts"),
+])
+def test_bad_input_one_line_error_nothing_written(tmp_path, args, needle):
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("MISSING_DIR", str(tmp_path / "missing")).replace("EMPTY_DIR", str(tmp_path / "empty"))
+            for a in args]
+    out = tmp_path / "out.jsonl"
+    proc = run(*args, "--out", str(out))
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # nothing half-written
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    proc = run("--out", str(blocker / "out.jsonl"))  # parent is a file
+    assert proc.returncode == 2 and proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
+    proc = run("--out", "/proc/out.jsonl")  # exists but cannot hold files (even for root)
+    assert proc.returncode == 2 and "not writable" in proc.stderr and "Traceback" not in proc.stderr
