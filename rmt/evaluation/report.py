@@ -161,7 +161,7 @@ def heatmap_figsize(n_models: int, n_tasks: int, n_lengths: int) -> tuple[float,
 
 def heatmap_pixels(table: Table, dpi: int = 150) -> tuple[int, int]:
     w, h = heatmap_figsize(len(table.models), len(table.tasks), len(table.lengths))
-    return int(round(w * dpi)), int(round(h * dpi))
+    return int(w * dpi), int(h * dpi)  # matplotlib's Agg canvas truncates the same way
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -187,8 +187,7 @@ def save_heatmap(table: Table, path: str | Path, dpi: int = 150) -> Path:
 
     path = Path(path)
     # The BABILong figures' palette: red (0%) through yellow to green (100%).
-    cmap = LinearSegmentedColormap.from_list("babilong", ["#d73027", "#fee08b", "#1a9850"])
-    cmap.set_bad("#d9d9d9")
+    cmap = LinearSegmentedColormap.from_list("babilong", ["#d73027", "#fee08b", "#1a9850"]).with_extremes(bad="#d9d9d9")
     figsize = heatmap_figsize(len(table.models), len(table.tasks), len(table.lengths))
     fig, axes = plt.subplots(1, len(table.models), figsize=figsize, dpi=dpi, squeeze=False, layout="constrained")
     image = None
