@@ -1,0 +1,144 @@
+import json
+import math
+
+import pytest
+import torch
+
+from rmt.training.checkpoint import latest_checkpoint, list_checkpoints
+from rmt.training.tasks import TaskData, answer_accuracy
+from rmt.training.trainer import Trainer, build_tokenizer, evaluate
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_few_steps_lower_the_loss(tiny_config):
+    cfg = tiny_config(curriculum=[1], stage_steps=25, eval_every=100, save_every=100, n_facts=[1, 1])
+    trainer = Trainer(cfg)
+    before = evaluate(trainer.model, trainer.data, 1, 16, 16)["loss"]
+    trainer.train()
+    after = evaluate(trainer.model, trainer.data, 1, 16, 16)["loss"]
+    assert after < before - 0.5, (before, after)
+
+
+def test_curriculum_moves_stages_and_writes_final(tiny_config, tmp_path):
+    cfg = tiny_config(curriculum=[1, 2, 4], stage_steps=2, eval_every=100, vary_n_segments=False)
+    summary = Trainer(cfg).train()
+    assert summary["finished"] and summary["step"] == 6
+    records = _metrics(tmp_path / "run")
+    assert [r["finished_stage"] for r in records if r["type"] == "stage"] == [0, 1, 2]
+    assert [r["segments"] for r in records if r["type"] == "train"] == [1, 1, 2, 2, 4, 4]
+    assert [r["segments"] for r in records if r["type"] == "eval"] == [1, 2, 4]  # end of each stage
+
+
+def test_checkpoint_loads_as_rmt_plus_autotokenizer(tiny_config, tmp_path):
+    from transformers import AutoTokenizer
+
+    from rmt import RecurrentMemoryTransformer
+
+    trainer = Trainer(tiny_config(stage_steps=2))
+    summary = trainer.train()
+    model = RecurrentMemoryTransformer.from_pretrained(summary["final"])
+    tok = AutoTokenizer.from_pretrained(summary["final"])
+    assert tok("Where is Mary?")["input_ids"] == trainer.tokenizer("Where is Mary?")["input_ids"]
+    batch = trainer.data.batch("eval", 0, 2, 2)
+    with torch.no_grad():
+        a = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        b = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.equal(a, b)
+
+
+def test_resume_equals_uninterrupted_bitwise(tiny_config, tmp_path):
+    full = Trainer(tiny_config(output_dir=str(tmp_path / "full")))
+    full.train()
+    part = Trainer(tiny_config(output_dir=str(tmp_path / "part")))
+    part.train(stop_after=7)  # checkpoint at step 6; step 7 is lost, as after a crash
+    assert latest_checkpoint(tmp_path / "part").name == "step-000006"
+    resumed = Trainer(tiny_config(output_dir=str(tmp_path / "part")), resume=True)
+    assert resumed.step == 6
+    resumed.train()
+    a, b = _weights(full.model), _weights(resumed.model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "part")
+    assert len(list_checkpoints(tmp_path / "part")) == 2  # older ones pruned
+
+
+def test_resume_from_another_config_is_refused(tiny_config, tmp_path):
+    Trainer(tiny_config(stage_steps=3)).train()
+    with pytest.raises(ValueError, match=r"another config: segment_size=16 \(now 8\)"):
+        Trainer(tiny_config(stage_steps=3, segment_size=8), resume=True)
+
+
+def test_a_second_run_into_the_same_dir_never_overwrites(tiny_config, tmp_path):
+    Trainer(tiny_config(stage_steps=3)).train()
+    before = (latest_checkpoint(tmp_path / "run") / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a run; pass --resume"):
+        Trainer(tiny_config(stage_steps=3))
+    assert (latest_checkpoint(tmp_path / "run") / "model.safetensors").read_bytes() == before
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny_config, tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(stage_steps=10, save_every=3))
+    trainer.train(stop_after=3)
+    good = latest_checkpoint(tmp_path / "run")
+    good_bytes = (good / "model.safetensors").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trainer.tokenizer, "save_pretrained", broken)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.train(stop_after=3)
+    assert latest_checkpoint(tmp_path / "run") == good
+    assert (good / "model.safetensors").read_bytes() == good_bytes
+    assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_no_memory_baseline_reports_over_window_as_none(tiny_config):
+    trainer = Trainer(tiny_config(memory=False, stage_steps=2))
+    trainer.train()
+    assert trainer.window == 2 * 16
+    assert evaluate(trainer.model, trainer.data, 2, 4, 4, trainer.window)["accuracy"] >= 0
+    assert evaluate(trainer.model, trainer.data, 4, 4, 4, trainer.window) is None
+
+
+@pytest.mark.parametrize("task", ["memorize", "detect", "reason", "qa2"])
+def test_qa_tasks_put_the_loss_on_the_answer_only(tiny_config, task):
+    cfg = tiny_config(task=task, n_facts=None if task != "qa2" else [2, 3])
+    tok = build_tokenizer(cfg)
+    data = TaskData(cfg, tok)
+    batch = data.batch("train", 0, 4, 3)
+    for ids, labels, answer in zip(batch["input_ids"], batch["labels"], batch["answer_mask"]):
+        labelled = (labels != -100).nonzero().flatten().tolist()
+        answer_pos = answer.nonzero().flatten().tolist()
+        assert answer_pos and labelled == answer_pos + [answer_pos[-1] + 1]  # answer tokens + EOS
+        assert ids[labelled[-1]] == tok.eos_token_id
+        assert 3 * 16 < len(ids) <= 4 * 16 + 4
+    if task == "memorize":  # the fact opens the input
+        text = tok.decode(batch["input_ids"][0][:12])
+        assert any(verb in text for verb in ("moved", "went", "travelled", "journeyed"))
+
+
+def test_answer_accuracy_needs_every_answer_token():
+    ids = torch.tensor([[5, 6, 7, 8]])
+    answer = torch.tensor([[False, False, True, True]])
+    logits = torch.zeros(1, 4, 10)
+    logits[0, 1, 7] = logits[0, 2, 8] = 1.0
+    assert answer_accuracy(logits, ids, answer).tolist() == [1.0]
+    logits[0, 2, 8] = 0.0
+    logits[0, 2, 3] = 1.0
+    assert answer_accuracy(logits, ids, answer).tolist() == [0.0]
+
+
+def test_lm_task_reports_perplexity_per_segment_position(tiny_config):
+    trainer = Trainer(tiny_config(task="lm", stage_steps=2))
+    trainer.train()
+    result = trainer.evaluate(4, 4)
+    assert len(result["perplexity_by_segment"]) == 4
+    assert all(math.isfinite(p) and p > 1 for p in result["perplexity_by_segment"])
+    assert abs(math.log(result["perplexity"]) - result["loss"]) < 1e-9
