@@ -312,7 +312,7 @@ class Trainer:
             if self.step % cfg.log_every == 0 or self.step == 1:
                 self.metrics.write({"type": "train", "step": self.step, "stage": self.curriculum.stage,
                                     "stage_segments": self.curriculum.segments, "segments": segments,
-                                    "loss": loss, "lr": self.scheduler.get_last_lr()[0]})
+                                    "loss": loss, "lr": self.scheduler.get_last_lr()[0], "processes": acc.num_processes})
             stage_ends = self.step - self.curriculum.stage_start >= cfg.stage_steps
             result = None
             if self.step % cfg.eval_every == 0 or stage_ends:
