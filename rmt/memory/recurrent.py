@@ -211,6 +211,9 @@ class RecurrentMemoryTransformer(nn.Module):
             if tuple(attention_mask.shape) != (batch, total):
                 raise ValueError(f"attention_mask must have the shape of input_ids {(batch, total)}, got {tuple(attention_mask.shape)}")
             valid = attention_mask.to(self.device) != 0
+            if bool(valid.all()):
+                attention_mask = None
+        if attention_mask is not None:
             lengths = valid.sum(dim=1)
             if bool((lengths == 0).any()):
                 row = int((lengths == 0).nonzero()[0])
@@ -243,7 +246,8 @@ class RecurrentMemoryTransformer(nn.Module):
             # Back to the caller's layout (logits at padding positions are 0).
             full = logits.new_zeros(batch, total, logits.shape[-1])
             full[:, :longest] = logits
-            logits = torch.zeros_like(full).scatter(1, order[:, :, None].expand_as(full), full)
+            right_padded = bool((order == torch.arange(total, device=order.device)).all())
+            logits = full if right_padded else torch.zeros_like(full).scatter(1, order[:, :, None].expand_as(full), full)
         return RMTOutput(loss=loss, logits=logits, memory=memory, retrieval_store=store, memories=memories)
 
     @staticmethod
