@@ -36,6 +36,8 @@ def register(app):
         batch_size: int = typer.Option(8, help="Samples per batch for local models."),
         max_new_tokens: int = typer.Option(20, help="Answer length limit (greedy decoding)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+        prompt: str = typer.Option("auto", help="Prompt style: benchmark (instruction, examples, post-prompt), plain "
+                                   "('input question', the rmt train format) or auto (plain for rmt train checkpoints)."),
         prompt_file: Optional[Path] = typer.Option(None, help="JSON/YAML prompt file replacing the built-in prompts."),
         instruction: bool = typer.Option(True, "--instruction/--no-instruction", help="Prompt part: the task instruction."),
         examples: bool = typer.Option(True, "--examples/--no-examples", help="Prompt part: few-shot examples."),
@@ -69,22 +71,41 @@ def register(app):
                 raise ValueError(f"{what} must be >= 1, got {value}")
         records = load_records_for_eval(_split_list(tasks, "--tasks"), _split_list(lengths, "--lengths"), samples,
                                         seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
-        prompt_options = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
-                          "context_tags": context_tags, **({"prompts": str(prompt_file)} if prompt_file else {})}
+        from rmt.evaluation.prompting import STYLES
+
+        if prompt not in STYLES:
+            raise ValueError(f"unknown --prompt {prompt!r}; allowed: {', '.join(STYLES)}")
+        # only the parts switched off, so that each style keeps its own defaults
+        switches = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
+                    "context_tags": context_tags}
+        prompt_options = {k: False for k, on in switches.items() if not on}
+        if prompt_file:
+            prompt_options["prompts"] = str(prompt_file)
         if store.exists():
             ResultsStore(store, create=False).close()  # another benchmark version: fail before any work
         for spec in models:
             for top_k in {"off": [0], "on": [rag_top_k], "both": [0, rag_top_k]}[rag]:
                 runner = load_runner(
                     spec, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                    prompt_options=prompt_options,
+                    prompt_options=prompt_options, prompt_style=prompt,
                     api_key_env=api_key_env, concurrency=concurrency, max_retries=retries, timeout=timeout,
                     cache=cache or store.with_name(store.name + ".endpoint-cache"), rag_top_k=top_k,
                     rag_split=rag_split, rag_chunk_words=rag_chunk_words, name=name)
-                # The store is created only once a model has loaded: a typo leaves no file behind.
+                # The store is created only once a model has loaded, and removed again when the
+                # first model fails before storing anything: a typo leaves no file behind.
+                new_store, empty = not store.exists(), False
                 try:
                     with ResultsStore(store) as results:
-                        summary = evaluate(runner, records, results, progress=progress)
+                        try:
+                            summary = evaluate(runner, records, results, progress=progress)
+                        except BaseException:
+                            empty = new_store and len(results) == 0
+                            raise
+                except BaseException:
+                    if new_store and empty:
+                        for path in (store, Path(f"{store}-wal"), Path(f"{store}-shm")):
+                            path.unlink(missing_ok=True)
+                    raise
                 finally:
                     runner.close()
                 acc = summary.accuracy()

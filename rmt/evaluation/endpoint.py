@@ -33,27 +33,38 @@ class ContextTooLong(Exception):
 
 
 class ResponseCache:
-    """SQLite map request-key -> response text, safe across threads and reruns."""
+    """SQLite map request-key -> response text, safe across threads and reruns. The file is
+    created on the first stored response (a run that fails early leaves nothing behind)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._db = None
+        if self.path.exists():
+            self._open()
+
+    def _open(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL)")
 
     def get(self, key: str) -> str | None:
         with self._lock:
+            if self._db is None:
+                return None
             row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
     def put(self, key: str, response: str) -> None:
         with self._lock:
+            if self._db is None:
+                self._open()
             self._db.execute("INSERT OR REPLACE INTO responses(key, response) VALUES (?, ?)", (key, response))
 
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
 
 def _context_length_error(status: int, body: str) -> bool:

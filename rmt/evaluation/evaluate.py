@@ -184,7 +184,7 @@ def load_local_model(spec: str, device: str | None = None):
 
 
 def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, max_new_tokens: int = 20,
-                prompt_options: dict | None = None, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4,
+                prompt_options: dict | None = None, prompt_style: str = "auto", api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4,
                 max_retries: int = 5, timeout: float = 60.0, cache: str | Path | None = None,
                 rag_top_k: int = 0, rag_split: str = "sentences", rag_chunk_words: int = 64,
                 name: str | None = None) -> Runner:
@@ -195,10 +195,12 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     * anything else — an HF causal LM (local directory, or hub name when online).
 
     ``rag_top_k > 0`` puts the retrieval baseline in front of the model (the reader).
+    ``prompt_style``: ``benchmark`` (instruction, examples, post-prompt), ``plain`` (``input
+    question``, what ``rmt train`` trains on) or ``auto`` (plain for ``rmt train`` checkpoints).
     """
-    from rmt.evaluation.prompting import prompt_fn
+    from rmt.evaluation.prompting import prompt_fn, resolve_style
 
-    prompts = prompt_fn(**(prompt_options or {}))
+    prompts = prompt_fn(resolve_style(prompt_style, spec), **(prompt_options or {}))
     if spec.startswith(ENDPOINT_PREFIX):
         from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
 

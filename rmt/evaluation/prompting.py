@@ -23,11 +23,40 @@ def benchmark_prompt(record: dict, chat: bool, **options):
     return prompts.format_prompt(record, **options)
 
 
-def prompt_fn(**options):
+# The sequence `rmt train` trains on: the haystack, a space, the question (then the answer).
+TRAINING_TEMPLATE = "{context} {question}"
+PLAIN_OPTIONS = {"instruction": False, "examples": False, "post_prompt": False, "context_tags": False,
+                 "template": TRAINING_TEMPLATE}
+STYLES = ("auto", "benchmark", "plain")
+TRAIN_CONFIG_FILE = "train_config.json"  # written by `rmt train` into every checkpoint dir
+
+
+def resolve_style(style: str, model_spec: str) -> str:
+    """``auto``: ``plain`` for checkpoints written by ``rmt train`` (they learn ``input question
+    answer``, no instruction), ``benchmark`` for everything else."""
+    if style not in STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; allowed: {', '.join(STYLES)}")
+    if style == "auto":
+        return "plain" if (Path(model_spec) / TRAIN_CONFIG_FILE).is_file() else "benchmark"
+    return style
+
+
+def plain_prompt(record: dict, chat: bool, **options):
+    """``input question`` as one string (the training format), built by ``rmt.babilong.prompts``."""
+    from rmt.babilong import prompts
+
+    return prompts.format_prompt(record, **{**PLAIN_OPTIONS, **options})
+
+
+def prompt_fn(style: str = "benchmark", **options):
     """A ``(record, chat) -> prompt`` function with fixed options (none: the defaults). A prompt
     file given as ``prompts=PATH`` is read once here, not per record."""
     if isinstance(options.get("prompts"), (str, Path)):
         from rmt.babilong.prompts import load_prompt_file
 
         options["prompts"] = load_prompt_file(options["prompts"])
+    if style == "plain":
+        return partial(plain_prompt, **options)
+    if style != "benchmark":
+        raise ValueError(f"unknown prompt style {style!r}; allowed: benchmark, plain")
     return partial(benchmark_prompt, **options) if options else benchmark_prompt

@@ -51,6 +51,7 @@ def test_unreachable_endpoint_is_one_line_naming_the_url(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: cannot reach endpoint " + url) and "Traceback" not in result.stderr
     assert [l for l in lines if l.startswith("error:")] == [lines[-1]]
+    assert list(tmp_path.iterdir()) == []  # no store, no cache file
 
 
 def run_main(capsys, *args):

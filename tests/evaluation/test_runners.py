@@ -83,3 +83,19 @@ def test_unknown_model_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="cannot load model"):
         load_runner(str(tmp_path / "empty"))
+
+
+def test_rmt_train_checkpoints_get_the_training_format(tiny_rmt_dir, tmp_path, records_0k):
+    """`rmt train` teaches `input question answer`: its checkpoints (with train_config.json) are
+    asked `input question` by default; --prompt benchmark/plain override."""
+    import shutil
+
+    record = records_0k[0]
+    assert load_runner(str(tiny_rmt_dir)).prompt(record) != f"{record['input']} {record['question']}"
+    trained = tmp_path / "step-000010"
+    shutil.copytree(tiny_rmt_dir, trained)
+    (trained / "train_config.json").write_text("{}")
+    assert load_runner(str(trained)).prompt(record) == f"{record['input']} {record['question']}"
+    assert load_runner(str(trained), prompt_style="benchmark").prompt(record) != f"{record['input']} {record['question']}"
+    with pytest.raises(ValueError, match="unknown prompt style 'fancy'; allowed: auto, benchmark, plain"):
+        load_runner(str(trained), prompt_style="fancy")
