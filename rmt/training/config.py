@@ -16,13 +16,14 @@ MEMORIZATION_TASKS = ("memorize", "detect", "reason")  # arXiv 2304.11062, secti
 LM_TASKS = ("lm",)
 TASKS = BABILONG_TASKS + MEMORIZATION_TASKS + LM_TASKS
 SCHEDULERS = ("constant", "linear", "cosine")
+ARCHS = ("gpt2", "llama")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 # Fields that change what a checkpoint contains or which data it saw: a resume dir whose saved
 # config differs in one of these belongs to another run. (Step budgets, logging and output paths
 # may change between a run and its resume.)
 RESUME_KEYS = (
-    "task", "model", "tokenizer", "vocab_size", "n_layer", "n_embd", "n_head", "num_mem_tokens",
+    "task", "model", "tokenizer", "vocab_size", "arch", "n_layer", "n_embd", "n_head", "num_mem_tokens",
     "segment_size", "bptt_depth", "memory", "batch_size", "lr", "weight_decay", "scheduler",
     "warmup_steps", "grad_clip", "seed", "curriculum", "vary_n_segments", "n_facts", "background",
 )
@@ -40,8 +41,9 @@ class TrainConfig:
         n_facts: facts per story (lo, hi) for the BABILong tasks (None: the generator's default).
         background: a directory of books for background text (None: the built-in fallback text).
     Model:
-        model: HF hub name or local path of the base causal LM; None builds a GPT-2-style model
-            from scratch with ``n_layer`` / ``n_embd`` / ``n_head``.
+        model: HF hub name or local path of the base causal LM; None builds a small model from
+            scratch: ``arch`` ``gpt2`` (learned positions) or ``llama`` (rotary positions), with
+            ``n_layer`` / ``n_embd`` / ``n_head``.
         tokenizer: HF tokenizer name or path; None trains a word-level tokenizer on the task's
             text locally (``vocab_size`` words at most).
         memory: False trains the same base model without memory on whole inputs (full attention):
@@ -59,6 +61,7 @@ class TrainConfig:
     model: str | None = None
     tokenizer: str | None = None
     vocab_size: int = 5000
+    arch: str = "gpt2"
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
@@ -122,6 +125,7 @@ class TrainConfig:
              f"bptt_depth must be -1 (all segments) or >= 1, got {self.bptt_depth!r}")
         need(is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+        need(self.arch in ARCHS, f"unknown arch {self.arch!r}; allowed: {', '.join(ARCHS)}")
         need(self.scheduler in SCHEDULERS, f"unknown scheduler {self.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
         need(self.mixed_precision in MIXED_PRECISION,
              f"unknown mixed_precision {self.mixed_precision!r}; allowed: {', '.join(MIXED_PRECISION)}")

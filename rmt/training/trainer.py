@@ -54,7 +54,7 @@ def window_of(cfg: TrainConfig) -> int:
 
 def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
     """An HF causal LM: ``cfg.model`` from the hub / a path, or a small GPT-2 built from scratch."""
-    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     if cfg.model:
         try:
@@ -65,6 +65,14 @@ def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
         return model
+    if cfg.arch == "llama":
+        config = LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=cfg.n_embd, intermediate_size=4 * cfg.n_embd,
+            num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_head,
+            max_position_embeddings=n_positions, tie_word_embeddings=True,
+            bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+        return LlamaForCausalLM(config)
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
         n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
