@@ -15,7 +15,7 @@ is mostly noise); the CPU time of the measuring process is reported beside wall 
 sensitive to other load on the machine.
 
 Prints a table and ends with one JSON line: speedup_rmt_over_full_attention (full-attention wall
-time / RMT wall time, per length), mem_ratio_1M_over_16k (peak RSS), time_per_token_ratio_1M_over_16k
+time / RMT wall time, per length), cpu_speedup_rmt_over_full_attention (the same with CPU time), mem_ratio_1M_over_16k (peak RSS), time_per_token_ratio_1M_over_16k
 (wall) and cpu_time_per_token_ratio_1M_over_16k.
 Targets (issue 2): mem ratio <= 1.1, time/token ratio <= 1.2, speedup > 1 from 8k on.
 
@@ -140,6 +140,9 @@ def main():
     summary = {
         "speedup_rmt_over_full_attention": {
             _label(n): round(rows[("full", n)]["seconds"] / rows[("rmt", n)]["seconds"], 3) for n in full_lengths if ("rmt", n) in rows
+        },
+        "cpu_speedup_rmt_over_full_attention": {
+            _label(n): round(rows[("full", n)]["cpu_seconds"] / rows[("rmt", n)]["cpu_seconds"], 3) for n in full_lengths if ("rmt", n) in rows
         },
     }
     top = max(lengths)

@@ -180,9 +180,12 @@ class RecurrentMemoryTransformer(nn.Module):
                 memories.append(memory)
             if self.adapter.is_decoder:
                 if keep_logits:
-                    logits_per_segment.append(logits.masked_fill(~(torch.arange(logits.shape[1], device=logits.device)[None, :, None] < seg_lengths[:, None, None]), 0.0))
+                    if bool((seg_lengths < logits.shape[1]).any()):  # zero the padding positions
+                        is_pad = torch.arange(logits.shape[1], device=logits.device)[None, :] >= seg_lengths[:, None]
+                        logits = logits.masked_fill(is_pad[:, :, None], 0.0)
+                    logits_per_segment.append(logits)
                 else:
-                    logits_per_segment = [logits]
+                    logits_per_segment = [logits]  # streaming keeps only the last segment
             else:
                 cls_logits = logits if cls_logits is None else torch.where(active[:, None], logits, cls_logits)
         if self.adapter.is_decoder:

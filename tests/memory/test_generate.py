@@ -25,7 +25,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("name", list(CASES))
-@pytest.mark.parametrize("context_len", [6, 11, 17])  # the decode crosses segment boundaries
+@pytest.mark.parametrize("context_len", [6, 17])  # the decode crosses segment boundaries
 def test_greedy_generate_equals_argmax_loop(name, context_len):
     model = CASES[name]()
     if model.retrieval is not None:
