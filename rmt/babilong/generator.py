@@ -6,14 +6,15 @@ import os
 import random
 from typing import Iterator
 
-from rmt.babilong.background import get_background
+from rmt.babilong.background import BooksDir, get_background
 from rmt.babilong.babi import load_babi
 from rmt.babilong.haystack import build_haystack, clause_pieces, parse_length
 from rmt.babilong.tasks import check_task
 from rmt.babilong.tokens import get_counter
 from rmt.babilong.worlds import SIMULATORS, simulate
 
-REFERENCE_PROMPT_ALLOWANCE = 300  # tokens the reference leaves for the prompt around the input
+REFERENCE_PROMPT_ALLOWANCE = 300
+PREPARE_BOOKS_FROM = 256_000  # target tokens from which a books dir is sentence-split up front  # tokens the reference leaves for the prompt around the input
 
 
 def _rng(*parts) -> random.Random:
@@ -69,6 +70,8 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
         raise FileNotFoundError(f"bAbI dir not found: {babi_dir}")
     needs_background = any(tokens > 0 for _, tokens in lengths)
     source = get_background(background) if needs_background else None
+    if isinstance(source, BooksDir) and max(tokens for _, tokens in lengths) >= PREPARE_BOOKS_FROM:
+        source.prepare()  # long samples read most books anyway: split them all once, in parallel, cached
     counter = get_counter(tokenizer)
     fact_sources = {t: FactSource(t, seed, babi_dir, split, n_facts) for t in tasks}
     for fs in fact_sources.values():
