@@ -62,3 +62,13 @@ def test_save_load_roundtrip(tmp_path, name):
     assert save_records(records, path) == 2
     assert load_records(path) == records
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temp files left behind
+
+
+def test_public_rows_become_records():
+    from rmt.babilong.public import public_to_records
+
+    rows = [{"input": "Mary went to the office. Text.", "question": "Where is Mary?", "target": "office"}]
+    (r,) = public_to_records(rows, "qa1", "4k")
+    assert (r["input"], r["question"], r["target"]) == tuple(rows[0].values())
+    assert r["task"] == "qa1" and r["length"] == "4k" and r["target_tokens"] == 4000
+    assert score("office", r["target"], r["question"], r["task"])
