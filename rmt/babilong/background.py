@@ -231,7 +231,11 @@ class PG19(BackgroundSource):
     def sentences(self, rng: random.Random) -> Iterator[str]:
         import datasets
 
-        stream = datasets.load_dataset(self.dataset, split=self.split, streaming=True)
+        try:
+            stream = datasets.load_dataset(self.dataset, split=self.split, streaming=True)
+        except Exception as exc:  # offline, no such dataset, ...: one line, not a network traceback
+            raise ValueError(f"background 'pg19' cannot be streamed from {self.dataset!r}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         while True:
             shuffled = stream.shuffle(seed=rng.randrange(2**31), buffer_size=self.buffer_size)
             for item in shuffled:

@@ -120,6 +120,8 @@ def get_counter(tokenizer=None) -> Counter:
                 return from_tokenizers(Tokenizer.from_file(str(path)), str(path))
             except Exception as exc:
                 raise ValueError(f"tokenizer file {path} cannot be read: {str(exc).splitlines()[0]}") from None
+        if spec.endswith(".json") or spec.startswith((".", "~", os.sep)):
+            raise FileNotFoundError(f"tokenizer path not found: {spec}")
         cached = _cached_hub(spec)
         if cached is not None:
             from tokenizers import Tokenizer
