@@ -24,7 +24,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 # may change between a run and its resume.)
 RESUME_KEYS = (
     "task", "model", "tokenizer", "vocab_size", "arch", "n_layer", "n_embd", "n_head", "num_mem_tokens",
-    "segment_size", "bptt_depth", "memory", "batch_size", "lr", "weight_decay", "scheduler",
+    "segment_size", "bptt_depth", "self_retrieval", "memory", "batch_size", "lr", "weight_decay", "scheduler",
     "warmup_steps", "grad_clip", "seed", "curriculum", "vary_n_segments", "n_facts", "background",
 )
 
@@ -46,6 +46,7 @@ class TrainConfig:
             ``n_layer`` / ``n_embd`` / ``n_head``.
         tokenizer: HF tokenizer name or path; None trains a word-level tokenizer on the task's
             text locally (``vocab_size`` words at most).
+        self_retrieval: RMT-R (arXiv 2402.10790): memory cross-attends to all earlier memory states.
         memory: False trains the same base model without memory on whole inputs (full attention):
             the baseline of the quickstart. Its window is ``max(curriculum) * segment_size``.
     Curriculum:
@@ -69,6 +70,7 @@ class TrainConfig:
     num_mem_tokens: int = 8
     segment_size: int = 32
     bptt_depth: int = -1
+    self_retrieval: bool = False
     curriculum: list[int] = field(default_factory=lambda: [1, 2, 4])
     stage_steps: int = 200
     stage_threshold: float | None = None

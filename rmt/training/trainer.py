@@ -88,7 +88,8 @@ def build_model(cfg: TrainConfig, tokenizer):
         return build_base_model(cfg, tokenizer, window_of(cfg))
     from rmt import RMTConfig, RecurrentMemoryTransformer
 
-    rmt_config = RMTConfig(num_mem_tokens=cfg.num_mem_tokens, segment_size=cfg.segment_size, bptt_depth=cfg.bptt_depth)
+    rmt_config = RMTConfig(num_mem_tokens=cfg.num_mem_tokens, segment_size=cfg.segment_size, bptt_depth=cfg.bptt_depth,
+                           self_retrieval=cfg.self_retrieval)
     base = build_base_model(cfg, tokenizer, cfg.segment_size + 2 * cfg.num_mem_tokens)
     return RecurrentMemoryTransformer.wrap(base, rmt_config)
 
