@@ -26,6 +26,15 @@ def test_generate_jsonl_and_hf(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "qa.jsonl"]
 
 
+def test_cli_same_seed_same_bytes(tmp_path):
+    outs = []
+    for name, seed in (("a.jsonl", "3"), ("b.jsonl", "3"), ("c.jsonl", "4")):
+        proc = run("--task", "qa5", "--lengths", "2k", "--samples", "2", "--seed", seed, "--out", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr
+        outs.append((tmp_path / name).read_bytes())
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+
+
 def test_generate_from_babi_files_with_books(tmp_path, babi_dir, background_dir):
     out = tmp_path / "b.parquet"
     proc = run("--task", "qa3", "--lengths", "2k", "--samples", "2", "--babi-dir", str(babi_dir),
