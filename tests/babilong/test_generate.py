@@ -146,3 +146,16 @@ def test_background_dir_errors(tmp_path):
         generate("qa1", "1k", 1, background=tmp_path / "missing")
     with pytest.raises(ValueError, match="no non-empty"):
         generate("qa1", "1k", 1, background=tmp_path)
+
+
+def test_default_tokenizer_is_gpt2_when_found_offline(bpe_tokenizer_file, monkeypatch):
+    from rmt.babilong.tokens import PRETOKENS
+
+    monkeypatch.setenv("RMT_GPT2_TOKENIZER", str(bpe_tokenizer_file))  # stands in for a GPT-2 dir/file
+    assert get_counter(None).name == str(bpe_tokenizer_file)
+    monkeypatch.setenv("RMT_GPT2_TOKENIZER", "/nonexistent/gpt2")
+    import rmt.babilong.tokens as tokens
+
+    monkeypatch.setattr(tokens, "SHARED_GPT2", bpe_tokenizer_file.parent / "absent")
+    monkeypatch.setattr(tokens, "_cached_hub", lambda name: None)
+    assert get_counter(None).name == PRETOKENS  # documented fallback

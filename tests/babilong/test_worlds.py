@@ -73,3 +73,13 @@ def test_bad_fact_counts():
         simulate("qa1", random.Random(0), 0)
     with pytest.raises(ValueError, match="n_facts"):
         simulate("qa1", random.Random(0), (5, 2))
+
+
+@pytest.mark.parametrize("task", ["qa1", "qa2", "qa3", "qa4", "qa5", "qa11", "qa12", "qa13", "qa14"])
+def test_supporting_facts_name_the_answer(task):
+    """The answer (a room, person or object) is stated in one of the supporting facts."""
+    rng = random.Random(f"support:{task}")
+    for _ in range(100):
+        s = simulate(task, rng)
+        support = " ".join(s.facts[i] for i in s.supporting)
+        assert s.answer in support, (s.facts, s.question, s.answer, s.supporting)
