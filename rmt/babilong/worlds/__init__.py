@@ -48,7 +48,7 @@ DEFAULT_FACTS: dict[str, tuple[int, int]] = {
 
 
 # Fewest facts that can pose the task's question (e.g. qa5: two people meet, one takes, one gives).
-MIN_FACTS = {"qa3": 3, "qa5": 4, "qa14": 2}
+MIN_FACTS = {"qa2": 2, "qa3": 3, "qa5": 4, "qa7": 2, "qa8": 2, "qa14": 2, "qa18": 2, "qa19": 2}
 # Tasks whose stories have a fixed shape; n_facts does not change them.
 FIXED_SHAPE = {"qa4": "2 facts", "qa15": "8 facts", "qa16": "9 facts", "qa17": "2 facts"}
 
@@ -84,7 +84,8 @@ def simulate_text(task: str, rng: random.Random, n_facts=None, max_tries: int = 
             return SIMULATORS[task](rng, n)
         except GiveUp:
             continue
-    raise RuntimeError(f"{task}: no askable story in {max_tries} draws with n_facts={n_facts!r}")
+    raise ValueError(f"{task}: no story that can ask its question in {max_tries} draws with n_facts={n_facts!r}; "
+                     f"allow more facts")
 
 
 def simulate(task: str, rng: random.Random, n_facts=None) -> BabiSample:
