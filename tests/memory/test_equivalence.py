@@ -10,7 +10,7 @@ ATOL = 1e-5
 DECODERS = ["gpt2", "llama", "qwen2"]
 
 
-@pytest.mark.parametrize("kind", DECODERS)
+@pytest.mark.parametrize("kind", DECODERS + ["mistral", "qwen3"])
 def test_zero_memory_one_segment_equals_base_model(kind):
     base = tiny_causal_lm(kind)
     model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=0, segment_size=16))
@@ -36,6 +36,7 @@ def _models():
     yield "gpt2", RecurrentMemoryTransformer.wrap(tiny_causal_lm("gpt2"), RMTConfig(num_mem_tokens=4, segment_size=8))
     yield "llama", RecurrentMemoryTransformer.wrap(tiny_causal_lm("llama"), RMTConfig(num_mem_tokens=3, segment_size=7))
     yield "qwen2", RecurrentMemoryTransformer.wrap(tiny_causal_lm("qwen2"), RMTConfig(num_mem_tokens=2, segment_size=5))
+    yield "mistral", RecurrentMemoryTransformer.wrap(tiny_causal_lm("mistral"), RMTConfig(num_mem_tokens=2, segment_size=6))
     yield "gpt2-rmtr", _randomised_retrieval(RecurrentMemoryTransformer.wrap(tiny_causal_lm("gpt2"), RMTConfig(num_mem_tokens=4, segment_size=8, self_retrieval=True)))
     yield "bert", RecurrentMemoryTransformer.wrap(tiny_bert(), RMTConfig(num_mem_tokens=3, segment_size=6, cls_token_id=CLS, sep_token_id=SEP))
 

@@ -21,6 +21,12 @@ def tiny_causal_lm(kind: str = "gpt2", seed: int = 0, tie_word_embeddings: bool 
         config = transformers.Qwen2Config(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
                                           intermediate_size=64, max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0, **common)
         model = transformers.Qwen2ForCausalLM(config)
+    elif kind in ("mistral", "qwen3"):
+        config_class = transformers.MistralConfig if kind == "mistral" else transformers.Qwen3Config
+        model_class = transformers.MistralForCausalLM if kind == "mistral" else transformers.Qwen3ForCausalLM
+        config = config_class(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32, head_dim=8,
+                              intermediate_size=64, max_position_embeddings=256, bos_token_id=0, eos_token_id=0, pad_token_id=0, **common)
+        model = model_class(config)
     else:
         raise ValueError(kind)
     return model.eval()
