@@ -71,10 +71,14 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
     summary = Summary(model)
     try:
         done = store.done(model)
-        todo = []
+        todo, cells = [], set()
         for index, (record, sid) in enumerate(zip(records, sample_ids(records))):
             _check_record(record, index)
             cell = (record["task"], str(record["length"]), sid)
+            if cell in cells:
+                raise ValueError(f"two records are sample {sid} of {cell[0]}/{cell[1]} (record {index}); "
+                                 "sample ids must be unique per task and length")
+            cells.add(cell)
             phash = prompt_hash(runner.prompt_key(record))
             if done.get(cell) == phash:
                 summary.skipped += 1

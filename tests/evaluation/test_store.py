@@ -46,6 +46,11 @@ def test_changed_prompt_redoes_only_that_cell(tmp_path, records_0k):
         assert len(s) == len(records_0k)  # replaced, not duplicated
 
 
+def test_duplicate_samples_are_refused(tmp_path, records_0k):
+    with pytest.raises(ValueError, match="two records are sample 0 of qa1/0k"):
+        evaluate(OracleRunner(), records_0k + records_0k[:1], tmp_path / "r.sqlite", progress=False)
+
+
 def test_other_benchmark_version_is_one_clear_error(tmp_path):
     path = tmp_path / "r.sqlite"
     ResultsStore(path, benchmark_version="babilong-rmt-0").close()
