@@ -98,6 +98,9 @@ class RecurrentMemoryTransformer(nn.Module):
             self.sep_token_id = config.sep_token_id if config.sep_token_id is not None else getattr(base_cfg, "sep_token_id", None)
             if self.cls_token_id is None or self.sep_token_id is None:
                 raise ValueError("encoder models need cls_token_id and sep_token_id: set them in RMTConfig (e.g. 101 and 102 for bert-base)")
+            for name, value in (("cls_token_id", self.cls_token_id), ("sep_token_id", self.sep_token_id)):
+                if not 0 <= value < self.adapter.vocab_size:
+                    raise ValueError(f"{name}={value} is outside the vocabulary: allowed 0..{self.adapter.vocab_size - 1}")
         embedding = base_model.get_input_embeddings().weight
         # Memory starts at the scale of the input embeddings, so the first read looks like ordinary tokens.
         scale = float(embedding.detach().float().std()) if embedding.numel() > 1 else 0.02

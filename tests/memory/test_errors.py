@@ -36,6 +36,15 @@ def test_unsupported_model_classes():
         RecurrentMemoryTransformer.wrap(t5, RMTConfig())
 
 
+def test_encoder_special_tokens():
+    from tests.memory.tiny_models import tiny_bert
+
+    with pytest.raises(ValueError, match="need cls_token_id and sep_token_id"):
+        RecurrentMemoryTransformer.wrap(tiny_bert(), RMTConfig(num_mem_tokens=1, segment_size=4))
+    with pytest.raises(ValueError, match=f"sep_token_id={VOCAB} is outside the vocabulary"):
+        RecurrentMemoryTransformer.wrap(tiny_bert(), RMTConfig(num_mem_tokens=1, segment_size=4, cls_token_id=1, sep_token_id=VOCAB))
+
+
 def test_segment_longer_than_learned_positions():
     with pytest.raises(ValueError, match="allowed segment_size <= 120"):  # 128 positions - 2*4 memory
         RecurrentMemoryTransformer.wrap(tiny_causal_lm("gpt2"), RMTConfig(num_mem_tokens=4, segment_size=125))

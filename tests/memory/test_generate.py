@@ -39,8 +39,13 @@ def test_greedy_generate_equals_argmax_loop(name, context_len):
     assert len(set(new[0].tolist())) > 1  # the tiny model is not degenerate, so the check means something
 
 
-def test_batched_generate_with_padding_equals_each_row_alone():
-    model = CASES["gpt2"]()
+@pytest.mark.parametrize("name", ["gpt2", "llama-rmtr"])
+def test_batched_generate_with_padding_equals_each_row_alone(name):
+    model = CASES[name]()
+    if model.retrieval is not None:
+        with torch.no_grad():
+            for p in model.retrieval.parameters():
+                p.add_(torch.randn_like(p) * 0.1)
     rows = [random_ids(14, seed=1), random_ids(5, seed=2), random_ids(9, seed=3)]
     ids = torch.zeros(3, 14, dtype=torch.long)
     mask = torch.zeros_like(ids)
