@@ -17,6 +17,7 @@ from typing import Iterable
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers.utils import ModelOutput
 
 from rmt.memory.adapters import adapter_for, inner_model
 from rmt.memory.cell import decoder_segment, encoder_segment
@@ -29,8 +30,8 @@ BASE_CONFIG_NAME = "config.json"
 
 
 @dataclass
-class RMTOutput:
-    """``loss``: mean over all label tokens (decoders, HF shift) or the classification loss (encoders).
+class RMTOutput(ModelOutput):
+    """HF-style output (attribute and key access). ``loss``: mean over all label tokens (decoders, HF shift) or the classification loss (encoders).
     ``logits``: (batch, seq_len, vocab) aligned with ``input_ids`` (decoders; padding positions are 0),
     or (batch, num_labels) from each row's last segment (encoders).
     ``memory``: (batch, num_mem_tokens, hidden) after each row's last segment.
