@@ -55,3 +55,23 @@ def test_truncation_also_cuts_the_retrieval_store():
     segments, memories, init = _run(2, self_retrieval=True)
     assert segments == [False] * (N_SEG - 2) + [True] * 2
     assert not init
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_activation_checkpointing_of_the_base_model_gives_the_same_gradients(kind):
+    from tests.memory.tiny_models import random_ids
+
+    grads = []
+    for checkpointing in (False, True):
+        base = tiny_causal_lm(kind)
+        for module in base.modules():  # train mode without dropout, so both runs are deterministic
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=2, segment_size=5))
+        if checkpointing:
+            base.activation_checkpointing_enable()
+        model.train()
+        ids = random_ids(2, 17)
+        model(ids, labels=ids).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=0)
