@@ -147,6 +147,17 @@ def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int
     return result
 
 
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (as nanoGPT / HF do): decaying norm gains would shrink the
+    final norm that produces each new memory state, and the memory itself is state, not a weight."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.dim() >= 2 and not name.endswith("memory") else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 def make_scheduler(optimizer, cfg: TrainConfig):
     total, warmup = cfg.total_steps, cfg.warmup_steps
 
@@ -228,7 +239,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, self.tokenizer)
         self.window = model_window(self.model)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step
         # it once per process), so the learning rate does not depend on the number of processes.
         self.scheduler = make_scheduler(self.optimizer, cfg)
