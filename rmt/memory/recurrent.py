@@ -391,12 +391,9 @@ class RecurrentMemoryTransformer(nn.Module):
                 padded[i, : full_lengths[i]] = r[: full_lengths[i]]
             _, memory, store, _ = self._run_segments(padded, full_lengths, memory, store, keep_logits=False)
 
-        # 2. Per row: decode within the current segment.
-        outputs = []
-        for i, row in enumerate(rows):
-            row_store = RetrievalStore(store.states[i : i + 1][:, store.mask[i]], store.mask[i : i + 1][:, store.mask[i]]) if store is not None else None
-            current = row[int(full_lengths[i]) :].tolist()
-            outputs.append(self._decode_row(memory[i : i + 1], row_store, current, max_new_tokens, do_sample, temperature, top_k, eos_ids, generator))
+        # 2. All rows together: decode within each row's current segment.
+        currents = [row[int(full_lengths[i]) :].tolist() for i, row in enumerate(rows)]
+        outputs = self._decode(memory, store, currents, max_new_tokens, do_sample, temperature, top_k, eos_ids, generator)
         pad = next(iter(eos_ids)) if eos_ids else (getattr(self.base_model.config, "pad_token_id", None) or 0)
         width = max(len(o) for o in outputs)
         result = torch.full((batch, width), pad, dtype=torch.long, device=self.device)
@@ -405,60 +402,84 @@ class RecurrentMemoryTransformer(nn.Module):
         return result
 
     def _pick(self, logits, do_sample, temperature, top_k, generator):
+        """Next token per row from logits (batch, vocab)."""
         logits = logits.float()
         if not do_sample:
-            return int(logits.argmax(-1))
+            return logits.argmax(-1)
         logits = logits / temperature
         if top_k is not None and top_k < logits.shape[-1]:
-            threshold = torch.topk(logits, top_k).values[..., -1, None]
+            threshold = torch.topk(logits, top_k, dim=-1).values[:, -1:]
             logits = logits.masked_fill(logits < threshold, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=generator))
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
 
-    def _decode_row(self, memory, store, current, max_new_tokens, do_sample, temperature, top_k, eos_ids, generator):
+    def _decode(self, memory, store, currents, max_new_tokens, do_sample, temperature, top_k, eos_ids, generator):
+        """Decode all rows in lock-step inside their current segments with one KV cache.
+
+        ``currents[i]``: row i's tokens in its current segment (1..segment_size). The cache holds
+        ``[read memory; current tokens; padding]`` per row (padding masked, positions per row), and
+        each step appends one token per row. When a row's segment is full and it needs another token,
+        its memory is written (a plain segment pass, as in ``forward``), the token opens its next
+        segment, and the cache is rebuilt for all rows (each row's current segment is re-read).
+        """
         seg, m = self.config.segment_size, self.config.num_mem_tokens
+        batch = len(currents)
         decoder = inner_model(self.base_model)
         embed = self.base_model.get_input_embeddings()
         head = self.base_model.get_output_embeddings()
+        device = self.device
 
-        def run(embeds, start):
-            nonlocal cache
-            positions = torch.arange(start, start + embeds.shape[1], device=self.device)[None, :]
-            out = decoder(inputs_embeds=embeds, position_ids=positions, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            return out.last_hidden_state
+        def prefill(read_memory):
+            width = max(len(c) for c in currents)
+            ids = torch.zeros(batch, width, dtype=torch.long, device=device)
+            for i, c in enumerate(currents):
+                ids[i, : len(c)] = torch.tensor(c, dtype=torch.long, device=device)
+            lengths = torch.tensor([len(c) for c in currents], device=device)
+            valid = torch.cat([torch.ones(batch, m, dtype=torch.bool, device=device),
+                               torch.arange(width, device=device)[None, :] < lengths[:, None]], dim=1)
+            positions = torch.arange(m + width, device=device)[None, :].expand(batch, -1)
+            out = decoder(inputs_embeds=torch.cat([read_memory, embed(ids)], dim=1), attention_mask=valid.long(),
+                          position_ids=positions, use_cache=True)
+            last = out.last_hidden_state[torch.arange(batch, device=device), m + lengths - 1]
+            return out.past_key_values, valid.long(), head(last)
 
-        def open_segment(read_memory, tokens):
-            nonlocal cache
-            cache = None
-            ids = torch.tensor([tokens], dtype=torch.long, device=self.device)
-            hidden = run(torch.cat([read_memory, embed(ids)], dim=1), 0)
-            return head(hidden[:, -1])[0]
-
-        cache = None
         read_memory = self._read(memory, store)
-        logits = open_segment(read_memory, current)
-        new_tokens = []
+        cache, mask, logits = prefill(read_memory)
+        outputs = [[] for _ in range(batch)]
+        done = [False] * batch
         for step in range(max_new_tokens):
-            token = self._pick(logits, do_sample, temperature, top_k, generator)
-            new_tokens.append(token)
-            if token in eos_ids or step == max_new_tokens - 1:
+            tokens = self._pick(logits, do_sample, temperature, top_k, generator).tolist()
+            for i, token in enumerate(tokens):
+                if not done[i]:
+                    outputs[i].append(token)
+                    done[i] = token in eos_ids
+            if all(done) or step == max_new_tokens - 1:
                 break
-            if len(current) == seg:
-                # The segment is full: write memory (the write tokens attend to the cached segment),
-                # then the new token opens the next segment.
-                written = run(read_memory, m + seg) if m else memory
+            full = [len(c) == seg for c in currents]
+            if any(full):
+                # Write memory for the rows whose segment is full; the new token opens their next segment.
+                rows = torch.tensor([i for i in range(batch) if full[i]], device=device)
+                segment_ids = torch.tensor([currents[i] for i in rows.tolist()], dtype=torch.long, device=device)
+                _, written = decoder_segment(self.base_model, read_memory[rows], segment_ids, torch.full((len(rows),), seg, device=device))
+                is_full = torch.tensor(full, device=device)
+                scattered = memory.clone()
+                scattered[rows] = written
                 if store is not None:
-                    store = store.append(written, torch.ones(1, dtype=torch.bool, device=self.device))
-                memory = written
+                    store = store.append(scattered, is_full)
+                memory = torch.where(is_full[:, None, None], scattered, memory)
+                for i, token in enumerate(tokens):
+                    currents[i] = [token] if full[i] else currents[i] + [token]
                 read_memory = self._read(memory, store)
-                current = [token]
-                logits = open_segment(read_memory, current)
+                cache, mask, logits = prefill(read_memory)
             else:
-                current.append(token)
-                hidden = run(embed(torch.tensor([[token]], device=self.device)), m + len(current) - 1)
-                logits = head(hidden[:, -1])[0]
-        return new_tokens
+                for i, token in enumerate(tokens):
+                    currents[i].append(token)
+                positions = torch.tensor([[m + len(c) - 1] for c in currents], device=device)
+                mask = torch.cat([mask, torch.ones(batch, 1, dtype=mask.dtype, device=device)], dim=1)
+                out = decoder(inputs_embeds=embed(torch.tensor(tokens, device=device)[:, None]), attention_mask=mask,
+                              position_ids=positions, past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                logits = head(out.last_hidden_state[:, -1])
+        return outputs
 
     # ----------------------------------------------------------------- save / load
     def save_pretrained(self, path: str | os.PathLike) -> None:

@@ -74,11 +74,12 @@ class SelfRetrieval(nn.Module):
         if len(store) == 0:
             return memory
         keys = self.store_norm(store.states)
-        # A row with no real stored vector would attend to nothing (NaN); let it attend to all
-        # (masked) entries instead and zero its update below.
+        # A row with no real stored vector (a row of a batch that has not finished a segment yet)
+        # must get exactly what an empty store gives: the block skipped. Let it attend to its masked
+        # entries (to avoid NaN) and keep its memory unchanged below.
         has_any = store.mask.any(dim=1)
         key_padding_mask = ~(store.mask | ~has_any[:, None])
         retrieved, _ = self.attention(self.query_norm(memory), keys, keys, key_padding_mask=key_padding_mask, need_weights=False)
-        retrieved = retrieved * has_any[:, None, None].to(retrieved.dtype)
-        memory = memory + retrieved
-        return memory + self.mlp(self.mlp_norm(memory))
+        updated = memory + retrieved
+        updated = updated + self.mlp(self.mlp_norm(updated))
+        return torch.where(has_any[:, None, None], updated, memory)
