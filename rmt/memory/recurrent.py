@@ -352,9 +352,9 @@ class RecurrentMemoryTransformer(nn.Module):
         """Read the context through memory, then decode; returns only the new tokens (batch, <= max_new_tokens).
 
         Token t is exactly what the argmax (or sample) of ``forward(context + new[:t]).logits[:, -1]``
-        would give: the context's full segments go through memory in one batched pass, then each row
-        decodes inside its current segment with a KV cache, writing memory and opening a new segment
-        whenever the current one fills up. Rows that stop early (eos) are padded with the eos id
+        would give: the context's full segments go through memory in one batched pass, then all rows
+        decode in lock-step inside their current segments with one KV cache, writing memory and
+        opening a new segment whenever a row's current one fills up. Rows that stop early (eos) are padded with the eos id
         (else the base config's pad_token_id, else 0).
         """
         if not self.adapter.is_decoder:
