@@ -77,11 +77,11 @@ class HFModel(LocalModel):
         # Left padding: every row's answer starts at the same position.
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch_ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch_ids], device=self.device)
+        # eos: the tokenizer's when it has one, else the model's generation config decides
+        eos = {"eos_token_id": self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else {}
         with torch.no_grad():
-            out = self.model.generate(
-                input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                pad_token_id=pad, eos_token_id=self.tokenizer.eos_token_id,
-            )
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      do_sample=False, pad_token_id=pad, **eos)
         return [self.decode(row[width:]) for row in out.tolist()]
 
 

@@ -96,3 +96,21 @@ def test_eval_on_dataset_written_by_generate(capsys, tmp_path):
     assert load_records_for_eval(["qa1"], ["0k"], samples=2, data=data) == records[:2]
     code, err = run_main(capsys, "eval", "x", "--data", data, "--tasks", "qa1", "--lengths", "4k")
     assert code == 2 and "has no samples for qa1/4k; it has: qa1/0k" in err
+
+
+def test_public_source_goes_through_load_public(monkeypatch):
+    """--public reads RMT-team/babilong through rmt.babilong.public.load_public (stubbed: no network)."""
+    import rmt.babilong.public as public
+    from rmt.evaluation.evaluate import load_records_for_eval
+
+    calls = []
+
+    def fake_load_public(task, length, samples=None, **kwargs):
+        calls.append((task, length, samples))
+        return public.public_to_records([{"input": "Mary went to the hallway.", "question": "Where is Mary?",
+                                          "target": "hallway"}] * samples, task, length)
+
+    monkeypatch.setattr(public, "load_public", fake_load_public)
+    records = load_records_for_eval(["qa1", "qa2"], ["0k", "4k"], samples=2, public=True)
+    assert calls == [("qa1", "0k", 2), ("qa2", "0k", 2), ("qa1", "4k", 2), ("qa2", "4k", 2)]
+    assert len(records) == 8 and {r["length"] for r in records} == {"0k", "4k"}
