@@ -182,6 +182,8 @@ def load_local_model(spec: str, device: str | None = None):
         raise ValueError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
     if is_rmt_checkpoint(spec):
         return RMTModel(spec, device=device)
+    if is_rmt_checkpoint(Path(spec) / "final"):  # the output dir of `rmt train`: its trained model
+        return RMTModel(Path(spec) / "final", device=device)
     from rmt.evaluation.hf import HFModel
 
     return HFModel(spec, device=device)
@@ -195,7 +197,8 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     """A runner from a model spec:
 
     * ``openai:MODEL@BASE_URL`` — an OpenAI-compatible endpoint (key from ``api_key_env``);
-    * a directory with ``rmt_config.json`` — an RMT checkpoint;
+    * a directory with ``rmt_config.json`` — an RMT checkpoint (or a ``rmt train`` output dir:
+      its ``final/`` model);
     * anything else — an HF causal LM (local directory, or hub name when online).
 
     ``rag_top_k > 0`` puts the retrieval baseline in front of the model (the reader).
@@ -204,7 +207,8 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     """
     from rmt.evaluation.prompting import prompt_fn, resolve_style
 
-    prompts = prompt_fn(resolve_style(prompt_style, spec), **(prompt_options or {}))
+    style_spec = str(Path(spec) / "final") if (Path(spec) / "final" / "rmt_config.json").is_file() else spec
+    prompts = prompt_fn(resolve_style(prompt_style, style_spec), **(prompt_options or {}))
     if spec.startswith(ENDPOINT_PREFIX):
         from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
 

@@ -33,11 +33,15 @@ TRAIN_CONFIG_FILE = "train_config.json"  # written by `rmt train` into every che
 
 def resolve_style(style: str, model_spec: str) -> str:
     """``auto``: ``plain`` for checkpoints written by ``rmt train`` (they learn ``input question
-    answer``, no instruction), ``benchmark`` for everything else."""
+    answer``, no instruction; recognised by the run's ``train_config.json`` in the model dir or its
+    parent), ``benchmark`` for everything else."""
     if style not in STYLES:
         raise ValueError(f"unknown prompt style {style!r}; allowed: {', '.join(STYLES)}")
     if style == "auto":
-        return "plain" if (Path(model_spec) / TRAIN_CONFIG_FILE).is_file() else "benchmark"
+        # checkpoints/step-N/ holds the run's config itself; OUT/final/ has it one level up
+        path = Path(model_spec)
+        trained = (path / TRAIN_CONFIG_FILE).is_file() or (path.parent / TRAIN_CONFIG_FILE).is_file()
+        return "plain" if path.is_dir() and trained else "benchmark"
     return style
 
 

@@ -97,5 +97,13 @@ def test_rmt_train_checkpoints_get_the_training_format(tiny_rmt_dir, tmp_path, r
     (trained / "train_config.json").write_text("{}")
     assert load_runner(str(trained)).prompt(record) == f"{record['input']} {record['question']}"
     assert load_runner(str(trained), prompt_style="benchmark").prompt(record) != f"{record['input']} {record['question']}"
+    # a run's output dir: OUT/train_config.json + OUT/final/ (model + tokenizer)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_rmt_dir, run / "final")
+    (run / "train_config.json").write_text("{}")
+    for spec in (run, run / "final"):
+        runner = load_runner(str(spec))
+        assert str(runner.model.name) == str(run / "final")
+        assert runner.prompt(record) == f"{record['input']} {record['question']}"
     with pytest.raises(ValueError, match="unknown prompt style 'fancy'; allowed: auto, benchmark, plain"):
         load_runner(str(trained), prompt_style="fancy")
