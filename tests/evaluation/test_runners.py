@@ -107,3 +107,24 @@ def test_rmt_train_checkpoints_get_the_training_format(tiny_rmt_dir, tmp_path, r
         assert runner.prompt(record) == f"{record['input']} {record['question']}"
     with pytest.raises(ValueError, match="unknown prompt style 'fancy'; allowed: auto, benchmark, plain"):
         load_runner(str(trained), prompt_style="fancy")
+
+
+def test_checkpoint_written_by_rmt_train(tmp_path, records_1k):
+    """Integration with issue 4: a real (few-step) `rmt train` run is evaluated from its output dir,
+    with the training format and no window."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    train = subprocess.run(
+        [sys.executable, "-m", "rmt", "train", "--task", "qa1", "--curriculum", "1", "--stage-steps", "2",
+         "--batch-size", "2", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--eval-every", "2",
+         "--eval-samples", "2", "--save-every", "2", "--output-dir", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert train.returncode == 0, train.stderr[-2000:]
+    runner = load_runner(str(out), max_new_tokens=3)
+    assert str(runner.model.name) == str(out / "final") and runner.model.window is None
+    assert runner.prompt(records_1k[0]) == f"{records_1k[0]['input']} {records_1k[0]['question']}"
+    summary = evaluate(runner, records_1k, tmp_path / "r.sqlite", progress=False)
+    assert summary.done == len(records_1k) and summary.over_window == 0
