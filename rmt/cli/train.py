@@ -109,7 +109,7 @@ def register(app):
         steps: int = typer.Option(None, "--steps", help="Steps per curriculum stage (default: tuned preset)."),
         eval_samples: int = typer.Option(100, "--eval-samples", help="Samples per evaluated length."),
         max_eval_segments: int = typer.Option(64, "--max-eval-segments", help="Evaluate at 1, 2, 4, ... up to this many segments."),
-        threads: int = typer.Option(2, "--threads", help="torch CPU threads."),
+        threads: int = typer.Option(1, "--threads", help="torch CPU threads (the small model gains little from more; on a busy machine more threads can be much slower)."),
         seed: int = typer.Option(0, "--seed"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):

@@ -46,7 +46,7 @@ PRESET = dict(
 )
 
 
-def quickstart_config(output_dir, steps: int | None = None, seed: int = 0, threads: int = 2,
+def quickstart_config(output_dir, steps: int | None = None, seed: int = 0, threads: int = 1,
                       progress: bool = True, eval_samples: int = 100) -> TrainConfig:
     preset = dict(PRESET)
     if steps is not None:
@@ -86,7 +86,7 @@ def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, tra
 
 
 def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int = 100, max_eval_segments: int = 64,
-                   threads: int = 2, seed: int = 0, progress: bool = True, log=print) -> dict:
+                   threads: int = 1, seed: int = 0, progress: bool = True, log=print) -> dict:
     import torch
     from tqdm.auto import tqdm
 
