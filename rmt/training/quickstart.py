@@ -68,6 +68,10 @@ def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, tra
     ax.plot(lengths, [rmt[str(n)] for n in lengths], "o-", label="RMT (memory)")
     base_x = [n for n in lengths if baseline[str(n)] is not None]
     ax.plot(base_x, [baseline[str(n)] for n in base_x], "s--", label="no memory (full attention)")
+    over = [n for n in lengths if baseline[str(n)] is None]
+    if over:  # say why the baseline's line stops
+        ax.text(0.98, 0.03, f"no memory: {over[0]}+ segments are over its window", transform=ax.transAxes,
+                ha="right", fontsize=8, color="tab:orange")
     ax.axvspan(0.8, train_segments, color="grey", alpha=0.15, label="training lengths")
     ax.axhline(1 / 6, color="red", lw=0.8, ls=":", label="chance (1/6)")
     ax.set_xscale("log", base=2)
