@@ -18,6 +18,15 @@ def _split_list(value: str, what: str) -> list[str]:
     return items
 
 
+def _set_threads(threads):
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def register(app):
     @app.command("eval")
     def eval_command(
@@ -52,6 +61,7 @@ def register(app):
         retries: int = typer.Option(5, help="Retries on 429/5xx/timeouts (exponential backoff)."),
         timeout: float = typer.Option(120.0, help="Seconds per endpoint request."),
         cache: Optional[Path] = typer.Option(None, help="Endpoint response cache (default: beside the store)."),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
         """Evaluate models on BABILong; every answer is scored and stored as soon as it is known."""
@@ -59,6 +69,7 @@ def register(app):
         from rmt.evaluation.report import build_table, format_terminal
         from rmt.evaluation.store import ResultsStore
 
+        _set_threads(threads)
         if rag not in RAG_MODES:
             raise ValueError(f"unknown --rag {rag!r}; allowed: {', '.join(RAG_MODES)}")
         if name and (len(models) > 1 or rag == "both"):
@@ -125,11 +136,13 @@ def register(app):
         model_id: Optional[str] = typer.Option(None, help="Model name clients use (default: the model argument)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
         max_requests: Optional[int] = typer.Option(None, help="Exit after this many requests (tests, batch jobs)."),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
     ):
         """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
         from rmt.evaluation.evaluate import load_local_model
         from rmt.serving.server import serve
 
+        _set_threads(threads)
         if not 0 <= port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {port}")
         if max_requests is not None and max_requests < 1:
