@@ -219,7 +219,10 @@ class Trainer:
         self.cfg = cfg
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision)
+        # Launched as several processes (torchrun / accelerate launch) on a machine without CUDA:
+        # tell accelerate to run data-parallel on CPU (gloo); it only does so when asked.
+        cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu_ddp)
         self.out = Path(cfg.output_dir)
         self.resume_from = None
         if self.accelerator.is_main_process:

@@ -77,8 +77,7 @@ def test_two_cpu_processes_ddp_gloo_match_one_process(tiny_config, tmp_path):
     Trainer(_cli_config(tiny_config, tmp_path / "one", **steps)).train()
     out = tmp_path / "two"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            "-m", "rmt", "train", *FLAGS, "--curriculum", "1,2", "--stage-steps", "4", "--save-every", "100",
            "--eval-every", "100", "--output-dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
