@@ -144,7 +144,14 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
         records = []
         for length in lengths:
             for task in tasks:
-                records.extend(load_public(task=task, length=length, samples=samples))
+                try:
+                    records.extend(load_public(task=task, length=length, samples=samples))
+                except (ValueError, FileNotFoundError):
+                    raise
+                except Exception as exc:  # offline, unknown config, hub errors: one line, not a trace
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise ValueError(f"cannot load {task}/{length} of the public BABILong dataset "
+                                     f"(RMT-team/babilong; needs a connection or the HF cache): {first}") from None
         return records
     from rmt.babilong import iter_records
 

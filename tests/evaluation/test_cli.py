@@ -67,6 +67,8 @@ def run_main(capsys, *args):
     (["eval", "x", "--rag", "maybe"], "error: unknown --rag 'maybe'; allowed: off, on, both"),
     (["eval", "openai:gpt", "--samples", "1", "--lengths", "0k"], "error: endpoint spec must be openai:MODEL@BASE_URL"),
     (["report", "/no/such/store.sqlite"], "error: results store not found: /no/such/store.sqlite"),
+    (["eval", "x", "--public", "--samples", "1", "--lengths", "0k"],  # tests run with HF_*_OFFLINE=1
+     "error: cannot load qa1/0k of the public BABILong dataset"),
 ])
 def test_user_errors_are_one_line(capsys, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
