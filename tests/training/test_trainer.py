@@ -142,3 +142,18 @@ def test_lm_task_reports_perplexity_per_segment_position(tiny_config):
     assert len(result["perplexity_by_segment"]) == 4
     assert all(math.isfinite(p) and p > 1 for p in result["perplexity_by_segment"])
     assert abs(math.log(result["perplexity"]) - result["loss"]) < 1e-9
+
+
+def test_the_saved_config_reproduces_the_run(tiny_config, tmp_path):
+    import dataclasses
+
+    from rmt.training.config import TrainConfig
+
+    first = Trainer(tiny_config(stage_steps=3))
+    first.train()
+    saved = TrainConfig.from_file(tmp_path / "run" / "train_config.json")
+    assert saved == first.cfg
+    again = Trainer(dataclasses.replace(saved, output_dir=str(tmp_path / "again")))
+    again.train()
+    a, b = _weights(first.model), _weights(again.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
