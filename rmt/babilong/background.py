@@ -21,12 +21,13 @@ import bisect
 import hashlib
 import json
 import os
-import tempfile
 import random
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
+
+from rmt.atomic import atomic_file
 
 _START = re.compile(r"^\*\*\* ?START OF.*$", re.MULTILINE)
 _END = re.compile(r"^\*\*\* ?END OF.*$", re.MULTILINE)
@@ -130,10 +131,12 @@ def _split_book_file(args) -> tuple[str, list[str], list[list[str]]]:
     sentences = book.split_all()
     cache_file = Path(cache_file)
     cache_file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"paragraphs": book.paragraphs, "sentences": sentences}, f, ensure_ascii=False)
-    os.replace(tmp, cache_file)  # atomic: a reader sees the whole file or none
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"paragraphs": book.paragraphs, "sentences": sentences}, f, ensure_ascii=False)
+
+    atomic_file(cache_file, write)  # a reader sees the whole file or none
     return str(path), book.paragraphs, sentences
 
 

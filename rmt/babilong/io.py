@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from rmt.atomic import atomic_dir, atomic_file
+
 FORMATS = ("jsonl", "parquet", "hf")
 
 
@@ -61,39 +63,25 @@ def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | No
     path = check_writable(path)
     fmt = infer_format(path, fmt)
     if fmt == "jsonl":
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        try:
+
+        def write_jsonl(tmp) -> int:
             n = 0
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with open(tmp, "w", encoding="utf-8") as f:
                 for record in records:
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                     n += 1
-            os.replace(tmp, path)
             return n
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+
+        return atomic_file(path, write_jsonl)
     import datasets
 
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        rows = list(records)
-        dataset = datasets.Dataset.from_list(rows)
-        if fmt == "parquet":
-            dataset.to_parquet(str(tmp / "data.parquet"))
-            os.replace(tmp / "data.parquet", path)
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            dataset.save_to_disk(str(tmp / "data"))
-            os.replace(tmp / "data", tmp.with_name(tmp.name + ".ready"))
-            shutil.rmtree(tmp, ignore_errors=True)
-            _replace(tmp.with_name(tmp.name + ".ready"), path)
-        return len(rows)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(tmp.with_name(tmp.name + ".ready"), ignore_errors=True)
-        raise
+    rows = list(records)
+    dataset = datasets.Dataset.from_list(rows)
+    if fmt == "parquet":
+        atomic_file(path, lambda tmp: dataset.to_parquet(tmp))
+    else:
+        atomic_dir(path, lambda tmp: dataset.save_to_disk(str(tmp)))
+    return len(rows)
 
 
 def load_records(path: str | os.PathLike) -> list[dict]:

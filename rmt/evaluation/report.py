@@ -4,14 +4,13 @@ one panel per model, the models (RAG baselines included) side by side."""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from rmt.atomic import atomic_file
 from rmt.evaluation.store import Result, read_results
 
 OVER_WINDOW = "OW"
@@ -164,18 +163,6 @@ def heatmap_pixels(table: Table, dpi: int = 150) -> tuple[int, int]:
     return int(w * dpi), int(h * dpi)  # matplotlib's Agg canvas truncates the same way
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def save_heatmap(table: Table, path: str | Path, dpi: int = 150) -> Path:
     import matplotlib
@@ -207,7 +194,7 @@ def save_heatmap(table: Table, path: str | Path, dpi: int = 150) -> Path:
         ax.set_title(model if len(model) <= 40 else "…" + model[-39:], fontsize=9)
         ax.tick_params(length=0)
     fig.colorbar(image, ax=list(axes[0]), fraction=0.05, pad=0.01, label="accuracy, %")
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
     return path
 
@@ -215,5 +202,5 @@ def save_heatmap(table: Table, path: str | Path, dpi: int = 150) -> Path:
 def write_markdown(table: Table, path: str | Path) -> Path:
     path = Path(path)
     text = format_markdown(table)
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_file(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path

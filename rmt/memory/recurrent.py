@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -19,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
+from rmt.atomic import atomic_file
 from rmt.memory.adapters import adapter_for, inner_model
 from rmt.memory.cell import decoder_segment, encoder_segment
 from rmt.memory.config import RMTConfig
@@ -494,23 +494,12 @@ class RecurrentMemoryTransformer(nn.Module):
         base_config["architectures"] = [type(self.base_model).__name__]
         rmt_config = {"rmt_config": self.config.to_dict(), "base_model_class": type(self.base_model).__name__, "format_version": 1}
 
-        def atomic(name, write):
-            fd, tmp = tempfile.mkstemp(dir=path, prefix=f".{name}.", suffix=".tmp")
-            os.close(fd)
-            try:
-                write(tmp)
-                os.replace(tmp, path / name)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise
-
         def write_json(data):
             return lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
-        atomic(WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
-        atomic(BASE_CONFIG_NAME, write_json(base_config))
-        atomic(RMT_CONFIG_NAME, write_json(rmt_config))
+        atomic_file(path / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
+        atomic_file(path / BASE_CONFIG_NAME, write_json(base_config))
+        atomic_file(path / RMT_CONFIG_NAME, write_json(rmt_config))
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "RecurrentMemoryTransformer":

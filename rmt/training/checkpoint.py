@@ -16,14 +16,14 @@ newest one; the temp dir is swept away on the next run.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from rmt.atomic import atomic_dir
 
 STATE_NAME = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -50,26 +50,6 @@ def load_weights(model, path: Path) -> None:
         model.load_state_dict(loaded.state_dict())
 
 
-def atomic_dir(final: Path, write) -> Path:
-    """Run ``write(tmp_dir)`` then rename ``tmp_dir`` to ``final``; an existing ``final`` is replaced
-    only after the new one is complete (it is moved aside first, then deleted)."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
-    try:
-        write(tmp)
-        if final.exists():
-            old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".old-{final.name}-"))
-            os.replace(final, old / "x")
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
 
 def rng_state() -> dict:
     return {"python": random.getstate(), "torch": torch.get_rng_state()}
@@ -93,7 +73,8 @@ def save_checkpoint(out_dir, step: int, model, tokenizer, optimizer, scheduler, 
         config.save(tmp / "train_config.json")
         (tmp / STATE_NAME).write_text(json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
 
-    path = atomic_dir(ckpt_root / f"step-{step:06d}", write)
+    path = ckpt_root / f"step-{step:06d}"
+    atomic_dir(path, write)
     for old in list_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path
@@ -118,7 +99,7 @@ def sweep_temp_dirs(out_dir) -> None:
     root = Path(out_dir) / "checkpoints"
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith((".tmp-", ".old-")):
+            if p.name.startswith(".") and (p.name.endswith(".tmp") or ".old-" in p.name):
                 shutil.rmtree(p, ignore_errors=True)
 
 

@@ -12,10 +12,10 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 
+from rmt.atomic import atomic_file
 from rmt.training.config import TrainConfig
 
 # The preset, from short tuning runs on 2 shared CPU cores (docs/training.md, "How the quickstart
@@ -82,10 +82,8 @@ def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, tra
     ax.legend(loc="lower left", fontsize=8)
     ax.set_title("qa1 in background text: accuracy vs length")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from rmt.atomic import atomic_dir, atomic_file
 from rmt.training import checkpoint as ckpt
 from rmt.training.config import TrainConfig
 from rmt.training.curriculum import Curriculum
@@ -190,9 +191,7 @@ class MetricsLog:
         if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        atomic_file(self.path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -277,9 +276,7 @@ class Trainer:
         elif existing is not None or (self.out / METRICS_NAME).exists():
             raise FileExistsError(f"output dir {str(self.out)!r} already holds a run; pass --resume to continue it "
                                   f"or choose another output dir (nothing is overwritten)")
-        tmp = saved.with_suffix(".tmp")
-        self.cfg.save(tmp)
-        os.replace(tmp, saved)
+        atomic_file(saved, self.cfg.save)
 
     # ------------------------------------------------------------------ helpers
     def _local_rows(self, batch: dict) -> dict:
@@ -360,7 +357,7 @@ class Trainer:
             acc.wait_for_everyone()
             if acc.is_main_process:
                 model = acc.unwrap_model(self.model)
-                ckpt.atomic_dir(final, lambda tmp: ckpt.save_model_dir(tmp, model, self.tokenizer))
+                atomic_dir(final, lambda tmp: ckpt.save_model_dir(tmp, model, self.tokenizer))
             acc.wait_for_everyone()
         self.metrics.close()
         return {"step": self.step, "finished": self.curriculum.finished, "final": str(final) if final else None,
