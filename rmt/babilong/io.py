@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterable
@@ -46,16 +45,6 @@ def check_writable(path: str | os.PathLike) -> Path:
     if path.exists() and path.is_dir() and infer_format(path) != "hf":
         raise ValueError(f"output path {path} is a directory; give a file name ending .jsonl or .parquet")
     return path
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
-        os.replace(path, old / "x")
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
 
 
 def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | None = None) -> int:
