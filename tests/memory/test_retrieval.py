@@ -29,11 +29,16 @@ def test_fresh_rmtr_equals_plain_rmt_on_many_segments():
     torch.testing.assert_close(b.memory, a.memory, atol=ATOL, rtol=0)
 
 
+def _perturb_retrieval(rmtr, scale: float) -> None:
+    """Move the retrieval block away from its zero-output init, as training would."""
+    for p in rmtr.retrieval.parameters():
+        p.add_(torch.randn_like(p) * scale)
+
+
 def test_trained_rmtr_equals_plain_on_first_segment_and_differs_after():
     plain, rmtr = _pair()
     with torch.no_grad():
-        for p in rmtr.retrieval.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
+        _perturb_retrieval(rmtr, 0.2)
         one = random_ids(2, 6)
         torch.testing.assert_close(rmtr(one).logits, plain(one).logits, atol=ATOL, rtol=0)
         many = random_ids(2, 30)
@@ -55,8 +60,7 @@ def test_store_grows_by_num_mem_tokens_per_segment():
 def test_retrieval_gets_gradient():
     _, rmtr = _pair()
     with torch.no_grad():
-        for p in rmtr.retrieval.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+        _perturb_retrieval(rmtr, 0.1)
     ids = random_ids(1, 24)
     rmtr(ids, labels=ids).loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in rmtr.retrieval.parameters())

@@ -115,20 +115,22 @@ def _pair_moves(rng, story, n_facts, pronoun_followups: bool):
     return where
 
 
-def qa12(rng: random.Random, n_facts: int) -> str:
+def _where_is_one_of_a_pair(rng: random.Random, n_facts: int, pronoun_followups: bool) -> str:
     story = StoryWriter()
-    where = _pair_moves(rng, story, n_facts, pronoun_followups=False)
+    where = _pair_moves(rng, story, n_facts, pronoun_followups=pronoun_followups)
     who = rng.choice(sorted(where))
     room, facts = where[who]
     return story.to_babi(f"Where is {who}?", room, facts)
+
+
+def qa12(rng: random.Random, n_facts: int) -> str:
+    """Conjunction: "Mary and John went to the kitchen."."""
+    return _where_is_one_of_a_pair(rng, n_facts, pronoun_followups=False)
 
 
 def qa13(rng: random.Random, n_facts: int) -> str:
-    story = StoryWriter()
-    where = _pair_moves(rng, story, n_facts, pronoun_followups=True)
-    who = rng.choice(sorted(where))
-    room, facts = where[who]
-    return story.to_babi(f"Where is {who}?", room, facts)
+    """Compound coreference: a pair moves, then "Then they went to the garden."."""
+    return _where_is_one_of_a_pair(rng, n_facts, pronoun_followups=True)
 
 
 TIMES = ["yesterday", "this morning", "this afternoon", "this evening"]
