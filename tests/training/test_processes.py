@@ -70,11 +70,29 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _weights(run_dir):
+    return load_file(str(Path(run_dir) / "final" / "model.safetensors"))
+
+
+def _distance(a, b):
+    """Euclidean distance between two state dicts, over all tensors together (float64)."""
+    return sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in a) ** 0.5
+
+
 def test_two_cpu_processes_ddp_gloo_match_one_process(tiny_config, tmp_path):
     """Same global batch (4 rows: 2 per process). Each row has one answer token + EOS, so the mean
-    of the per-process losses is the global mean; only float summation order differs."""
+    of the per-process losses is the global mean and the averaged gradient is the 1-process gradient.
+
+    The runs differ only in float summation order, which Adam amplifies differently on each CPU, so
+    weights are not compared element by element. Instead, the distance between the two final models
+    must be tiny against how far training moved them (measured: ~1e-5 of it). Broken data
+    parallelism moves the 2-process model somewhere else: both ranks training on the same rows, or
+    gradients not averaged (each rank follows its own half), lands at a large fraction of the update.
+    """
     steps = dict(curriculum=[1, 2], stage_steps=4, save_every=100, eval_every=100)
     Trainer(_cli_config(tiny_config, tmp_path / "one", **steps)).train()
+    Trainer(_cli_config(tiny_config, tmp_path / "init", curriculum=[1], stage_steps=1, save_every=100,
+                        eval_every=100, lr=1e-30)).train()  # the common initial weights (one step of ~0)
     out = tmp_path / "two"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
@@ -86,11 +104,13 @@ def test_two_cpu_processes_ddp_gloo_match_one_process(tiny_config, tmp_path):
     assert {r["processes"] for r in records if r["type"] == "train"} == {2}
     one, two = _losses(tmp_path / "one"), _losses(out)
     assert len(one) == len(two) == 8
-    assert one[0] == pytest.approx(two[0], rel=1e-6)  # same init, same data
-    assert two == pytest.approx(one, rel=1e-4, abs=1e-5)
-    a = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
-    b = load_file(str(out / "final" / "model.safetensors"))
-    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+    assert one[0] == pytest.approx(two[0], rel=1e-5)  # same init, same global batch
+    assert two == pytest.approx(one, rel=1e-3)
+    a, b, init = _weights(tmp_path / "one"), _weights(out), _weights(tmp_path / "init")
+    assert a.keys() == b.keys()
+    moved = _distance(a, init)
+    assert moved > 0.1, "training did not move the weights; the comparison below would be empty"
+    assert _distance(a, b) < 1e-3 * moved, (_distance(a, b), moved)
 
 
 @pytest.mark.parametrize("extra, message", [
