@@ -1,15 +1,94 @@
 """Atomic writes: every output (records, checkpoints, results, plots) goes to a temp file or
 directory beside its destination first and is renamed into place only once complete, so a
 failure or a kill never leaves a half-written output. Standard library only: both the data side
-and the model side use it."""
+and the model side use it.
+
+Temp names are ``.<name>.<pid>-<random>.tmp`` (and ``.<name>.<pid>-<random>.old`` for a directory
+being replaced), so that the next write to the same destination can tell the leftovers of a
+killed process (its pid is gone) from the work of one still running, and sweep them away.
+
+Temps are created with the ordinary modes (0666 for files, 0777 for directories, both minus the
+umask), not the 0600/0700 of ``tempfile``: the output keeps the mode of its temp, and outputs must
+be readable like any other file the user creates.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
+
+_LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.(?:tmp|old)$")
+
+
+def _temp_path(path: Path, kind: str = "tmp") -> Path:
+    return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.{kind}"
+
+
+def new_temp_file(path: str | os.PathLike) -> Path:
+    """A new empty file beside ``path`` with a leftover-sweepable name and the umask's mode."""
+    path = Path(path)
+    while True:
+        tmp = _temp_path(path)
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+
+
+def new_temp_dir(path: str | os.PathLike, kind: str = "tmp") -> Path:
+    """A new empty directory beside ``path`` with a leftover-sweepable name and the umask's mode."""
+    path = Path(path)
+    while True:
+        tmp = _temp_path(path, kind)
+        try:
+            os.mkdir(tmp, 0o777)
+            return tmp
+        except FileExistsError:  # pragma: no cover
+            continue
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def sweep_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove the temp files/dirs that killed processes left beside ``path``; return them.
+
+    Only names this module makes for exactly this destination, and only of processes that are no
+    longer running: a concurrent writer's temp is never touched. A directory that was moved aside
+    to be replaced (``.old``) goes back into place when the kill came before its replacement did."""
+    path = Path(path)
+    removed = []
+    try:
+        entries = sorted(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _LEFTOVER.match(entry.name)
+        if not match or match.group("name") != path.name or _pid_alive(int(match.group("pid"))):
+            continue
+        if entry.name.endswith(".old") and not os.path.lexists(path):
+            os.replace(entry, path)
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def atomic_file(path: str | os.PathLike, write: Callable[[str], object]):
@@ -18,14 +97,13 @@ def atomic_file(path: str | os.PathLike, write: Callable[[str], object]):
     The temp name ends in ``.tmp``: writers that pick a format by extension must be told it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    sweep_leftovers(path)
+    tmp = new_temp_file(path)
     try:
-        result = write(tmp)
+        result = write(str(tmp))
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return result
 
@@ -36,12 +114,13 @@ def atomic_dir(path: str | os.PathLike, write: Callable[[Path], object]):
     complete (moved aside, then deleted). On any error the temp directory is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    sweep_leftovers(path)
+    tmp = new_temp_dir(path)
     try:
         result = write(tmp)
         if path.exists() and not path.is_symlink():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
-            os.replace(path, old / "x")
+            old = _temp_path(path, "old")
+            os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:

@@ -55,11 +55,13 @@ class FactSource:
 
 def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, tokenizer=None, *,
                  babi_dir=None, split: str = "test", n_facts=None, prompt_allowance: int | None = None,
-                 min_sentence_tokens: int = 10, no_length_tell: bool = False) -> Iterator[dict]:
+                 min_sentence_tokens: int = 10, no_length_tell: bool = False, skip: int = 0) -> Iterator[dict]:
     """Records for every task x length x sample, validated up front (errors before any work).
 
     Sample ``i`` has the same facts at every length (as in the public dataset); the background
-    depends on the length too.
+    depends on the length too. Each record depends only on the seed and its own (task, length,
+    sample), so ``skip=k`` starts at the k-th record without building the ones before it (how a
+    killed ``rmt generate`` resumes), and what follows is the same as in a full run.
     """
     tasks = [check_task(t) for t in ([tasks] if isinstance(tasks, str) else tasks)]
     lengths = [parse_length(x) for x in ([lengths] if isinstance(lengths, (str, int)) else lengths)]
@@ -80,15 +82,18 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
         raise ValueError(f"min_sentence_tokens must be an integer >= 0, got {min_sentence_tokens!r}")
     if prompt_allowance is not None and (not isinstance(prompt_allowance, int) or prompt_allowance < 0):
         raise ValueError(f"prompt_allowance must be an integer >= 0, got {prompt_allowance!r}")
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ValueError(f"skip must be an integer >= 0, got {skip!r}")
     min_tokens = 3 if no_length_tell else min_sentence_tokens
     # Validation is done: the records themselves are produced lazily.
     return _records(tasks, lengths, samples, seed, source, counter, fact_sources, prompt_allowance,
-                    min_tokens, no_length_tell)
+                    min_tokens, no_length_tell, skip)
 
 
 def _records(tasks, lengths, samples, seed, source, counter, fact_sources, prompt_allowance, min_tokens,
-             no_length_tell) -> Iterator[dict]:
+             no_length_tell, skip=0) -> Iterator[dict]:
     max_tokens = None
+    index = -1
     for task in tasks:
         facts_of = fact_sources[task]
         for name, tokens in lengths:
@@ -96,6 +101,9 @@ def _records(tasks, lengths, samples, seed, source, counter, fact_sources, promp
             if allowance is None:
                 allowance = REFERENCE_PROMPT_ALLOWANCE if not name.isdigit() else 0
             for i in range(samples):
+                index += 1
+                if index < skip:
+                    continue
                 sample = facts_of[i]
                 rng = _rng(seed, task, name, i, "haystack")
                 stream = None

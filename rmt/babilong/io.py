@@ -2,55 +2,113 @@
 
 Everything is first written to a temporary sibling of the destination and renamed into place, so
 an error (or Ctrl-C) never leaves a half-written file or directory behind.
+
+A long generation is also resumable (``RecordsWriter``): records stream into a hidden partial
+JSONL file beside the output, flushed one record at a time, with the settings that produce them in
+a second hidden file. A run killed half way leaves the partial; a rerun with the same settings
+keeps its complete records and generates only the rest, a rerun with other settings discards it.
+The partial becomes the output (renamed, or converted to parquet / a datasets dir) once complete.
+
+An existing output is replaced only when it is records written here (a JSONL file or parquet file
+of records, or a datasets dir holding our marker file), or when the caller says ``overwrite``: a
+user's own files are never deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
-from rmt.atomic import atomic_dir, atomic_file
+from rmt.atomic import atomic_dir, atomic_file, sweep_leftovers
+from rmt.outputs import check_output
 
 FORMATS = ("jsonl", "parquet", "hf")
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", "": "hf"}
+MARKER = "rmt_records.json"  # in every datasets dir written here: how a rerun knows the dir is ours
+RECORD_KEYS = ("input", "question", "target")
 
 
 def infer_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """``fmt`` when given (checked), else from the suffix: .jsonl/.json, .parquet, none (a datasets dir)."""
     if fmt is not None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown output format {fmt!r}; allowed: {', '.join(FORMATS)}")
         return fmt
     suffix = Path(path).suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        return "jsonl"
-    if suffix == ".parquet":
-        return "parquet"
-    return "hf"  # a directory for datasets.save_to_disk
+    if suffix not in SUFFIXES:
+        raise ValueError(f"cannot tell the format of {path} from its suffix {suffix!r}; allowed: .jsonl, .json, "
+                         ".parquet, or no suffix (a datasets dir); or give the format (--format jsonl|parquet|hf)")
+    return SUFFIXES[suffix]
 
 
-def check_writable(path: str | os.PathLike) -> Path:
-    """Fail early, with one line, when ``path`` cannot be written."""
-    path = Path(path).expanduser()
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise FileNotFoundError(f"output dir does not exist: {parent} (for --out {path})")
-    try:  # probe with a real file: os.access is always true for root and says nothing about odd filesystems
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".probe")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise PermissionError(f"output path not writable: {path} ({exc.strerror} in {parent})") from None
-    if path.exists() and path.is_dir() and infer_format(path) != "hf":
-        raise ValueError(f"output path {path} is a directory; give a file name ending .jsonl or .parquet")
-    return path
+def _first_line(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.readline()  # a whole record: several MB at 1M tokens, read once
 
 
-def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | None = None) -> int:
+def is_records_output(path: str | os.PathLike) -> bool:
+    """Whether replacing ``path`` loses nothing of the user's: it does not exist, is empty, or
+    holds records written here."""
+    path = Path(path)
+    if not path.exists():
+        return True
+    if path.is_dir():
+        return (path / MARKER).is_file() or not any(path.iterdir())
+    if path.stat().st_size == 0:
+        return True
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return set(RECORD_KEYS) <= set(pq.read_schema(path).names)
+        except Exception:
+            return False
+    try:
+        first = json.loads(_first_line(path).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(first, dict) and set(RECORD_KEYS) <= set(first)
+
+
+def check_records_output(path: str | os.PathLike, fmt: str | None = None, overwrite: bool = False,
+                         flag: str = "--out") -> tuple[Path, str]:
+    """The output rule (``rmt.outputs``) for records, plus: the format is known, and an existing
+    output that is not records written here is kept unless ``overwrite``. Returns (path, format)."""
+    if fmt is not None:
+        infer_format(path, fmt)  # a known format
+    kind = "dir" if (fmt or SUFFIXES.get(Path(path).suffix.lower())) == "hf" else "file"
+    path = check_output(path, flag, kind=kind, suffixes=None if fmt is not None else tuple(SUFFIXES))
+    fmt = fmt or infer_format(path)
+    if not overwrite and not is_records_output(path):
+        what = "a directory" if path.is_dir() else "a file"
+        raise FileExistsError(f"{flag} {path} is {what} that rmt did not write (nothing is replaced); "
+                              f"choose a new name, or pass --overwrite to replace it")
+    return path, fmt
+
+
+def _write_final(rows_of, path: Path, fmt: str, settings: dict | None) -> None:
+    """The parquet file or datasets dir of the rows ``rows_of()`` returns, atomically."""
+    import datasets
+
+    dataset = datasets.Dataset.from_list(rows_of())
+    if fmt == "parquet":
+        atomic_file(path, lambda tmp: dataset.to_parquet(tmp))
+        return
+
+    def write_dir(tmp: Path):
+        dataset.save_to_disk(str(tmp))
+        marker = {"written_by": "rmt", "records": len(dataset), "settings": settings}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    atomic_dir(path, write_dir)
+
+
+def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | None = None,
+                 overwrite: bool = False) -> int:
     """Write ``records`` to ``path``; return how many. JSONL streams (records may be a generator)."""
-    path = check_writable(path)
-    fmt = infer_format(path, fmt)
+    path, fmt = check_records_output(path, fmt, overwrite, flag="output")
     if fmt == "jsonl":
 
         def write_jsonl(tmp) -> int:
@@ -62,15 +120,112 @@ def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | No
             return n
 
         return atomic_file(path, write_jsonl)
-    import datasets
-
     rows = list(records)
-    dataset = datasets.Dataset.from_list(rows)
-    if fmt == "parquet":
-        atomic_file(path, lambda tmp: dataset.to_parquet(tmp))
-    else:
-        atomic_dir(path, lambda tmp: dataset.save_to_disk(str(tmp)))
+    _write_final(lambda: rows, path, fmt, None)
     return len(rows)
+
+
+class RecordsWriter:
+    """Resumable writing of a long generation to ``path`` (see the module doc).
+
+        writer = RecordsWriter(path, fmt, settings)   # settings: whatever determines the records
+        records = iter_records(..., skip=writer.done)  # only the records not yet written
+        n = writer.write(records)                      # total records in the output
+
+    ``path`` must have passed ``check_records_output``. Only one writer per output at a time.
+    """
+
+    def __init__(self, path: str | os.PathLike, fmt: str, settings: dict):
+        self.path, self.fmt = Path(path), fmt
+        self.settings = json.loads(json.dumps(settings))  # as it reads back from the file
+        self.partial = self.path.parent / f".{self.path.name}.partial"
+        self.settings_file = self.path.parent / f".{self.path.name}.partial.json"
+        self.discarded = False
+        self.done = self._resume_point()
+
+    def _resume_point(self) -> int:
+        """Complete records in a partial of the same settings (read only: bad input found after
+        this must leave everything as it was; ``write`` does the cleaning up)."""
+        saved = None
+        if self.settings_file.is_file():
+            try:
+                saved = json.loads(self.settings_file.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                saved = None
+        if not self.partial.is_file() or saved != self.settings:
+            self.discarded = self.partial.is_file()
+            return 0
+        lines, self._keep_bytes, offset = 0, 0, 0
+        with open(self.partial, "rb") as f:
+            while chunk := f.read(1 << 24):
+                lines += chunk.count(b"\n")
+                last = chunk.rfind(b"\n")
+                if last >= 0:
+                    self._keep_bytes = offset + last + 1
+                offset += len(chunk)
+        return lines
+
+    def write(self, records: Iterable[dict]) -> int:
+        """Append ``records`` to the partial (one flush per record), then make it the output."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        n = self.done
+        with open(self.partial, "a", encoding="utf-8") as f:
+            _lock(f, self.path)
+            sweep_leftovers(self.path)  # temp files of a run killed while renaming or converting
+            if self.done:
+                f.truncate(self._keep_bytes)  # a kill can cut the last record short
+            else:
+                f.truncate(0)  # a partial of other settings
+                atomic_file(self.settings_file, lambda tmp: Path(tmp).write_text(json.dumps(self.settings) + "\n",
+                                                                                  encoding="utf-8"))
+            try:
+                for record in records:
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    f.flush()  # a kill loses at most the record being written
+                    n += 1
+            except BaseException:
+                if n == 0:  # nothing to resume from: leave nothing behind
+                    self.partial.unlink(missing_ok=True)
+                    self.settings_file.unlink(missing_ok=True)
+                raise
+        if self.fmt == "jsonl":
+            os.replace(self.partial, self.path)
+        else:
+            _write_final(lambda: [record for _, record in read_jsonl(self.partial)], self.path, self.fmt, self.settings)
+            self.partial.unlink()
+        self.settings_file.unlink(missing_ok=True)
+        return n
+
+
+def _lock(f, path: Path) -> None:
+    """One writer per output: a second ``rmt generate`` to the same path fails instead of interleaving."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise FileExistsError(f"another process is writing {path} right now; wait for it or choose another output") from None
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
+    """(line number, value) of every non-blank line; a line that is not UTF-8 or not JSON is one
+    ValueError naming the file and the line."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{path}, line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                                 f"{exc.start + 1})") from None
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
 def load_records(path: str | os.PathLike) -> list[dict]:
@@ -80,8 +235,12 @@ def load_records(path: str | os.PathLike) -> list[dict]:
         raise FileNotFoundError(f"records not found: {path}")
     fmt = "hf" if path.is_dir() else infer_format(path)
     if fmt == "jsonl":
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        records = []
+        for number, record in read_jsonl(path):
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}, line {number}: a record must be a JSON object, got {type(record).__name__}")
+            records.append(record)
+        return records
     import datasets
 
     if fmt == "parquet":

@@ -37,24 +37,36 @@ def register(app):
         facts: Optional[str] = typer.Option(None, "--facts", help="Facts per simulated story: N or LO-HI (default: task's bAbI-like range)."),
         prompt_allowance: Optional[int] = typer.Option(None, "--prompt-allowance", help="Tokens left for the prompt (default 300 for named lengths, 0 for token counts)."),
         no_length_tell: bool = typer.Option(False, "--no-length-tell", help="Background pieces as short as facts, so facts cannot be found by length."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out that rmt did not write (default: refuse)."),
     ):
-        """Generate BABILong samples: bAbI facts hidden in background text at the given lengths."""
+        """Generate BABILong samples: bAbI facts hidden in background text at the given lengths.
+
+        A killed run resumes: rerun the same command and it keeps the samples already written."""
         from tqdm import tqdm
 
+        from rmt import __version__
         from rmt.babilong.generator import iter_records
-        from rmt.babilong.io import check_writable, infer_format, save_records
+        from rmt.babilong.io import RecordsWriter, check_records_output
 
-        path = check_writable(out)
-        infer_format(path, fmt)
+        path, fmt = check_records_output(out, fmt, overwrite)
         tasks = [t for t in task.split(",") if t.strip()]
         length_list = [x.strip() for x in lengths.split(",") if x.strip()]
         if not tasks:
             raise ValueError("--task is empty; allowed: qa1 ... qa20")
         if not length_list:
             raise ValueError("--lengths is empty; give e.g. 0k,4k,32k")
-        records = iter_records(tasks, length_list, samples, seed, background, tokenizer, babi_dir=babi_dir,
-                               split=split, n_facts=_parse_facts(facts), prompt_allowance=prompt_allowance,
-                               no_length_tell=no_length_tell)
+        n_facts = _parse_facts(facts)
+        options = dict(babi_dir=babi_dir, split=split, n_facts=n_facts, prompt_allowance=prompt_allowance,
+                       no_length_tell=no_length_tell)
+        # Everything that decides the records: a partial output of other settings is not resumed.
+        settings = dict(tasks=tasks, lengths=length_list, samples=samples, seed=seed, background=background,
+                        tokenizer=tokenizer, version=__version__, **options)
+        writer = RecordsWriter(path, fmt, settings)  # reads what an interrupted run left; writes nothing yet
+        records = iter_records(tasks, length_list, samples, seed, background, tokenizer, skip=writer.done, **options)
         total = len(tasks) * len(length_list) * samples
-        n = save_records(tqdm(records, total=total, desc="generate", unit="sample"), path, fmt)
+        if writer.discarded:
+            typer.echo(f"discarding the partial output of an interrupted run with other settings ({writer.partial})")
+        if writer.done:
+            typer.echo(f"resuming: {writer.done} of {total} samples already written by an interrupted run")
+        n = writer.write(tqdm(records, total=total, initial=writer.done, desc="generate", unit="sample"))
         typer.echo(f"wrote {n} records to {path}")

@@ -1,0 +1,70 @@
+"""The one rule for every path a command writes: ``rmt generate --out``, ``rmt eval --store`` and
+``--cache``, ``rmt report --markdown`` and ``--png``, ``rmt train`` / ``rmt quickstart --output-dir``.
+
+* Missing parent directories are created, like ``mkdir -p`` (``rmt train --output-dir runs/qa1``
+  works in a fresh clone), but only when the output is written, after every input was checked:
+  a command that fails on bad input leaves nothing behind.
+* These are errors, each one line naming the flag and the path: an existing file where a
+  directory is needed on the way (``a_file/out.md``); a directory where a file is wanted, or a file
+  where a directory is wanted; the current directory or one above it (``--out .``); a suffix the
+  output's format does not have; a place that cannot be written (probed with a real file, since
+  ``os.access`` says yes to root and says nothing about read-only or odd filesystems).
+* The check itself creates nothing.
+
+Standard library only: both the data side and the model side use it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Iterable
+
+
+def _describe(suffixes: Iterable[str]) -> str:
+    return ", ".join(s if s else "no suffix (a directory)" for s in suffixes)
+
+
+def check_output(path: str | os.PathLike, flag: str, *, kind: str = "file",
+                 suffixes: Iterable[str] | None = None) -> Path:
+    """Check that ``path`` can be written as the output ``flag`` names (``kind``: ``file`` or
+    ``dir``; ``suffixes``: the allowed ones, ``""`` meaning none); return it, ``~`` expanded.
+    Raises ValueError / FileExistsError / PermissionError with one line; creates nothing."""
+    if kind not in ("file", "dir"):
+        raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
+    given = str(path)
+    path = Path(path).expanduser()
+    if not given.strip():
+        raise ValueError(f"{flag} is empty; give a path")
+    full = Path(os.path.abspath(path))
+    cwd = Path(os.getcwd())
+    if full == cwd or full in cwd.parents:
+        raise ValueError(f"{flag} {given} is the current directory (or one above it); give a new name inside it")
+    if suffixes is not None:
+        allowed = tuple(suffixes)
+        suffix = path.suffix.lower()
+        if suffix not in allowed:
+            shown = f"suffix {suffix!r}" if suffix else "no suffix"
+            raise ValueError(f"{flag} {given} has {shown}; allowed: {_describe(allowed)}")
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            raise ValueError(f"{flag} {given} is a directory; give a file name")
+        if kind == "dir" and not path.is_dir():
+            raise ValueError(f"{flag} {given} is a file; give a directory name")
+    existing = full.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {given}: {existing} is a file, so no directory can be made there")
+    # A file is written beside itself (temp, then rename); a directory output may be written
+    # into (a training run) or replaced whole: probe every directory that will be written.
+    places = [existing] + ([full] if kind == "dir" and full.is_dir() else [])
+    for place in places:
+        probe = place / f".rmt-write-probe-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            os.unlink(probe)
+        except OSError as exc:
+            raise PermissionError(f"{flag} {given} is not writable ({exc.strerror or exc} in {place})") from None
+    return path
