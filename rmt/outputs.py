@@ -41,17 +41,17 @@ def check_output(path: str | os.PathLike, flag: str, *, kind: str = "file",
     cwd = Path(os.getcwd())
     if full == cwd or full in cwd.parents:
         raise ValueError(f"{flag} {given} is the current directory (or one above it); give a new name inside it")
+    if path.exists():
+        if kind == "file" and path.is_dir():
+            raise ValueError(f"{flag} {given} is a directory; give a file name")
+        if kind == "dir" and not path.is_dir():
+            raise ValueError(f"{flag} {given} is a file; give a directory name")
     if suffixes is not None:
         allowed = tuple(suffixes)
         suffix = path.suffix.lower()
         if suffix not in allowed:
             shown = f"suffix {suffix!r}" if suffix else "no suffix"
             raise ValueError(f"{flag} {given} has {shown}; allowed: {_describe(allowed)}")
-    if path.exists():
-        if kind == "file" and path.is_dir():
-            raise ValueError(f"{flag} {given} is a directory; give a file name")
-        if kind == "dir" and not path.is_dir():
-            raise ValueError(f"{flag} {given} is a file; give a directory name")
     existing = full.parent
     while not existing.exists():
         existing = existing.parent

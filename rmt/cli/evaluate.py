@@ -65,9 +65,12 @@ def register(app):
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
         """Evaluate models on BABILong; every answer is scored and stored as soon as it is known."""
-        from rmt.evaluation.evaluate import evaluate, load_records_for_eval, load_runner
+        from rmt.evaluation.evaluate import (ENDPOINT_PREFIX, check_device, evaluate, load_records_for_eval, load_runner,
+                                             read_prompt_file)
+        from rmt.evaluation.prompting import STYLES
         from rmt.evaluation.report import build_table, format_terminal
-        from rmt.evaluation.store import ResultsStore
+        from rmt.evaluation.store import ResultsStore, check_store_path
+        from rmt.outputs import check_output
 
         _set_threads(threads)
         if rag not in RAG_MODES:
@@ -80,21 +83,26 @@ def register(app):
                             (concurrency, "--concurrency"), (rag_top_k, "--rag-top-k")):
             if value < 1:
                 raise ValueError(f"{what} must be >= 1, got {value}")
-        records = load_records_for_eval(_split_list(tasks, "--tasks"), _split_list(lengths, "--lengths"), samples,
-                                        seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
-        from rmt.evaluation.prompting import STYLES
-
         if prompt not in STYLES:
             raise ValueError(f"unknown --prompt {prompt!r}; allowed: {', '.join(STYLES)}")
+        check_device(device)
         # only the parts switched off, so that each style keeps its own defaults
         switches = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
                     "context_tags": context_tags}
         prompt_options = {k: False for k, on in switches.items() if not on}
         if prompt_file:
-            prompt_options["prompts"] = str(prompt_file)
+            prompt_options["prompts"] = read_prompt_file(prompt_file)
+        # Every output is checked before any work (the store is created only once a model has loaded).
+        check_store_path(store, "--store")
         if store.exists():
             ResultsStore(store, create=False).close()  # another benchmark version: fail before any work
+        if cache is not None:
+            check_output(cache, "--cache", kind="file")
+        records = load_records_for_eval(_split_list(tasks, "--tasks"), _split_list(lengths, "--lengths"), samples,
+                                        seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
         for spec in models:
+            if not spec.startswith(ENDPOINT_PREFIX):
+                print(f"loading model {spec} ...", flush=True)  # seconds of silence otherwise
             for top_k in {"off": [0], "on": [rag_top_k], "both": [0, rag_top_k]}[rag]:
                 runner = load_runner(
                     spec, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
@@ -159,11 +167,18 @@ def register(app):
         mode: str = typer.Option("official", help="Scoring rule: official (leaderboard) or strict (whole words)."),
     ):
         """Accuracy tables (task x length) in the terminal and as Markdown, and a heatmap PNG."""
-        from rmt.evaluation.report import load_table, save_heatmap, write_markdown, format_terminal
+        from rmt.evaluation.report import (MARKDOWN_SUFFIXES, PNG_SUFFIXES, format_terminal, load_table, save_heatmap,
+                                           write_markdown)
+        from rmt.outputs import check_output
 
+        # Both outputs are checked before any is written: a bad --png leaves no new --markdown behind.
+        if markdown:
+            check_output(markdown, "--markdown", suffixes=MARKDOWN_SUFFIXES)
+        if png:
+            check_output(png, "--png", suffixes=PNG_SUFFIXES)
         table = load_table(stores, mode=mode, models=_split_list(models, "--models") if models else None)
         print(format_terminal(table))
         if markdown:
-            print(f"markdown: {write_markdown(table, markdown)}")
+            print(f"markdown: {write_markdown(table, markdown, flag='--markdown')}")
         if png:
-            print(f"heatmap: {save_heatmap(table, png)}")
+            print(f"heatmap: {save_heatmap(table, png, flag='--png')}")

@@ -139,7 +139,10 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
         records = list(load_records(data))
         return _select(records, tasks, lengths, samples, source=str(data))
     if public:
-        from rmt.babilong.public import load_public
+        from rmt import hub
+        from rmt.babilong.public import PUBLIC_DATASET, load_public
+
+        hub.prepare(PUBLIC_DATASET)  # no network: fail at once instead of retrying for a minute
 
         records = []
         for length in lengths:
@@ -181,12 +184,67 @@ def _select(records: list[dict], tasks: list[str], lengths: list[str], samples: 
 
 
 # ------------------------------------------------------------------------------------ runners
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` if this torch build and machine have it; one-line ValueError otherwise."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        kind = None
+    if kind is None or kind.type not in DEVICE_TYPES:
+        raise ValueError(f"--device {device!r} is not a device; allowed: cpu, cuda, cuda:N, mps")
+    if kind.type == "cuda":
+        if torch.version.cuda is None:
+            raise ValueError(f"--device {device}: this torch build ({torch.__version__}) has no CUDA support; "
+                             f"use --device cpu")
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    if kind.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+    return device
+
+
+def read_prompt_file(path: str | Path) -> dict:
+    """A JSON/YAML prompt file (``rmt.babilong.prompts.load_prompt_file``), with a parse error as
+    one line naming the file and the line."""
+    import json
+
+    import yaml
+
+    from rmt.babilong.prompts import load_prompt_file
+
+    try:
+        return load_prompt_file(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or ["invalid"])[0]
+        raise ValueError(f"prompt file {path}{where}: not valid YAML ({problem})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"prompt file {path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ValueError(f"prompt file {path}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
+
+
 def load_local_model(spec: str, device: str | None = None):
     """An RMT checkpoint (a dir with ``rmt_config.json``) or an HF causal LM (dir or hub name)."""
+    from rmt import hub
     from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
 
     if spec.startswith(ENDPOINT_PREFIX):
         raise ValueError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
+    device = check_device(device)
+    hub.prepare(spec)  # a hub name with no network: fail at once instead of retrying for a minute
     if is_rmt_checkpoint(spec):
         return RMTModel(spec, device=device)
     if is_rmt_checkpoint(Path(spec) / "final"):  # the output dir of `rmt train`: its trained model
@@ -214,6 +272,8 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     """
     from rmt.evaluation.prompting import prompt_fn, resolve_style
 
+    if isinstance((prompt_options or {}).get("prompts"), (str, Path)):
+        prompt_options = {**prompt_options, "prompts": read_prompt_file(prompt_options["prompts"])}
     style_spec = str(Path(spec) / "final") if (Path(spec) / "final" / "rmt_config.json").is_file() else spec
     prompts = prompt_fn(resolve_style(prompt_style, style_spec), **(prompt_options or {}))
     if spec.startswith(ENDPOINT_PREFIX):

@@ -12,6 +12,10 @@ from typing import Iterable
 
 from rmt.atomic import atomic_file
 from rmt.evaluation.store import Result, read_results
+from rmt.outputs import check_output
+
+MARKDOWN_SUFFIXES = (".md", ".markdown")
+PNG_SUFFIXES = (".png",)
 
 OVER_WINDOW = "OW"
 _UNITS = {"": 1, "k": 1000, "K": 1000, "m": 10**6, "M": 10**6}
@@ -164,7 +168,8 @@ def heatmap_pixels(table: Table, dpi: int = 150) -> tuple[int, int]:
 
 
 
-def save_heatmap(table: Table, path: str | Path, dpi: int = 150) -> Path:
+def save_heatmap(table: Table, path: str | Path, dpi: int = 150, flag: str = "heatmap path") -> Path:
+    path = check_output(path, flag, suffixes=PNG_SUFFIXES)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,7 +177,6 @@ def save_heatmap(table: Table, path: str | Path, dpi: int = 150) -> Path:
     import numpy as np
     from matplotlib.colors import LinearSegmentedColormap
 
-    path = Path(path)
     # The BABILong figures' palette: red (0%) through yellow to green (100%).
     cmap = LinearSegmentedColormap.from_list("babilong", ["#d73027", "#fee08b", "#1a9850"]).with_extremes(bad="#d9d9d9")
     figsize = heatmap_figsize(len(table.models), len(table.tasks), len(table.lengths))
@@ -199,8 +203,8 @@ def save_heatmap(table: Table, path: str | Path, dpi: int = 150) -> Path:
     return path
 
 
-def write_markdown(table: Table, path: str | Path) -> Path:
-    path = Path(path)
+def write_markdown(table: Table, path: str | Path, flag: str = "markdown path") -> Path:
+    path = check_output(path, flag, suffixes=MARKDOWN_SUFFIXES)
     text = format_markdown(table)
     atomic_file(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return path

@@ -12,9 +12,12 @@ import hashlib
 import json
 import sqlite3
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from rmt.outputs import check_output
 
 # Bump SCHEMA_VERSION when the table layout changes, BENCHMARK_VERSION when the meaning of a score
 # changes (prompt defaults, scoring rule, haystack construction): results are then not comparable.
@@ -72,6 +75,33 @@ class StoreVersionError(ValueError):
     """The store was written for another benchmark or schema version."""
 
 
+def _tables(path: Path) -> set[str]:
+    """The tables of the SQLite file ``path``, read without writing to it."""
+    uri = "file:" + urllib.request.pathname2url(str(path.resolve())) + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+        try:
+            return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(f"not a results store (SQLite said: {exc}): {path}") from None
+
+
+def check_store_path(path: str | Path, flag: str = "results store", write: bool = True) -> Path:
+    """A results store can be opened at ``path`` without touching anything that is not one: a new
+    file in a writable place, or an existing results store (an SQLite file of other tables, or any
+    other file, is refused before anything is written to it)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > 0:
+        tables = _tables(path)
+        if tables and not {"meta", "results"} <= tables:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise ValueError(f"{path} is an SQLite database but not a results store (its tables: {shown}); "
+                             f"nothing was written to it; give a new file for the results")
+    return check_output(path, flag, kind="file") if write else path
+
+
 class ResultsStore:
     """SQLite results store. Use as a context manager or call :meth:`close`."""
 
@@ -81,6 +111,7 @@ class ResultsStore:
             raise FileNotFoundError(f"results store not found: {self.path}")
         if self.path.is_dir():
             raise ValueError(f"results store path is a directory, expected a .sqlite file: {self.path}")
+        check_store_path(self.path, write=create)
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:

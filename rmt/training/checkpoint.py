@@ -19,6 +19,7 @@ import json
 import random
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import torch
@@ -99,15 +100,85 @@ def sweep_temp_dirs(out_dir) -> None:
     root = Path(out_dir) / "checkpoints"
     if root.is_dir():
         for p in root.iterdir():
-            if p.name.startswith(".") and (p.name.endswith(".tmp") or ".old-" in p.name):
+            if p.name.startswith(".") and p.name.endswith((".tmp", ".old")):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def _check_safetensors(path: Path) -> None:
+    """A safetensors file is an 8-byte header length, a JSON header, then the tensor bytes the
+    header's offsets point to: a file cut short by a full disk or a copy is shorter than that."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path} is truncated ({size} bytes)")
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            raise ValueError(f"{path} is truncated ({size} bytes; its header alone needs {n + 8})")
+        try:
+            header = json.loads(f.read(n))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError):
+            raise ValueError(f"{path} is damaged (its header is not valid)") from None
+    if size < 8 + n + end:
+        raise ValueError(f"{path} is truncated ({size} bytes of {8 + n + end})")
+
+
+def verify_checkpoint(path) -> dict:
+    """Read enough of checkpoint ``path`` to know it is whole; return its trainer state. One-line
+    ValueError naming the damaged file otherwise (no tensors are loaded: this is cheap)."""
+    path = Path(path)
+    state = None
+    for file in sorted(path.glob("*.json")):
+        try:
+            value = json.loads(file.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError(f"{file} is damaged (not UTF-8 text)") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{file} is damaged (not valid JSON: {exc.msg}, line {exc.lineno})") from None
+        if file.name == STATE_NAME:
+            state = value
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise ValueError(f"{path / STATE_NAME} is damaged (no step number in it)")
+    for file in sorted(path.glob("*.safetensors")):
+        _check_safetensors(file)
+    for name in ("optimizer.pt", "scheduler.pt", "rng.pt"):
+        file = path / name
+        if not file.is_file():
+            raise ValueError(f"{file} is missing")
+        try:  # torch.save writes a zip archive; a cut one has no central directory at its end
+            zipfile.ZipFile(file).close()
+        except (zipfile.BadZipFile, OSError):
+            raise ValueError(f"{file} is damaged (not a complete torch file)") from None
+    return state
+
+
+def resumable_checkpoint(out_dir, log=None) -> Path | None:
+    """The newest checkpoint that is whole. Damaged newer ones (a full disk, a bad copy) are passed
+    over, each with one line to ``log`` saying so; None when there is no checkpoint at all, and a
+    ValueError naming every damaged file when none is whole."""
+    found = list_checkpoints(out_dir)
+    problems = []
+    for path in reversed(found):
+        try:
+            verify_checkpoint(path)
+        except (ValueError, OSError) as exc:
+            problems.append(str(exc))
+            continue
+        if problems and log is not None:
+            log(f"warning: the newest checkpoint is damaged ({'; '.join(problems)}); resuming from {path} instead")
+        return path
+    if problems:
+        raise ValueError(f"--resume: no checkpoint in {Path(out_dir) / 'checkpoints'} is whole: {'; '.join(problems)}")
+    return None
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     """Restore model, optimizer, scheduler and RNG from ``path``; returns the trainer state."""
     path = Path(path)
+    state = verify_checkpoint(path)
     load_weights(model, path)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-    return json.loads((path / STATE_NAME).read_text())
+    return state

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import torch
 
 from rmt.atomic import atomic_dir, atomic_file
+from rmt.outputs import check_output
 from rmt.training import checkpoint as ckpt
 from rmt.training.config import TrainConfig
 from rmt.training.curriculum import Curriculum
@@ -22,29 +24,40 @@ from rmt.training.tasks import TaskData, answer_accuracy, segment_losses
 
 CONFIG_NAME = "train_config.json"
 METRICS_NAME = "metrics.jsonl"
+RMT_CONFIG_FILE = "rmt_config.json"  # written by RecurrentMemoryTransformer.save_pretrained
 
 
 # --------------------------------------------------------------------- building blocks
-def check_output_dir(path) -> Path:
-    """Create ``path`` if needed and make sure we can write there (one clear error otherwise)."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise PermissionError(f"output dir {str(path)!r} is not writable ({exc.strerror or exc}); "
-                              f"choose a directory you can write to") from None
+def check_output_dir(path, flag: str = "--output-dir") -> Path:
+    """The output rule (``rmt.outputs``) for a run directory, then create it."""
+    path = check_output(path, flag, kind="dir")
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
+def rmt_checkpoint_of(spec) -> Path | None:
+    """``--model`` as an RMT checkpoint: a dir with ``rmt_config.json``, or the output dir of
+    ``rmt train`` (its ``final/``), as ``rmt eval`` reads them; None for anything else."""
+    if not spec:
+        return None
+    for path in (Path(spec).expanduser(), Path(spec).expanduser() / "final"):
+        if (path / RMT_CONFIG_FILE).is_file():
+            return path
+    return None
+
+
 def build_tokenizer(cfg: TrainConfig):
-    """The configured HF tokenizer, or a word-level one trained on this task's text."""
+    """The configured HF tokenizer; else the tokenizer saved with an RMT checkpoint given as
+    ``--model`` (its embeddings were trained for it); else a word-level one trained on this task's text."""
+    from rmt import hub
     from rmt.training.tokenizer import load_tokenizer, train_word_tokenizer
 
     if cfg.tokenizer:
+        hub.prepare(cfg.tokenizer)  # a hub name with no network: fail at once, not after a minute of retries
         return load_tokenizer(cfg.tokenizer)
+    checkpoint = rmt_checkpoint_of(cfg.model)
+    if checkpoint is not None:
+        return load_tokenizer(str(checkpoint))
     return train_word_tokenizer(TaskData(cfg).corpus(seed=cfg.seed), cfg.vocab_size)
 
 
@@ -58,6 +71,9 @@ def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     if cfg.model:
+        from rmt import hub
+
+        hub.prepare(cfg.model)  # a hub name with no network: fail at once, not after a minute of retries
         try:
             model = AutoModelForCausalLM.from_pretrained(cfg.model)
         except (OSError, ValueError) as exc:
@@ -82,9 +98,41 @@ def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
     return GPT2LMHeadModel(config)
 
 
+def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
+    """The RMT checkpoint ``path`` (``--model``) to train further: its base model, memory and
+    retrieval weights as saved. Its memory settings are part of the weights, so the run must name
+    the same ones (a clear error otherwise, never a silently re-initialised model)."""
+    from rmt import RecurrentMemoryTransformer
+
+    if not cfg.memory:
+        raise ValueError(f"--model {cfg.model} is an RMT checkpoint (a model with memory); --no-memory trains a plain "
+                         f"base model: give an HF model, or leave out --no-memory")
+    model = RecurrentMemoryTransformer.from_pretrained(path)
+    saved = model.config
+    flags = {"num_mem_tokens": "--num-mem-tokens", "segment_size": "--segment-size", "self_retrieval": "--self-retrieval"}
+    differ = [name for name in flags if getattr(saved, name) != getattr(cfg, name)]
+    if differ:
+        wanted = " ".join(f"{flags[n]} {getattr(saved, n)}" if not isinstance(getattr(saved, n), bool)
+                          else (flags[n] if getattr(saved, n) else "--no-" + flags[n][2:]) for n in differ)
+        now = ", ".join(f"{n}={getattr(cfg, n)!r}" for n in differ)
+        raise ValueError(f"--model {cfg.model} is an RMT checkpoint trained with other memory settings (this run has "
+                         f"{now}); continue it with: {wanted}")
+    vocab = model.base_model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > vocab:
+        raise ValueError(f"--tokenizer {cfg.tokenizer} has {len(tokenizer)} tokens, more than the {vocab} embeddings of "
+                         f"the RMT checkpoint {path}; leave out --tokenizer to use the checkpoint's own")
+    saved.bptt_depth = cfg.bptt_depth  # how far gradients flow is a training setting, not part of the model
+    model.train()
+    return model
+
+
 def build_model(cfg: TrainConfig, tokenizer):
     """RMT around the base model, or (``memory=False``) the bare base model with a full-attention
-    window as long as the longest training input."""
+    window as long as the longest training input. An RMT checkpoint as ``cfg.model`` is trained
+    further as it is."""
+    checkpoint = rmt_checkpoint_of(cfg.model)
+    if checkpoint is not None:
+        return load_rmt_checkpoint(cfg, checkpoint, tokenizer)
     if not cfg.memory:
         return build_base_model(cfg, tokenizer, window_of(cfg))
     from rmt import RMTConfig, RecurrentMemoryTransformer
@@ -190,7 +238,22 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        kept = []
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode("utf-8"))
+                record_step = record["step"]
+            except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+                if number == len(lines):  # no newline after it: a kill cut the last append short
+                    continue
+                raise ValueError(f"{self.path}, line {number}: not a metrics record (a JSON object with a step); "
+                                 f"remove the line to resume") from None
+            if record_step <= step:
+                kept.append(raw.decode("utf-8"))
         atomic_file(self.path, lambda tmp: Path(tmp).write_text("".join(line + "\n" for line in kept)))
 
     def write(self, record: dict) -> None:
@@ -223,12 +286,9 @@ class Trainer:
         cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu_ddp)
         self.out = Path(cfg.output_dir)
-        self.resume_from = None
-        if self.accelerator.is_main_process:
-            self._prepare_output_dir(resume)
-        self.accelerator.wait_for_everyone()
-        if resume:
-            self.resume_from = ckpt.latest_checkpoint(self.out)
+        # Read-only checks first (every process, same answer): a run that cannot start leaves
+        # nothing behind. The output dir is created once the model is built.
+        self.resume_from = self._check_output_dir(resume)
 
         torch.manual_seed(cfg.seed)
         if self.resume_from is not None:
@@ -254,17 +314,20 @@ class Trainer:
             self.curriculum.load_state_dict(state["curriculum"])
             self.history = state.get("history", [])
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if self.accelerator.is_main_process:
+            self._create_output_dir()
+        self.accelerator.wait_for_everyone()
         self.metrics = MetricsLog(self.out / METRICS_NAME, self.accelerator.is_main_process,
                                   self.out / "tensorboard" if cfg.tensorboard else None)
         if self.resume_from is not None:
             self.metrics.truncate_after(self.step)
 
-    def _prepare_output_dir(self, resume: bool) -> None:
-        check_output_dir(self.out)
-        ckpt.sweep_temp_dirs(self.out)
-        saved = self.out / CONFIG_NAME
-        existing = ckpt.latest_checkpoint(self.out)
+    def _check_output_dir(self, resume: bool) -> Path | None:
+        """Check the output dir without writing to it; return the checkpoint to resume from."""
+        check_output(self.out, "--output-dir", kind="dir")
+        main = self.accelerator.is_main_process
         if resume:
+            existing = ckpt.resumable_checkpoint(self.out, log=(lambda line: print(line, file=sys.stderr)) if main else None)
             if existing is None:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.out / 'checkpoints'}; start without --resume")
             other = TrainConfig.from_file(existing / CONFIG_NAME)
@@ -273,10 +336,16 @@ class Trainer:
                 shown = ", ".join(f"{k}={getattr(other, k)!r} (now {getattr(self.cfg, k)!r})" for k in diff)
                 raise ValueError(f"--resume: {self.out} holds a run with another config: {shown}; "
                                  f"use the same settings or another output dir")
-        elif existing is not None or (self.out / METRICS_NAME).exists():
+            return existing
+        if ckpt.latest_checkpoint(self.out) is not None or (self.out / METRICS_NAME).exists():
             raise FileExistsError(f"output dir {str(self.out)!r} already holds a run; pass --resume to continue it "
                                   f"or choose another output dir (nothing is overwritten)")
-        atomic_file(saved, self.cfg.save)
+        return None
+
+    def _create_output_dir(self) -> None:
+        check_output_dir(self.out)
+        ckpt.sweep_temp_dirs(self.out)
+        atomic_file(self.out / CONFIG_NAME, self.cfg.save)
 
     # ------------------------------------------------------------------ helpers
     def _local_rows(self, batch: dict) -> dict:
