@@ -40,13 +40,40 @@ class UsageError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def _click_exceptions():
+    try:  # typer 0.2x vendors click
+        from typer._click import exceptions
+    except ImportError:  # pragma: no cover - typer versions that use click itself
+        from click import exceptions
+    return exceptions
+
+
 def main(argv=None):
-    """Entry point: known user errors become one clear line on stderr instead of a traceback."""
+    """Entry point: known user errors become one clear line on stderr instead of a traceback,
+    flag errors found while parsing (an unknown option, a value of the wrong type) included."""
+    click = _click_exceptions()
     try:
-        app(args=argv, standalone_mode=True)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, UsageError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        code = app(args=argv, standalone_mode=False)
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `rmt` alone: the help is already printed
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx is not None else "rmt"
+        print(f"error: {_one_line(exc.format_message())} (see: {where} --help)", file=sys.stderr)
         sys.exit(2)
+    except click.ClickException as exc:
+        print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, UsageError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
