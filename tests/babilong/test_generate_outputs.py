@@ -1,0 +1,139 @@
+"""`rmt generate` never deletes what it did not write, and a killed generation resumes."""
+
+import os
+import stat
+
+import pytest
+
+import rmt.babilong.generator as generator
+from rmt.babilong.io import load_records
+from tests.cli_util import one_error_line, run_cli, snapshot
+
+SMALL = ["--task", "qa1,qa2", "--lengths", "0k,1k", "--samples", "2", "--seed", "3"]  # 8 records
+
+
+def test_a_directory_of_the_users_is_never_replaced(capsys, tmp_path):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    before = snapshot(tmp_path)
+    line = one_error_line(*run_cli(capsys, "generate", *SMALL, "--out", user)[::2])
+    assert "rmt did not write" in line and "--overwrite" in line
+    assert snapshot(tmp_path) == before
+    code, _, _ = run_cli(capsys, "generate", *SMALL, "--out", user, "--overwrite")  # said explicitly
+    assert code == 0 and len(load_records(user)) == 8
+
+
+def test_a_previous_output_is_replaced(capsys, tmp_path):
+    out = tmp_path / "hf"
+    assert run_cli(capsys, "generate", *SMALL, "--out", out)[0] == 0
+    assert run_cli(capsys, "generate", *SMALL[:-1], "4", "--out", out)[0] == 0
+    assert {r["seed"] for r in load_records(out)} == {4}
+
+
+def test_a_file_of_the_users_is_never_replaced(capsys, tmp_path):
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"todo": ["buy milk"]}\n')
+    line = one_error_line(*run_cli(capsys, "generate", *SMALL, "--out", notes)[::2])
+    assert "rmt did not write" in line
+    assert notes.read_text() == '{"todo": ["buy milk"]}\n'
+    out = tmp_path / "a.jsonl"
+    assert run_cli(capsys, "generate", *SMALL, "--out", out)[0] == 0
+    assert run_cli(capsys, "generate", *SMALL, "--out", out)[0] == 0  # its own output: replaced
+
+
+def test_out_dot_is_refused_and_nothing_moves(capsys, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data.txt").write_text("x")
+    monkeypatch.chdir(work)
+    before = snapshot(tmp_path)
+    for out in (".", "./", str(work), ".."):
+        line = one_error_line(*run_cli(capsys, "generate", *SMALL, "--out", out)[::2])
+        assert "is the current directory" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_an_unknown_suffix_is_an_error_unless_the_format_is_given(capsys, tmp_path):
+    line = one_error_line(*run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "o20.csv")[::2])
+    assert "suffix '.csv'" in line and ".jsonl" in line and ".parquet" in line
+    assert list(tmp_path.iterdir()) == []
+    assert run_cli(capsys, "generate", *SMALL, "--format", "jsonl", "--out", tmp_path / "o20.csv")[0] == 0
+    assert len(load_records_jsonl(tmp_path / "o20.csv")) == 8
+
+
+def load_records_jsonl(path):
+    import json
+
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _interrupt_after(monkeypatch, n):
+    """The next generation stops (as on Ctrl-C) after ``n`` records."""
+    real = generator._records
+
+    def interrupted(*args, **kwargs):
+        for i, record in enumerate(real(*args, **kwargs)):
+            if i == n:
+                raise KeyboardInterrupt
+            yield record
+
+    monkeypatch.setattr(generator, "_records", interrupted)
+
+
+@pytest.mark.parametrize("name", ["o.jsonl", "o.parquet", "o_hf"])
+def test_a_killed_generation_resumes_and_equals_one_run(capsys, tmp_path, monkeypatch, name):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    whole.mkdir(), part.mkdir()
+    assert run_cli(capsys, "generate", *SMALL, "--out", whole / name)[0] == 0
+
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 3)
+        code, _, _ = run_cli(capsys, "generate", *SMALL, "--out", part / name)
+    assert code == 130 and not (part / name).exists()
+    partial = part / f".{name}.partial"
+    assert partial.read_text().count("\n") == 3
+    with open(partial, "a") as f:  # a kill in the middle of writing the 4th record
+        f.write('{"input": "The office is east of the')
+
+    built = []
+    real_build = generator.build_haystack
+    monkeypatch.setattr(generator, "build_haystack", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    code, out, _ = run_cli(capsys, "generate", *SMALL, "--out", part / name)
+    assert code == 0 and "resuming: 3 of 8 samples" in out
+    assert len(built) == 5  # the 3 written records were not built again
+    assert load_records(part / name) == load_records(whole / name)
+    if name.endswith(".jsonl"):
+        assert (part / name).read_bytes() == (whole / name).read_bytes()
+    assert sorted(p.name for p in part.iterdir()) == [name]  # no partial, no temp file left
+
+
+def test_a_partial_of_other_settings_is_discarded(capsys, tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 2)
+        run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "o.jsonl")
+    code, out, _ = run_cli(capsys, "generate", *SMALL[:-1], "9", "--out", tmp_path / "o.jsonl")
+    assert code == 0 and "discarding the partial output" in out and "resuming" not in out
+    assert {r["seed"] for r in load_records(tmp_path / "o.jsonl")} == {9}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.jsonl"]
+
+
+def test_bad_input_after_an_interruption_keeps_the_partial(capsys, tmp_path, monkeypatch):
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 2)
+        run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "o.jsonl")
+    before = snapshot(tmp_path)
+    one_error_line(*run_cli(capsys, "generate", *SMALL, "--facts", "x", "--out", tmp_path / "o.jsonl")[::2])
+    assert snapshot(tmp_path) == before
+
+
+def test_outputs_have_the_usual_modes(capsys, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "o.jsonl")[0] == 0
+        assert run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "hf")[0] == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "o.jsonl").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "hf").stat().st_mode) == 0o755
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "hf").iterdir()} == {0o644}

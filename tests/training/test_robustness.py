@@ -1,0 +1,93 @@
+"""Training from an RMT checkpoint, and resuming past damaged files."""
+
+import pytest
+import torch
+
+from rmt.training.checkpoint import list_checkpoints
+from rmt.training.trainer import Trainer
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def finished_run(tiny_config, tmp_path):
+    trainer = Trainer(tiny_config(stage_steps=3))
+    trainer.train()
+    return tmp_path / "run", trainer
+
+
+@pytest.mark.parametrize("which", ["final", "run dir"])
+def test_training_from_an_rmt_checkpoint_starts_from_its_weights(tiny_config, tmp_path, finished_run, which):
+    run, first = finished_run
+    spec = run / "final" if which == "final" else run
+    again = Trainer(tiny_config(model=str(spec), output_dir=str(tmp_path / "more")))
+    assert _same(_weights(again.model), _weights(first.model))  # every weight, memory included
+    assert again.tokenizer.get_vocab() == first.tokenizer.get_vocab()
+    again.train()
+    assert not _same(_weights(again.model), _weights(first.model))  # and it trains on
+
+
+def test_an_rmt_checkpoint_with_other_memory_settings_is_refused(tiny_config, tmp_path, finished_run):
+    run, _ = finished_run
+    with pytest.raises(ValueError, match=r"other memory settings \(this run has num_mem_tokens=4\); "
+                                         r"continue it with: --num-mem-tokens 2"):
+        Trainer(tiny_config(model=str(run / "final"), num_mem_tokens=4, output_dir=str(tmp_path / "x")))
+    with pytest.raises(ValueError, match="is an RMT checkpoint .*--no-memory"):
+        Trainer(tiny_config(model=str(run / "final"), memory=False, output_dir=str(tmp_path / "y")))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()  # refused before writing
+
+
+def _interrupted_run(tiny_config, tmp_path):
+    full = Trainer(tiny_config(output_dir=str(tmp_path / "full")))
+    full.train()
+    part = Trainer(tiny_config(output_dir=str(tmp_path / "part")))
+    part.train(stop_after=7)  # checkpoints at steps 3 and 6
+    return full, [p.name for p in list_checkpoints(tmp_path / "part")]
+
+
+def test_resume_falls_back_past_a_truncated_checkpoint(tiny_config, tmp_path, capsys):
+    full, names = _interrupted_run(tiny_config, tmp_path)
+    assert names == ["step-000003", "step-000006"]
+    weights = tmp_path / "part" / "checkpoints" / "step-000006" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])  # a full disk, a cut copy
+    capsys.readouterr()
+    resumed = Trainer(tiny_config(output_dir=str(tmp_path / "part")), resume=True)
+    err = capsys.readouterr().err
+    assert f"{weights} is truncated" in err and "resuming from" in err and "step-000003" in err
+    assert resumed.step == 3
+    resumed.train()
+    assert _same(_weights(resumed.model), _weights(full.model))  # as if never interrupted
+
+
+@pytest.mark.parametrize("damage", ["state", "optimizer"])
+def test_damaged_checkpoint_files_are_named(tiny_config, tmp_path, capsys, damage):
+    _interrupted_run(tiny_config, tmp_path)
+    root = tmp_path / "part" / "checkpoints"
+    name = {"state": "trainer_state.json", "optimizer": "optimizer.pt"}[damage]
+    for step in ("step-000006", "step-000003"):
+        path = root / step / name
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+        if step == "step-000006":
+            capsys.readouterr()
+            assert Trainer(tiny_config(output_dir=str(tmp_path / "part")), resume=True).step == 3
+            assert str(path) in capsys.readouterr().err
+    with pytest.raises(ValueError) as info:
+        Trainer(tiny_config(output_dir=str(tmp_path / "part")), resume=True)
+    message = str(info.value)
+    assert "no checkpoint" in message and "is whole" in message and "\n" not in message
+    assert str(root / "step-000006" / name) in message and str(root / "step-000003" / name) in message
+
+
+def test_a_metrics_line_cut_by_a_kill_does_not_stop_resume(tiny_config, tmp_path):
+    full, _ = _interrupted_run(tiny_config, tmp_path)
+    with open(tmp_path / "part" / "metrics.jsonl", "a") as f:
+        f.write('{"type": "train", "st')
+    resumed = Trainer(tiny_config(output_dir=str(tmp_path / "part")), resume=True)
+    resumed.train()
+    assert (tmp_path / "part" / "metrics.jsonl").read_text() == (tmp_path / "full" / "metrics.jsonl").read_text()
