@@ -28,8 +28,9 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
 
     from rmt import RMTConfig, RecurrentMemoryTransformer
 
-    if threads:
-        torch.set_num_threads(threads)
+    from rmt.threads import set_threads
+
+    set_threads(threads)  # None: one per core not already busy
     torch.manual_seed(seed)
     if checkpoint:
         model = RecurrentMemoryTransformer.from_pretrained(checkpoint)
@@ -83,7 +84,7 @@ def register(app):
         checkpoint: str = typer.Option(None, "--checkpoint", help="Stream through a saved RMT instead of a random one."),
         chunk: int = typer.Option(4096, "--chunk", help="Tokens per chunk fed to model.stream()."),
         seed: int = typer.Option(0, "--seed"),
-        threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+        threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: one per core not already busy)."),
     ):
         """Stream a long random input through a small RMT; print throughput and peak memory (RSS)."""
         import json

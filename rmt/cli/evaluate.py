@@ -18,13 +18,15 @@ def _split_list(value: str, what: str) -> list[str]:
     return items
 
 
-def _set_threads(threads):
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {threads}")
-        import torch
+def _set_threads(threads, local: bool = True):
+    """``--threads``, or one per core not already busy (``rmt.threads``); torch is imported only
+    for local models (an endpoint evaluation never needs it)."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
+    if local:
+        from rmt.threads import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
 
 
 def register(app):
@@ -61,7 +63,7 @@ def register(app):
         retries: int = typer.Option(5, help="Retries on 429/5xx/timeouts (exponential backoff)."),
         timeout: float = typer.Option(120.0, help="Seconds per endpoint request."),
         cache: Optional[Path] = typer.Option(None, help="Endpoint response cache (default: beside the store)."),
-        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one per core not already busy)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
         """Evaluate models on BABILong; every answer is scored and stored as soon as it is known."""
@@ -72,7 +74,7 @@ def register(app):
         from rmt.evaluation.store import ResultsStore, check_store_path
         from rmt.outputs import check_output
 
-        _set_threads(threads)
+        _set_threads(threads, local=any(not spec.startswith(ENDPOINT_PREFIX) for spec in models))
         if rag not in RAG_MODES:
             raise ValueError(f"unknown --rag {rag!r}; allowed: {', '.join(RAG_MODES)}")
         if name and (len(models) > 1 or rag == "both"):
@@ -144,7 +146,7 @@ def register(app):
         model_id: Optional[str] = typer.Option(None, help="Model name clients use (default: the model argument)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
         max_requests: Optional[int] = typer.Option(None, help="Exit after this many requests (tests, batch jobs)."),
-        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one per core not already busy)."),
     ):
         """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
         from rmt.evaluation.evaluate import load_local_model

@@ -25,7 +25,7 @@ HELP = {
     "stage_steps": "Steps per curriculum stage (at most).",
     "stage_threshold": "Move to the next stage once validation accuracy reaches this (0..1).",
     "vary_n_segments": "Each batch draws 1..stage segments.",
-    "threads": "torch CPU threads.",
+    "threads": "torch CPU threads (none given: one per core not already busy).",
     "tensorboard": "Also log to OUT/tensorboard (needs the tensorboard package).",
 }
 
@@ -92,6 +92,8 @@ def register(app):
         from rmt.training.trainer import Trainer
 
         cfg = build_config(config, values, parsers)
+        if cfg.model:
+            print(f"loading model {cfg.model} ...", flush=True)  # seconds of silence otherwise
         summary = Trainer(cfg, resume=resume).train()
         last = summary["history"][-1] if summary["history"] else {}
         print(f"output: {cfg.output_dir} (final model: {summary['final']})")

@@ -17,6 +17,7 @@ import torch
 
 from rmt.atomic import atomic_dir, atomic_file
 from rmt.outputs import check_output
+from rmt.threads import set_threads
 from rmt.training import checkpoint as ckpt
 from rmt.training.config import TrainConfig
 from rmt.training.curriculum import Curriculum
@@ -279,8 +280,7 @@ class Trainer:
         from accelerate import Accelerator
 
         self.cfg = cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        self.threads = set_threads(cfg.threads)  # None: one per core not already busy (rmt.threads)
         # Launched as several processes (torchrun / accelerate launch) on a machine without CUDA:
         # tell accelerate to run data-parallel on CPU (gloo); it only does so when asked.
         cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
