@@ -2,7 +2,7 @@
 
 torch starts one thread per core. On a machine whose cores are busy with other work that is the
 slow choice by far: the threads wait for each other at every operation, and on 2 shared cores
-`rmt train` took 7x longer with torch's 2 threads than with 1 (``bench/threads.py``, docs/training.md).
+`rmt train` took 8x longer with torch's 2 threads than with 1 (``bench/threads.py``, docs/training.md).
 On an idle machine, more threads help larger models. So the default is one thread per core that
 is not already busy (the 1-minute load average), shared among the processes of a data-parallel
 run on this machine, and never less than one. ``OMP_NUM_THREADS`` set by the user wins.

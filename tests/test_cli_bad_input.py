@@ -51,6 +51,7 @@ CASES = [
     ("train", ["--curriculum", "4,2", "--output-dir", "run"], "curriculum goes down"),
     ("train", ["--config", "bad.yaml", "--output-dir", "run"], "config file bad.yaml is not valid YAML"),
     ("train", ["--threads", "0", "--output-dir", "run"], "threads must be an integer >= 1"),
+    ("train", ["--config", "latin1.jsonl", "--output-dir", "run"], "config file latin1.jsonl, line 1: not UTF-8"),
     # rmt serve, rmt demo, rmt quickstart
     ("serve", ["x", "--port", "70000"], "--port must be in 0..65535"),
     ("serve", ["x", "--device", "cuda:x"], "is not a device"),

@@ -172,10 +172,19 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
+        raw = path.read_bytes()
         try:
-            data = yaml.safe_load(path.read_text())
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise ValueError(f"config file {path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
+        try:
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ValueError(f"config file {path} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(f"config file {path} is not valid YAML/JSON{where}: {problem}") from None
         return cls.from_dict(data or {})
 
     def resume_mismatch(self, other: "TrainConfig") -> list[str]:
