@@ -56,7 +56,7 @@ def check_output(path: str | os.PathLike, flag: str, *, kind: str = "file",
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"{flag} {given}: {existing} is a file, so no directory can be made there")
+        raise ValueError(f"{flag} {given} is not writable: {existing} is a file, so no directory can be made there")
     # A file is written beside itself (temp, then rename); a directory output may be written
     # into (a training run) or replaced whole: probe every directory that will be written.
     places = [existing] + ([full] if kind == "dir" and full.is_dir() else [])

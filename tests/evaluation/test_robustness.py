@@ -149,9 +149,10 @@ def test_an_unreachable_hub_fails_at_once_without_retries(capsys, tmp_path, monk
 
     monkeypatch.setattr(time, "sleep", no_backoff)
     try:
-        line = one_error_line(*run_cli(capsys, "eval", "some-org/some-model", "--store", tmp_path / "r.sqlite",
-                                       "--samples", "1", "--lengths", "0k")[::2])
+        code, out, err = run_cli(capsys, "eval", "some-org/some-model", "--store", tmp_path / "r.sqlite",
+                                 "--samples", "1", "--lengths", "0k")
     finally:
         sock.close()
-    assert "unknown model 'some-org/some-model'" in line
+    assert "unknown model 'some-org/some-model'" in one_error_line(code, err)
+    assert "loading model some-org/some-model ..." in out  # said before the (silent) loading
     assert list(tmp_path.iterdir()) == []
