@@ -7,9 +7,9 @@ Temp names are ``.<name>.<pid>-<random>.tmp`` (and ``.<name>.<pid>-<random>.old`
 being replaced), so that the next write to the same destination can tell the leftovers of a
 killed process (its pid is gone) from the work of one still running, and sweep them away.
 
-Temps are created with the ordinary modes (0666 for files, 0777 for directories, both minus the
-umask), not the 0600/0700 of ``tempfile``: the output keeps the mode of its temp, and outputs must
-be readable like any other file the user creates.
+Outputs get the ordinary modes (0666 for files, 0777 for directories, both minus the umask), not
+the 0600/0700 of ``tempfile`` or of writers that make private files: outputs must be readable
+like any other file the user creates.
 """
 
 from __future__ import annotations
@@ -22,6 +22,37 @@ from pathlib import Path
 from typing import Callable
 
 _LEFTOVER = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.(?:tmp|old)$")
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def usual_modes(path: str | os.PathLike) -> None:
+    """Give ``path`` (and, for a directory, everything in it) the modes a file or directory made by
+    the user would have: 0666/0777 minus the umask. Some writers create their files 0600 whatever
+    the umask (safetensors writes a private temp file and renames it over the target)."""
+    mask = umask()
+    path = Path(path)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+    if path.is_dir():
+        for root, dirs, files in os.walk(path):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o777 & ~mask)
+            for name in files:
+                full = os.path.join(root, name)
+                if not os.path.islink(full):
+                    os.chmod(full, (0o777 if os.stat(full).st_mode & 0o111 else 0o666) & ~mask)
 
 
 def _temp_path(path: Path, kind: str = "tmp") -> Path:
@@ -101,6 +132,7 @@ def atomic_file(path: str | os.PathLike, write: Callable[[str], object]):
     tmp = new_temp_file(path)
     try:
         result = write(str(tmp))
+        usual_modes(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -118,6 +150,7 @@ def atomic_dir(path: str | os.PathLike, write: Callable[[Path], object]):
     tmp = new_temp_dir(path)
     try:
         result = write(tmp)
+        usual_modes(tmp)
         if path.exists() and not path.is_symlink():
             old = _temp_path(path, "old")
             os.replace(path, old)

@@ -107,3 +107,24 @@ def test_a_dir_moved_aside_by_a_killed_replace_goes_back(tmp_path):
     assert sorted(p.name for p in sweep_leftovers(target)) == [half.name]
     assert (target / "data").read_text() == "the previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_outputs_of_writers_that_make_private_files_get_the_usual_modes(tmp_path):
+    """safetensors writes a 0600 temp file and renames it over its target, whatever the umask."""
+    from safetensors.torch import save_file
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        atomic_file(tmp_path / "w.safetensors", lambda tmp: save_file({"a": torch.zeros(2)}, tmp))
+
+        def private_files(tmp):
+            fd = os.open(tmp / "inner", os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
+            os.mkdir(tmp / "sub", 0o700)
+
+        atomic_dir(tmp_path / "d", private_files)
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "w.safetensors") == 0o644
+    assert _mode(tmp_path / "d" / "inner") == 0o644 and _mode(tmp_path / "d" / "sub") == 0o755

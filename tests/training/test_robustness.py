@@ -33,6 +33,18 @@ def test_training_from_an_rmt_checkpoint_starts_from_its_weights(tiny_config, tm
     assert not _same(_weights(again.model), _weights(first.model))  # and it trains on
 
 
+def test_checkpoints_and_the_final_model_have_the_usual_modes(finished_run):
+    import os
+    import stat
+
+    run, _ = finished_run
+    modes = {p.relative_to(run): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*")}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {m for p, m in modes.items() if (run / p).is_file()} == {0o666 & ~umask}, modes  # model.safetensors too
+    assert {m for p, m in modes.items() if (run / p).is_dir()} == {0o777 & ~umask}, modes
+
+
 def test_an_rmt_checkpoint_with_other_memory_settings_is_refused(tiny_config, tmp_path, finished_run):
     run, _ = finished_run
     with pytest.raises(ValueError, match=r"other memory settings \(this run has num_mem_tokens=4\); "
