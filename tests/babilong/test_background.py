@@ -45,7 +45,7 @@ def test_real_books_decode_cleanly(background_dir):
     assert all(s == " ".join(s.split()) for s in sentences)  # whitespace normalised
     latin = [p for p in books.files if p.stem.endswith("-8")][0]
     body = books.book(latin)
-    assert body.paragraphs and "Project Gutenberg" not in " ".join(body.paragraphs[:5])
+    assert body.sentences and "Project Gutenberg" not in " ".join(body.sentences[:20])
 
 
 def test_fallback_is_seeded_and_varied():
@@ -59,19 +59,3 @@ def test_fallback_is_seeded_and_varied():
             assert word not in s
 
 
-def test_prepare_caches_sentence_splits_on_disk(tmp_path):
-    from rmt.babilong import background
-
-    books_dir = tmp_path / "books"
-    books_dir.mkdir()
-    (books_dir / "a-8.txt").write_bytes(RAW)
-    (books_dir / "b.txt").write_text("*** START OF X ***\nOne long sentence here. Another one there.\n\nThird.\n*** END OF X ***\n")
-    cache = tmp_path / "cache"
-    books = BooksDir(books_dir, cache_dir=cache)
-    assert books.prepare(workers=2) == 2 and len(list(cache.glob("*.json"))) == 2
-    assert books.prepare() == 0  # already cached
-    background._BOOKS.clear()  # a fresh process: read back from the disk cache
-    fresh = BooksDir(books_dir, cache_dir=cache)
-    book = fresh.book(fresh.files[1])
-    assert book._split == {0: ["One long sentence here.", "Another one there."], 1: ["Third."]}
-    assert [p.name for p in cache.iterdir() if p.suffix == ".tmp"] == []
