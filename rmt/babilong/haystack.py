@@ -95,6 +95,7 @@ def _fill(sentences: Iterator[str], counter: Counter, budget: int, min_tokens: i
     chosen: list[str] = []
     counts: list[int] = []
     total = skipped = 0
+    overshot = None
     mean = 25.0  # running estimate of tokens per sentence, to size the next batch
     seen_tokens = seen = 0
     while True:
@@ -107,14 +108,16 @@ def _fill(sentences: Iterator[str], counter: Counter, budget: int, min_tokens: i
                 continue
             gap = budget - total
             if n > gap:
-                # Whole sentences land within tolerance: stop. Else try a few later sentences whole
-                # (one that fits), then cut this one at a word boundary to fill the gap.
-                if gap <= tolerance:
-                    return chosen, counts, False
-                if skipped < LOOKAHEAD and gap >= min_tokens:
+                # Try a few later sentences for one that fits whole (closer, still whole sentences);
+                # then stop if within tolerance, else cut the first sentence that overshot (it follows
+                # the text so far) at a word boundary to fill the gap.
+                overshot = overshot or sentence
+                if skipped < LOOKAHEAD and gap >= max(min_tokens, 1):
                     skipped += 1
                     continue
-                piece, m = cut_to_fit(sentence, counter, gap)
+                if gap <= tolerance:
+                    return chosen, counts, False
+                piece, m = cut_to_fit(overshot, counter, gap)
                 if m:
                     chosen.append(piece)
                     counts.append(m)
