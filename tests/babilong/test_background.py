@@ -1,6 +1,11 @@
 """Background sources: Gutenberg cleanup, sentence streams, the built-in fallback."""
 
+import hashlib
+import json
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 
@@ -128,8 +133,6 @@ def test_books_without_paragraph_breaks_are_split_once(tmp_path, background_dir,
 
 def test_streams_read_one_split_whatever_was_split_before(tmp_path, background_dir):
     """A sample does not depend on which books were split before (lazily, or all by prepare)."""
-    import json
-
     from rmt.babilong import background, generate
 
     def dump():
@@ -176,9 +179,6 @@ def test_binary_background_file_is_refused_naming_it(tmp_path):
 
 
 def test_binary_background_file_one_error_line_from_the_cli(tmp_path):
-    import subprocess
-    import sys
-
     books = tmp_path / "books"
     books.mkdir()
     (books / "book.txt").write_text("A quiet sentence about the sea and the sky. " * 200)
@@ -194,3 +194,16 @@ def test_binary_background_file_one_error_line_from_the_cli(tmp_path):
 def test_text_in_other_encodings_is_still_text():
     assert decode_book("caf\u00e9 au lait".encode("utf-16"), "x.txt") == "caf\u00e9 au lait"  # with its BOM
     assert decode_book("caf\u00e9\tau\x0clait\r\n".encode("latin-1"), "x-8.txt") == "caf\u00e9\tau\x0clait\n"
+
+
+def test_books_sample_is_byte_identical_across_processes(background_dir):
+    """Same seed, same bytes in a fresh process (string hashing differs between processes)."""
+    from rmt.babilong import generate
+
+    code = ("import hashlib, json, sys; from rmt.babilong import generate;"
+            f"r = generate('qa3', '2k', 2, seed=11, background={str(background_dir)!r}, tokenizer='pretokens');"
+            "print(hashlib.sha256(json.dumps(r).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env=os.environ | {"PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2")}
+    here = generate("qa3", "2k", 2, seed=11, background=background_dir, tokenizer="pretokens")
+    assert digests == {hashlib.sha256(json.dumps(here).encode()).hexdigest()}
