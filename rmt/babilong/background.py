@@ -30,6 +30,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
+import sentencex
+
 _START = re.compile(r"^\*\*\* ?START OF.*$", re.MULTILINE)
 _END = re.compile(r"^\*\*\* ?END OF.*$", re.MULTILINE)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
@@ -130,8 +132,6 @@ def _pieces(text: str, max_chars: int) -> Iterator[tuple[int, str]]:
 
 def sentence_spans(paragraph: str) -> list[tuple[int, str]]:
     """``(offset, sentence)`` for each sentence of a whitespace-normalised paragraph."""
-    import sentencex
-
     spans = []
     for chunk_start, chunk in _pieces(paragraph, CHUNK_CHARS):
         pos = 0

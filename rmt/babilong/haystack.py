@@ -5,6 +5,10 @@ sorted, so the facts keep their order (as in the reference generator). Each sent
 once, as it will appear in the text (with its leading space): the text is never re-tokenized as it
 grows, so the cost is linear in the length and memory beyond the sample's own text is bounded by
 one batch of sentences.
+
+The input lands at most at its target and at least 1% below it. Whole sentences are kept where they
+land there; otherwise one sentence, the last background piece, is cut at a word boundary (the
+reference always cuts the last sentence, in tokens, so it lands exactly but mid-word).
 """
 
 from __future__ import annotations
@@ -138,8 +142,8 @@ def fill_background(sentences: Iterator[str], counter: Counter, budget: int, min
     Sentences shorter than ``min_tokens`` (or longer than ``max_tokens``) are skipped, as in the
     reference. Whole sentences are taken while they fit. When the next one would overshoot and the
     text is still more than ``tolerance`` short, up to ``LOOKAHEAD`` later sentences are tried whole;
-    if none lands, the overshooting sentence is cut at a word boundary to fill the gap (then that
-    last piece is the only partial sentence, as in the reference, which always cuts).
+    if that does not land, the first overshooting sentence is cut at a word boundary to fill the gap
+    (then that last piece is the only partial sentence).
     """
     chosen, counts, _ = _fill(sentences, counter, budget, min_tokens, max_tokens, tolerance)
     return chosen, counts
