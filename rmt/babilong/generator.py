@@ -73,7 +73,7 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
     needs_background = any(tokens > 0 for _, tokens in lengths)
     source = get_background(background) if needs_background else None
     if isinstance(source, BooksDir) and max(tokens for _, tokens in lengths) >= PREPARE_BOOKS_FROM:
-        source.prepare()  # long samples read most books anyway: split them all once, in parallel, cached
+        source.prepare()  # long samples read most books anyway: split them all up front, with a progress bar
     counter = get_counter(tokenizer)
     fact_sources = {t: FactSource(t, seed, babi_dir, split, n_facts) for t in tasks}
     for fs in fact_sources.values():

@@ -54,8 +54,11 @@ def pretoken_counter() -> Counter:
 def from_tokenizers(tok, name: str) -> Counter:
     """Wrap a ``tokenizers.Tokenizer`` (no special tokens added)."""
 
+    # encode_batch_fast (tokenizers >= 0.20) skips the character offsets: the same ids, ~25% faster.
+    encode_batch = getattr(tok, "encode_batch_fast", tok.encode_batch)
+
     def count_batch(texts):
-        return [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)]
+        return [len(e.ids) for e in encode_batch(texts, add_special_tokens=False)]
 
     return Counter(name, count_batch)
 
