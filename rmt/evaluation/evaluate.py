@@ -124,7 +124,8 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
                           background: str | Path | None = None, tokenizer=None) -> list[dict]:
     """Records for an evaluation, from one of three sources:
 
-    * ``data``: a directory or JSONL file written by ``rmt generate`` (filtered to tasks/lengths);
+    * ``data``: what ``rmt generate`` writes (a public-layout folder, JSONL, parquet, a datasets
+      dir) or a saved ``DatasetDict`` of the public sets (filtered to tasks/lengths);
     * ``public=True``: the public ``RMT-team/babilong`` dataset (online);
     * otherwise generated here with ``rmt.babilong.generate`` (seeded, offline).
     """
@@ -132,12 +133,7 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if data is not None:
-        from rmt.babilong.io import load_records
-
-        if not Path(data).exists():
-            raise FileNotFoundError(f"dataset not found: {data} (a directory or JSONL file written by rmt generate)")
-        records = list(load_records(data))
-        return _select(records, tasks, lengths, samples, source=str(data))
+        return _select(_read_data(data, tasks, lengths), tasks, lengths, samples, source=str(data))
     if public:
         from rmt.babilong.public import load_public
 
@@ -156,6 +152,36 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
     from rmt.babilong import iter_records
 
     return list(iter_records(tasks, [_length_arg(x) for x in lengths], samples, seed, background, tokenizer))
+
+
+def _read_data(data: str | Path, tasks: list[str], lengths: list[str]) -> list[dict]:
+    """Records of a dataset on disk. A public-layout folder is read only for the asked cells. Rows
+    without a ``length`` (a saved DatasetDict of one public config: split = task) take the one
+    asked length; rows without a ``task`` are an error naming what is missing."""
+    from rmt.babilong.io import load_records
+    from rmt.babilong.layout import is_layout, read_layout
+
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"dataset not found: {data} (a folder, JSONL or parquet file written by rmt generate, "
+                                "or a saved DatasetDict)")
+    if is_layout(path):
+        from rmt.babilong.layout import layout_cells
+
+        have = [f"{t}/{l}" for l, splits in layout_cells(path).items() for t in splits]
+        missing = [f"{t}/{l}" for l in lengths for t in tasks if f"{t}/{l}" not in have]
+        if missing:
+            raise ValueError(f"dataset {data} has no samples for {', '.join(missing)}; it has: {', '.join(sorted(have))}")
+        return read_layout(path, tasks, lengths)
+    records = list(load_records(path))
+    if any("length" not in r for r in records):
+        if len(lengths) != 1:
+            raise ValueError(f"dataset {data} does not say the length of its samples (a saved DatasetDict holds one "
+                             f"config); evaluate one length at a time, e.g. --lengths {lengths[0]}")
+        records = [{"length": lengths[0], **r} for r in records]
+    if any("task" not in r for r in records):
+        raise ValueError(f"dataset {data} has rows without a task (no 'task' column and no split named after one)")
+    return records
 
 
 def _length_arg(length: str):
