@@ -133,22 +133,34 @@ def register(app):
         model: str = typer.Argument(..., help="An HF model dir or hub name, or an RMT checkpoint dir."),
         host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
         port: int = typer.Option(8000, help="Port (0: a free one, printed)."),
-        model_id: Optional[str] = typer.Option(None, help="Model name clients use (default: the model argument)."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
+        model_id: Optional[str] = typer.Option(None, help="Model name clients use. Default: the model argument."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, ... Default: cuda when available."),
+        max_batch_size: int = typer.Option(32, help="Most prompts (requests x n) decoded together in one batch."),
         max_requests: Optional[int] = typer.Option(None, help="Exit after this many requests (tests, batch jobs)."),
-        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads. Default: torch's choice."),
     ):
-        """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
-        from rmt.evaluation.evaluate import load_local_model
-        from rmt.serving.server import serve
+        """Serve a model behind an OpenAI-compatible API: /v1/chat/completions, /v1/completions
+        (streaming, n, stop, temperature/top_p), /v1/models; concurrent requests are batched."""
+        import time
 
-        _set_threads(threads)
+        start = time.perf_counter()
         if not 0 <= port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {port}")
         if max_requests is not None and max_requests < 1:
             raise ValueError(f"--max-requests must be >= 1, got {max_requests}")
-        serve(load_local_model(model, device=device), host=host, port=port, model_id=model_id or model,
-              max_requests=max_requests)
+        if max_batch_size < 1:
+            raise ValueError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+        print(f"rmt serve: loading {model} (importing torch and transformers, then the weights) ...", flush=True)
+        _set_threads(threads)
+        from rmt.evaluation.evaluate import load_local_model
+        from rmt.serving.server import serve
+
+        loaded = load_local_model(model, device=device)
+        window = f"window {loaded.window} tokens" if loaded.window else "no window (RMT streams any length)"
+        print(f"rmt serve: loaded {type(loaded).__name__} on {getattr(loaded, 'device', 'cpu')}, {window}, "
+              f"in {time.perf_counter() - start:.1f} s", flush=True)
+        serve(loaded, host=host, port=port, model_id=model_id or model, max_requests=max_requests,
+              max_batch=max_batch_size)
 
     @app.command("report")
     def report_command(
