@@ -43,10 +43,13 @@ def lm_eval_task_file(task: str) -> Path:
     return path
 
 
-def _read_task_yaml(path: Path) -> dict:
-    """A task YAML with lm-eval's ``!function`` tags read as plain strings (nothing is imported)."""
+def _read_task_yaml(path: Path, _seen: tuple = ()) -> dict:
+    """A task YAML as lm-eval reads it: ``include``d files first, the file's own keys win; its
+    ``!function`` tags are kept as plain strings (nothing is imported)."""
     import yaml
 
+    if path in _seen:
+        raise ValueError(f"include cycle at {path}")
     class Loader(yaml.SafeLoader):
         pass
 
@@ -54,7 +57,11 @@ def _read_task_yaml(path: Path) -> dict:
     data = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 (SafeLoader subclass)
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not an lm-eval task file (expected a mapping)")
-    return data
+    includes = data.pop("include", None)
+    merged: dict = {}
+    for name in [includes] if isinstance(includes, str) else list(includes or []):
+        merged.update(_read_task_yaml(path.parent / name, (*_seen, path)))
+    return {**merged, **data}
 
 
 def _render_doc(template: str, doc: dict) -> str:
@@ -73,7 +80,7 @@ def lm_eval_prompt_parts(task: str) -> dict:
     description = str(config.get("description") or "").strip()
     doc_to_text = config.get("doc_to_text") or "{{input.strip()}}\n{{question.strip()}}"
     samples = (config.get("fewshot_config") or {}).get("samples") or []
-    n = int(config.get("num_fewshot", 2) or 0) if "num_fewshot" in config else len(samples)
+    n = int(config["num_fewshot"] or 0) if "num_fewshot" in config else len(samples)
     blocks = [f"<example>\n{_render_doc(doc_to_text, s)}\nAnswer: {s['target']}\n</example>" for s in samples[:n]]
     if not description:
         raise ValueError(f"{path} has no description; cannot build the lm-eval prompt of {task}")

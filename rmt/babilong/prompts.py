@@ -4,6 +4,10 @@ replaces the built-in wording, e.g. with the benchmark's published prompts for l
 runs. The built-in instructions are our own words; the examples are stories from our simulator
 (fixed seed), so they are correct by construction.
 
+Named prompt sets: ``"builtin"`` (our wording, the default) and ``"lm-eval"`` (the instruction and
+few-shot examples of lm-evaluation-harness's babilong tasks, read from the installed ``lm_eval`` at
+run time by ``rmt.babilong.lm_eval``; leaderboard-comparable wording).
+
 A prompt file maps task names to parts (any part may be omitted) and may set ``template``::
 
     {"template": "{instruction}\\n\\n{examples}\\n\\n{post_prompt}\\n\\n<context>\\n{context}\\n</context>\\n\\nQuestion: {question}",
@@ -28,6 +32,30 @@ INSTRUCTIONS = {name: spec.instruction for name, spec in TASK_SPECS.items()}
 POST_PROMPTS = ANSWER_KINDS
 ANSWER_KIND = {name: spec.answer for name, spec in TASK_SPECS.items()}
 PARTS = ("instruction", "examples", "post_prompt")
+PROMPT_SETS = ("builtin", "lm-eval")
+
+
+def resolve_prompts(prompts):
+    """A prompts argument -> None (built-in) or a prompt dict: ``None``/``"builtin"``, ``"lm-eval"``,
+    a dict, or the path of a JSON/YAML prompt file."""
+    if prompts is None or isinstance(prompts, dict):
+        return prompts
+    if prompts == "builtin":
+        return None
+    if prompts == "lm-eval":
+        from rmt.babilong.lm_eval import lm_eval_prompts
+
+        return lm_eval_prompts()
+    return load_prompt_file(prompts)
+
+
+def prompt_set_name(prompts) -> str:
+    """How a results store names the prompts used: builtin, lm-eval, file:NAME or dict."""
+    if prompts is None or prompts in PROMPT_SETS:
+        return prompts or "builtin"
+    if isinstance(prompts, dict):
+        return "dict"
+    return f"file:{Path(prompts).name}"
 
 
 @lru_cache(maxsize=None)
@@ -48,7 +76,7 @@ def load_prompt_file(path: str | os.PathLike) -> dict:
     """A JSON or YAML prompt file -> dict (see the module doc for its shape)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path}")
+        raise FileNotFoundError(f"prompt file not found: {path} (or a prompt set: {', '.join(PROMPT_SETS)})")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
@@ -66,8 +94,8 @@ def prompt_parts(task: str, prompts: dict | str | os.PathLike | None = None) -> 
     task = check_task(task)
     spec = TASK_SPECS[task]
     parts = {"instruction": spec.instruction, "examples": builtin_examples(task), "post_prompt": spec.post_prompt}
-    if prompts is not None:
-        overrides = prompts if isinstance(prompts, dict) else load_prompt_file(prompts)
+    overrides = resolve_prompts(prompts)
+    if overrides is not None:
         for key, value in (overrides.get(task) or {}).items():
             if key not in PARTS:
                 raise ValueError(f"prompt part {key!r} of {task} unknown; allowed: {', '.join(PARTS)}")
@@ -79,7 +107,7 @@ def format_prompt(record: dict, *, instruction: bool = True, examples: bool = Tr
                   context_tags: bool = True, prompts: dict | str | os.PathLike | None = None,
                   template: str | None = None) -> str:
     """The prompt for one record; empty parts are dropped together with their blank lines."""
-    overrides = prompts if isinstance(prompts, dict) or prompts is None else load_prompt_file(prompts)
+    overrides = resolve_prompts(prompts)
     parts = prompt_parts(record["task"], overrides)
     if template is None:
         template = (overrides or {}).get("template") or (TEMPLATE if context_tags else NO_TAGS_TEMPLATE)
@@ -106,8 +134,7 @@ def format_messages(record: dict, *, system: bool = False, **options) -> list[di
     the instruction as a system message and the rest as the user message when ``system=True``."""
     if not system:
         return [{"role": "user", "content": format_prompt(record, **options)}]
-    prompts = options.get("prompts")
-    overrides = prompts if isinstance(prompts, dict) or prompts is None else load_prompt_file(prompts)
+    overrides = resolve_prompts(options.get("prompts"))
     instruction = prompt_parts(record["task"], overrides)["instruction"] if options.get("instruction", True) else ""
     user = format_prompt(record, **{**options, "instruction": False})
     messages = [{"role": "system", "content": instruction}] if instruction else []

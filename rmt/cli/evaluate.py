@@ -32,22 +32,26 @@ def register(app):
     def eval_command(
         models: List[str] = typer.Argument(..., help="Models: an HF model dir or hub name, an RMT checkpoint dir, "
                                            "or openai:MODEL@BASE_URL for an OpenAI-compatible endpoint."),
-        tasks: str = typer.Option("qa1", help="Comma-separated tasks, e.g. qa1,qa2,qa3."),
+        tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. qa1,qa2,qa3. Default: qa1."),
+        task_alias: Optional[str] = typer.Option(None, "--task", hidden=True, help="Old spelling of --tasks."),
         lengths: str = typer.Option("0k,1k,4k", help="Comma-separated lengths, e.g. 0k,4k,32k,128k (or token counts)."),
         samples: int = typer.Option(10, help="Samples per task and length."),
         seed: int = typer.Option(0, help="Seed of locally generated samples."),
-        data: Optional[Path] = typer.Option(None, help="Records written by `rmt generate` (dir or JSONL) instead of generating."),
+        data: Optional[Path] = typer.Option(None, help="A dataset instead of generating: a folder written by `rmt generate` "
+                                            "(or a public-layout snapshot, a saved DatasetDict), JSONL or parquet."),
         public: bool = typer.Option(False, "--public", help="Use the public RMT-team/babilong dataset (online)."),
         background: Optional[str] = typer.Option(None, help="Background books dir for generation (default: built-in fallback text)."),
         tokenizer: Optional[str] = typer.Option(None, help="Tokenizer that counts generation lengths (name or path)."),
         store: Path = typer.Option(Path("results.sqlite"), help="Results store (SQLite); reruns skip done cells."),
-        name: Optional[str] = typer.Option(None, help="Name of the model in the store (default: its spec). One model only."),
+        name: Optional[str] = typer.Option(None, help="Name of the model in the store (one model only). Default: its spec."),
         batch_size: int = typer.Option(8, help="Samples per batch for local models."),
         max_new_tokens: int = typer.Option(20, help="Answer length limit (greedy decoding)."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... Default: cuda when available."),
         prompt: str = typer.Option("auto", help="Prompt style: benchmark (instruction, examples, post-prompt), plain "
                                    "('input question', the rmt train format) or auto (plain for rmt train checkpoints)."),
-        prompt_file: Optional[Path] = typer.Option(None, help="JSON/YAML prompt file replacing the built-in prompts."),
+        prompts: Optional[str] = typer.Option(None, help="Prompt wording: builtin (default), lm-eval (lm-evaluation-harness's "
+                                              "babilong prompts, read from the installed lm-eval), or a JSON/YAML prompt file."),
+        prompt_file: Optional[Path] = typer.Option(None, hidden=True, help="Old spelling of --prompts FILE."),
         instruction: bool = typer.Option(True, "--instruction/--no-instruction", help="Prompt part: the task instruction."),
         examples: bool = typer.Option(True, "--examples/--no-examples", help="Prompt part: few-shot examples."),
         post_prompt: bool = typer.Option(True, "--post-prompt/--no-post-prompt", help="Prompt part: the answer-format line."),
@@ -60,8 +64,8 @@ def register(app):
         concurrency: int = typer.Option(4, help="Requests in flight to an endpoint."),
         retries: int = typer.Option(5, help="Retries on 429/5xx/timeouts (exponential backoff)."),
         timeout: float = typer.Option(120.0, help="Seconds per endpoint request."),
-        cache: Optional[Path] = typer.Option(None, help="Endpoint response cache (default: beside the store)."),
-        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+        cache: Optional[Path] = typer.Option(None, help="Endpoint response cache. Default: STORE.endpoint-cache beside the store."),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads. Default: torch's choice."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
         """Evaluate models on BABILong; every answer is scored and stored as soon as it is known."""
@@ -80,6 +84,10 @@ def register(app):
                             (concurrency, "--concurrency"), (rag_top_k, "--rag-top-k")):
             if value < 1:
                 raise ValueError(f"{what} must be >= 1, got {value}")
+        from rmt.cli.options import pick_alias
+
+        tasks = pick_alias(tasks, task_alias, "--tasks", "--task", "qa1")
+        prompts = pick_alias(prompts, str(prompt_file) if prompt_file else None, "--prompts", "--prompt-file")
         records = load_records_for_eval(_split_list(tasks, "--tasks"), _split_list(lengths, "--lengths"), samples,
                                         seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
         from rmt.evaluation.prompting import STYLES
@@ -90,8 +98,11 @@ def register(app):
         switches = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
                     "context_tags": context_tags}
         prompt_options = {k: False for k, on in switches.items() if not on}
-        if prompt_file:
-            prompt_options["prompts"] = str(prompt_file)
+        if prompts and prompts != "builtin":
+            from rmt.babilong.prompts import resolve_prompts
+
+            resolve_prompts(prompts)  # a missing file or lm-eval: one line now, before any model loads
+            prompt_options["prompts"] = prompts
         if store.exists():
             ResultsStore(store, create=False).close()  # another benchmark version: fail before any work
         for spec in models:
@@ -167,7 +178,7 @@ def register(app):
         stores: List[Path] = typer.Argument(..., help="One or more results stores (rmt eval --store)."),
         markdown: Optional[Path] = typer.Option(None, help="Write the tables as Markdown here."),
         png: Optional[Path] = typer.Option(None, help="Write the heatmap (tasks x lengths per model) here."),
-        models: Optional[str] = typer.Option(None, help="Comma-separated models to show, in this order (default: all)."),
+        models: Optional[str] = typer.Option(None, help="Comma-separated models to show, in this order. Default: all."),
         mode: str = typer.Option("official", help="Scoring rule: official (leaderboard) or strict (whole words)."),
     ):
         """Accuracy tables (task x length) in the terminal and as Markdown, and a heatmap PNG."""

@@ -34,6 +34,7 @@ class Runner:
 
     name: str = "model"
     batch_size: int = 1
+    prompt_set: str | None = None  # which prompts it asks (builtin, lm-eval, ...), recorded in the store
 
     def prompt(self, record: dict) -> Prompt:
         raise NotImplementedError
@@ -138,6 +139,7 @@ class LocalRunner(Runner):
 
         self.model = model
         self.prompt_fn = prompt_fn or benchmark_prompt
+        self.prompt_set = getattr(self.prompt_fn, "prompt_set", "builtin")
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.name = name or model.name

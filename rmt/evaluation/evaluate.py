@@ -103,7 +103,7 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
                 store.put(Result(model=model, task=task, length=length, sample_id=sid, prompt_hash=phash,
                                  status=answer.status, output=answer.output, target=record["target"],
                                  correct=correct, correct_strict=strict, n_tokens=answer.n_tokens,
-                                 seconds=per_sample))
+                                 seconds=per_sample, prompt_set=getattr(runner, "prompt_set", None)))
                 cell_stats = summary.by_cell.setdefault((task, length), [0, 0])
                 if correct is not None:
                     cell_stats[0] += correct

@@ -17,28 +17,8 @@ QUESTION = "Mary went to the kitchen. Where is Mary?"
 
 
 @pytest.fixture(scope="module")
-def wordy_dir(tmp_path_factory):
-    """A tiny chat GPT-2 whose greedy answers are words: with untied, large random weights it does
-    not just repeat the prompt's last token (the shared tiny models answer with <|assistant|>)."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from .conftest import CHAT_TEMPLATE, build_tokenizer
-
-    path = tmp_path_factory.mktemp("wordy")
-    tok = build_tokenizer(CHAT_TEMPLATE)
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=32, n_layer=2, n_head=2,
-                               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
-                               pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
-                               initializer_range=0.5)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def model(wordy_dir):
-    return HFModel(str(wordy_dir))
+def model(wordy_chat_dir):
+    return HFModel(str(wordy_chat_dir))
 
 
 @pytest.fixture(scope="module")
@@ -149,18 +129,18 @@ def test_other_errors_are_openai_shaped(server, client):
     assert r.status_code == 400 and "logprobs" in r.json()["error"]["message"]
 
 
-def test_internal_errors_are_500_in_openai_shape(wordy_dir):
+def test_internal_errors_are_500_in_openai_shape(wordy_chat_dir):
     class Broken(HFModel):
         def _generate(self, *args, **kwargs):
             raise RuntimeError("boom")
 
-    with serve_in_thread(create_app(Broken(str(wordy_dir)), "tiny")) as url:
+    with serve_in_thread(create_app(Broken(str(wordy_chat_dir)), "tiny")) as url:
         r = httpx.post(f"{url}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "server_error" and "boom" in r.json()["error"]["message"]
 
 
-def test_concurrent_requests_are_batched(wordy_dir):
+def test_concurrent_requests_are_batched(wordy_chat_dir):
     """While the model decodes one request, the others queue; they are decoded together next."""
     gate = threading.Event()
 
@@ -169,7 +149,7 @@ def test_concurrent_requests_are_batched(wordy_dir):
             gate.wait(10)  # hold the first batch until every request is queued
             return super()._generate(*args, **kwargs)
 
-    model = Slow(str(wordy_dir))
+    model = Slow(str(wordy_chat_dir))
     app = create_app(model, "tiny")
     prompts = [f"Where is {name}?" for name in ("Mary", "John", "Daniel", "Sandra", "the", "a", "Mary", "John")]
     with serve_in_thread(app) as url:
