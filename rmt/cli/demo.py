@@ -82,8 +82,8 @@ def register(app):
         self_retrieval: bool = typer.Option(False, "--self-retrieval", help="Use RMT-R (its store grows with the input)."),
         checkpoint: str = typer.Option(None, "--checkpoint", help="Stream through a saved RMT instead of a random one."),
         chunk: int = typer.Option(4096, "--chunk", help="Tokens per chunk fed to model.stream()."),
-        seed: int = typer.Option(0, "--seed"),
-        threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the random model and the random input."),
+        threads: int = typer.Option(None, "--threads", help="torch CPU threads. Default: torch's choice."),
     ):
         """Stream a long random input through a small RMT; print throughput and peak memory (RSS)."""
         import json
