@@ -40,7 +40,7 @@ def register(app):
         data: Optional[Path] = typer.Option(None, help="A dataset instead of generating: a folder written by `rmt generate` "
                                             "(or a public-layout snapshot, a saved DatasetDict), JSONL or parquet."),
         public: bool = typer.Option(False, "--public", help="Use the public RMT-team/babilong dataset (online)."),
-        background: Optional[str] = typer.Option(None, help="Background books dir for generation (default: built-in fallback text)."),
+        background: Optional[str] = typer.Option(None, help="Background books dir for generation. Default: built-in fallback text."),
         tokenizer: Optional[str] = typer.Option(None, help="Tokenizer that counts generation lengths (name or path)."),
         store: Path = typer.Option(Path("results.sqlite"), help="Results store (SQLite); reruns skip done cells."),
         name: Optional[str] = typer.Option(None, help="Name of the model in the store (one model only). Default: its spec."),
@@ -49,8 +49,8 @@ def register(app):
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... Default: cuda when available."),
         prompt: str = typer.Option("auto", help="Prompt style: benchmark (instruction, examples, post-prompt), plain "
                                    "('input question', the rmt train format) or auto (plain for rmt train checkpoints)."),
-        prompts: Optional[str] = typer.Option(None, help="Prompt wording: builtin (default), lm-eval (lm-evaluation-harness's "
-                                              "babilong prompts, read from the installed lm-eval), or a JSON/YAML prompt file."),
+        prompts: Optional[str] = typer.Option(None, help="Prompt wording: builtin, lm-eval (lm-evaluation-harness's babilong "
+                                              "prompts, read from the installed lm-eval), or a JSON/YAML prompt file. Default: builtin."),
         prompt_file: Optional[Path] = typer.Option(None, hidden=True, help="Old spelling of --prompts FILE."),
         instruction: bool = typer.Option(True, "--instruction/--no-instruction", help="Prompt part: the task instruction."),
         examples: bool = typer.Option(True, "--examples/--no-examples", help="Prompt part: few-shot examples."),

@@ -18,7 +18,7 @@ def register(app):
         samples: int = typer.Option(10, "--samples", help="Samples per task and length."),
         seed: int = typer.Option(0, "--seed", help="Seed: same seed, same output byte for byte."),
         tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer dir/file/cached Hub name, or 'pretokens'. Default: GPT-2 if found offline, else pretokens."),
-        background: Optional[str] = typer.Option(None, "--background", help="Books dir, 'pg19' (online) or 'fallback' (default, built-in text)."),
+        background: Optional[str] = typer.Option(None, "--background", help="Background text: a books dir, 'pg19' (online) or 'fallback'. Default: fallback (built-in text)."),
         out: str = typer.Option(..., "--out", help="Output: *.jsonl, *.parquet, or a directory in the public dataset layout "
                                 "(load_dataset(DIR, name=LENGTH, split=TASK))."),
         fmt: Optional[str] = typer.Option(None, "--format", help="jsonl | parquet | hub (public layout) | hf (one datasets "
