@@ -1,4 +1,5 @@
-"""``rmt generate``: write BABILong samples (JSONL, parquet or an HF datasets dir), atomically."""
+"""``rmt generate``: write BABILong samples (the public dataset layout, JSONL, parquet or an HF
+datasets dir), atomically; optionally lm-evaluation-harness task files for them."""
 
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ def register(app):
                               "--n-facts" if n_facts is not None else "--facts")
         if lm_eval_tasks is not None and fmt != "hub":
             raise ValueError(f"--lm-eval-tasks reads the public layout: give --out a directory (not {out}) or --format hub")
+        if lm_eval_tasks is not None:
+            from rmt.babilong.lm_eval import lm_eval_babilong_dir
+
+            lm_eval_babilong_dir()  # lm-eval missing: one line now, before any generation
         records = iter_records(task_list, length_list, samples, seed, background, tokenizer, babi_dir=babi_dir,
                                split=split, n_facts=facts, prompt_allowance=prompt_allowance,
                                no_length_tell=no_length_tell)
