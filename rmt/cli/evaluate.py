@@ -47,8 +47,10 @@ def register(app):
         batch_size: int = typer.Option(8, help="Samples per batch for local models."),
         max_new_tokens: int = typer.Option(20, help="Answer length limit (greedy decoding)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... Default: cuda when available."),
-        prompt: str = typer.Option("auto", help="Prompt style: benchmark (instruction, examples, post-prompt), plain "
-                                   "('input question', the rmt train format) or auto (plain for rmt train checkpoints)."),
+        prompt_style: Optional[str] = typer.Option(None, help="benchmark (instruction, examples, post-prompt), plain "
+                                                   "('input question', the rmt train format) or auto (plain for rmt "
+                                                   "train checkpoints). Default: auto."),
+        prompt_alias: Optional[str] = typer.Option(None, "--prompt", hidden=True, help="Old spelling of --prompt-style."),
         prompts: Optional[str] = typer.Option(None, help="Prompt wording: builtin, lm-eval (lm-evaluation-harness's babilong "
                                               "prompts, read from the installed lm-eval), or a JSON/YAML prompt file. Default: builtin."),
         prompt_file: Optional[Path] = typer.Option(None, hidden=True, help="Old spelling of --prompts FILE."),
@@ -92,8 +94,9 @@ def register(app):
                                         seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
         from rmt.evaluation.prompting import STYLES
 
+        prompt = pick_alias(prompt_style, prompt_alias, "--prompt-style", "--prompt", "auto")
         if prompt not in STYLES:
-            raise ValueError(f"unknown --prompt {prompt!r}; allowed: {', '.join(STYLES)}")
+            raise ValueError(f"unknown --prompt-style {prompt!r}; allowed: {', '.join(STYLES)}")
         # only the parts switched off, so that each style keeps its own defaults
         switches = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
                     "context_tags": context_tags}
