@@ -23,10 +23,21 @@ CASES = [
     ("generate", ["--out", "notes.txt", "--format", "jsonl"], "notes.txt is a file that rmt did not write"),
     ("generate", ["--out", "a_file/x.jsonl"], "a_file is a file, so no directory can be made there"),
     ("generate", ["--samples", "abc", "--out", "x.jsonl"], "Invalid value for '--samples'"),
-    ("generate", ["--task", "qa21", "--out", "x.jsonl"], "qa21"),
+    ("generate", ["--tasks", "qa21", "--out", "x.jsonl"], "qa21"),
+    ("generate", ["--tasks", "qa1", "--task", "qa2", "--out", "x.jsonl"], "give --tasks once"),
+    ("generate", ["--n-facts", "x", "--out", "x.jsonl"], "--n-facts 'x' must be a number"),
+    ("generate", ["--format", "csv", "--out", "x.csv"], "unknown output format 'csv'"),
     ("generate", ["--no-such-flag", "--out", "x.jsonl"], "No such option: --no-such-flag"),
+    ("generate", ["--out", "layout"], "layout is a directory that rmt did not write"),
+    ("generate", ["--out", "d", "--lm-eval-tasks", "."], "--lm-eval-tasks . is the current directory"),
+    ("generate", ["--out", "d", "--lm-eval-tasks", "a_file"], "--lm-eval-tasks a_file is a file"),
+    ("generate", ["--out", "d", "--lm-eval-tasks", "d/tasks"], "is inside the dataset folder d"),
+    ("generate", ["--out", "x.jsonl", "--lm-eval-tasks", "tasks"], "--lm-eval-tasks reads the public layout"),
+    ("generate", ["--out", "d", "--lm-eval-tasks", "lm_tasks"], "holds rmt_babilong_qa1_0k.yaml, which rmt did not write"),
     # rmt eval (errors come before any model is loaded: "x" is never looked up)
-    ("eval", ["x", "--prompt-file", "bad.yaml"], "prompt file bad.yaml, line 3: not valid YAML"),
+    ("eval", ["x", "--prompts", "bad.yaml"], "prompt file bad.yaml, line 3: not valid YAML"),
+    ("eval", ["x", "--prompts", "nope.yaml"], "prompt file not found: nope.yaml"),
+    ("eval", ["x", "--prompt-style", "fancy"], "unknown --prompt-style 'fancy'"),
     pytest.param("eval", ["x", "--device", "cuda"], "no CUDA", marks=NO_CUDA),
     ("eval", ["x", "--device", "tpu9"], "--device 'tpu9' is not a device"),
     ("eval", ["x", "--store", "app.db"], "app.db is an SQLite database but not a results store"),
@@ -87,6 +98,16 @@ def lying_around(root):
     (root / "mine").mkdir()
     (root / "mine" / "thesis.tex").write_text("years of work\n")
     (root / "bad.yaml").write_text("qa1:\n  instruction: [unclosed\n")
+    # an rmt-written public-layout folder the user has since added a file to: no longer rmt's alone
+    (root / "layout" / "0k").mkdir(parents=True)
+    (root / "layout" / "README.md").write_text("---\npretty_name: BABILong (generated with rmt)\nconfigs:\n"
+                                               "- config_name: 0k\n  data_files:\n  - split: qa1\n"
+                                               "    path: 0k/qa1-*.parquet\n---\n")
+    (root / "layout" / "0k" / "qa1-00000-of-00001.parquet").write_bytes(b"PAR1")
+    (root / "layout" / "0k" / "my_analysis.ipynb").write_text("{}\n")
+    # an lm-eval task dir holding a task file of the user's under the name rmt would give its own
+    (root / "lm_tasks").mkdir()
+    (root / "lm_tasks" / "rmt_babilong_qa1_0k.yaml").write_text("task: my_own_variant\n")
     (root / "bad.jsonl").write_text('{"input": "a", "question": "b", "target": "c", "task": "qa1", "length": "0k"}\n'
                                     '{"input": oops}\n')
     (root / "latin1.jsonl").write_bytes(b'{"input": "caf\xe9"}\n')

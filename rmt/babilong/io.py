@@ -1,4 +1,5 @@
-"""Save and load records: JSONL, parquet, or an HF ``datasets`` directory; always atomic.
+"""Save and load records: JSONL, parquet, a folder in the public dataset layout (``hub``, see
+``rmt.babilong.layout``) or an HF ``datasets`` save_to_disk directory; always atomic.
 
 Everything is first written to a temporary sibling of the destination and renamed into place, so
 an error (or Ctrl-C) never leaves a half-written file or directory behind.
@@ -7,11 +8,13 @@ A long generation is also resumable (``RecordsWriter``): records stream into a h
 JSONL file beside the output, flushed one record at a time, with the settings that produce them in
 a second hidden file. A run killed half way leaves the partial; a rerun with the same settings
 keeps its complete records and generates only the rest, a rerun with other settings discards it.
-The partial becomes the output (renamed, or converted to parquet / a datasets dir) once complete.
+The partial becomes the output once complete: renamed (JSONL), converted to parquet or a datasets
+dir, or streamed into the public layout (one parquet writer per length and task). An uninterrupted
+run takes the same path, so a resumed output is byte for byte the uninterrupted one in every format.
 
 An existing output is replaced only when it is records written here (a JSONL file or parquet file
-of records, or a datasets dir holding our marker file), or when the caller says ``overwrite``: a
-user's own files are never deleted.
+of records, a datasets dir holding our marker file, a public-layout folder holding our dataset card
+and nothing else), or when the caller says ``overwrite``: a user's own files are never deleted.
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ from typing import Iterable, Iterator
 from rmt.atomic import atomic_dir, atomic_file, sweep_leftovers
 from rmt.outputs import check_output
 
-FORMATS = ("jsonl", "parquet", "hf")
-SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", "": "hf"}
+FORMATS = ("jsonl", "parquet", "hub", "hf")
+SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", "": "hub"}
+DIR_FORMATS = ("hub", "hf")
 MARKER = "rmt_records.json"  # in every datasets dir written here: how a rerun knows the dir is ours
 RECORD_KEYS = ("input", "question", "target")
 
 
 def infer_format(path: str | os.PathLike, fmt: str | None = None) -> str:
-    """``fmt`` when given (checked), else from the suffix: .jsonl/.json, .parquet, none (a datasets dir)."""
+    """``fmt`` when given (checked), else from the suffix: .jsonl/.json, .parquet, none (a folder in
+    the public layout)."""
     if fmt is not None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown output format {fmt!r}; allowed: {', '.join(FORMATS)}")
@@ -39,7 +44,8 @@ def infer_format(path: str | os.PathLike, fmt: str | None = None) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
         raise ValueError(f"cannot tell the format of {path} from its suffix {suffix!r}; allowed: .jsonl, .json, "
-                         ".parquet, or no suffix (a datasets dir); or give the format (--format jsonl|parquet|hf)")
+                         ".parquet, or no suffix (a folder in the public layout); or give the format "
+                         f"(--format {'|'.join(FORMATS)})")
     return SUFFIXES[suffix]
 
 
@@ -55,7 +61,9 @@ def is_records_output(path: str | os.PathLike) -> bool:
     if not path.exists():
         return True
     if path.is_dir():
-        return (path / MARKER).is_file() or not any(path.iterdir())
+        from rmt.babilong.layout import is_rmt_layout
+
+        return (path / MARKER).is_file() or not any(path.iterdir()) or is_rmt_layout(path)
     if path.stat().st_size == 0:
         return True
     if path.suffix.lower() == ".parquet":
@@ -78,7 +86,7 @@ def check_records_output(path: str | os.PathLike, fmt: str | None = None, overwr
     output that is not records written here is kept unless ``overwrite``. Returns (path, format)."""
     if fmt is not None:
         infer_format(path, fmt)  # a known format
-    kind = "dir" if (fmt or SUFFIXES.get(Path(path).suffix.lower())) == "hf" else "file"
+    kind = "dir" if (fmt or SUFFIXES.get(Path(path).suffix.lower())) in DIR_FORMATS else "file"
     path = check_output(path, flag, kind=kind, suffixes=None if fmt is not None else tuple(SUFFIXES))
     fmt = fmt or infer_format(path)
     if not overwrite and not is_records_output(path):
@@ -88,14 +96,20 @@ def check_records_output(path: str | os.PathLike, fmt: str | None = None, overwr
     return path, fmt
 
 
-def _write_final(rows_of, path: Path, fmt: str, settings: dict | None) -> None:
-    """The parquet file or datasets dir of the rows ``rows_of()`` returns, atomically."""
+def _write_final(records: Iterable[dict], path: Path, fmt: str, settings: dict | None = None,
+                 card: dict | None = None) -> int:
+    """The parquet file, datasets dir or public-layout folder of ``records``, atomically; return
+    how many. The layout streams (one parquet writer per length and task); the others hold the rows."""
+    if fmt == "hub":
+        from rmt.babilong.layout import write_layout_into
+
+        return atomic_dir(path, lambda tmp: write_layout_into(records, tmp, card))
     import datasets
 
-    dataset = datasets.Dataset.from_list(rows_of())
+    dataset = datasets.Dataset.from_list(list(records))
     if fmt == "parquet":
         atomic_file(path, lambda tmp: dataset.to_parquet(tmp))
-        return
+        return len(dataset)
 
     def write_dir(tmp: Path):
         dataset.save_to_disk(str(tmp))
@@ -103,11 +117,14 @@ def _write_final(rows_of, path: Path, fmt: str, settings: dict | None) -> None:
         (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     atomic_dir(path, write_dir)
+    return len(dataset)
 
 
 def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | None = None,
-                 overwrite: bool = False) -> int:
-    """Write ``records`` to ``path``; return how many. JSONL streams (records may be a generator)."""
+                 overwrite: bool = False, card: dict | None = None) -> int:
+    """Write ``records`` to ``path``; return how many. JSONL and ``hub`` stream (records may be a
+    generator); ``card``: generation settings for the ``hub`` layout's dataset card. An existing
+    ``path`` that rmt did not write is kept unless ``overwrite`` (FileExistsError)."""
     path, fmt = check_records_output(path, fmt, overwrite, flag="output")
     if fmt == "jsonl":
 
@@ -120,9 +137,7 @@ def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | No
             return n
 
         return atomic_file(path, write_jsonl)
-    rows = list(records)
-    _write_final(lambda: rows, path, fmt, None)
-    return len(rows)
+    return _write_final(records, path, fmt, card=card)
 
 
 class RecordsWriter:
@@ -133,10 +148,12 @@ class RecordsWriter:
         n = writer.write(records)                      # total records in the output
 
     ``path`` must have passed ``check_records_output``. Only one writer per output at a time.
+    ``card``: what the ``hub`` layout's dataset card says about the generation (same settings, same
+    card: it is part of the bytes a resumed run must reproduce).
     """
 
-    def __init__(self, path: str | os.PathLike, fmt: str, settings: dict):
-        self.path, self.fmt = Path(path), fmt
+    def __init__(self, path: str | os.PathLike, fmt: str, settings: dict, card: dict | None = None):
+        self.path, self.fmt, self.card = Path(path), fmt, card
         self.settings = json.loads(json.dumps(settings))  # as it reads back from the file
         self.partial = self.path.parent / f".{self.path.name}.partial"
         self.settings_file = self.path.parent / f".{self.path.name}.partial.json"
@@ -191,7 +208,8 @@ class RecordsWriter:
         if self.fmt == "jsonl":
             os.replace(self.partial, self.path)
         else:
-            _write_final(lambda: [record for _, record in read_jsonl(self.partial)], self.path, self.fmt, self.settings)
+            _write_final((record for _, record in read_jsonl(self.partial)), self.path, self.fmt, self.settings,
+                         self.card)
             self.partial.unlink()
         self.settings_file.unlink(missing_ok=True)
         return n
@@ -229,10 +247,16 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
 
 
 def load_records(path: str | os.PathLike) -> list[dict]:
-    """Read records written by ``save_records`` (JSONL file, parquet file or datasets dir)."""
+    """Read records written by ``save_records`` (JSONL file, parquet file, public-layout folder,
+    datasets dir); a saved ``DatasetDict`` gives each row its split name as ``task``."""
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"records not found: {path}")
+    if path.is_dir():
+        from rmt.babilong.layout import is_layout, read_layout
+
+        if is_layout(path):
+            return read_layout(path)
     fmt = "hf" if path.is_dir() else infer_format(path)
     if fmt == "jsonl":
         records = []
@@ -245,4 +269,7 @@ def load_records(path: str | os.PathLike) -> list[dict]:
 
     if fmt == "parquet":
         return datasets.Dataset.from_parquet(str(path)).to_list()
-    return datasets.load_from_disk(str(path)).to_list()
+    loaded = datasets.load_from_disk(str(path))
+    if isinstance(loaded, datasets.DatasetDict):  # e.g. a public config saved with save_to_disk: split = task
+        return [{"task": split, **row} for split, part in loaded.items() for row in part.to_list()]
+    return loaded.to_list()

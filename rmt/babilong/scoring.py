@@ -18,31 +18,10 @@ from __future__ import annotations
 
 import re
 
-ROOMS = ["bathroom", "bedroom", "garden", "hallway", "kitchen", "office"]
+from rmt.babilong.tasks import TASK_SPECS, check_task
 
-# Fixed answer labels per task: the answer vocabulary of the bAbI v1.2 task files (tested against them).
-TASK_LABELS: dict[str, list[str]] = {
-    "qa1": ROOMS,
-    "qa2": ROOMS,
-    "qa3": ROOMS,
-    "qa4": ROOMS,
-    "qa5": ["Bill", "Fred", "Jeff", "Mary", "apple", "football", "milk"],
-    "qa6": ["no", "yes"],
-    "qa7": ["none", "one", "three", "two"],
-    "qa8": ["apple", "football", "milk", "nothing"],
-    "qa9": ["no", "yes"],
-    "qa10": ["maybe", "no", "yes"],
-    "qa11": ROOMS,
-    "qa12": ROOMS,
-    "qa13": ROOMS,
-    "qa14": ["bedroom", "cinema", "kitchen", "office", "park", "school"],
-    "qa15": ["cat", "mouse", "sheep", "wolf"],
-    "qa16": ["gray", "green", "white", "yellow"],
-    "qa17": ["no", "yes"],
-    "qa18": ["no", "yes"],
-    "qa19": ["e,e", "e,n", "e,s", "n,e", "n,n", "n,w", "s,e", "s,s", "s,w", "w,n", "w,s", "w,w"],
-    "qa20": ["bedroom", "bored", "garden", "hungry", "kitchen", "thirsty", "tired"],
-}
+# Fixed answer labels per task, from the task specs (rmt.babilong.tasks).
+TASK_LABELS: dict[str, list[str]] = {name: list(spec.labels) for name, spec in TASK_SPECS.items()}
 
 MODES = ("official", "strict")
 
@@ -71,9 +50,7 @@ def _check_mode(mode: str) -> None:
 
 
 def labels_for(task: str) -> list[str]:
-    if task not in TASK_LABELS:
-        raise ValueError(f"unknown task {task!r}; allowed: qa1 ... qa20")
-    return TASK_LABELS[task]
+    return list(TASK_SPECS[check_task(task)].labels)
 
 
 def compare_answers(target: str, output: str, question: str, task_labels, mode: str = "official") -> bool:

@@ -7,11 +7,24 @@ inside the command functions so that ``rmt --help`` stays fast.
 import sys
 
 import typer
+import typer.core
+
+# Typer (0.29) shows a type after every option, `<bool>` even for on/off flags that take no value.
+# A flag's help says what it does; show no type for it.
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _no_type_for_flags(self, ctx):
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_type_for_flags
 
 from rmt.cli import demo, evaluate, generate, train
 
 app = typer.Typer(
     name="rmt",
+    context_settings={"max_content_width": 120},
     help="Recurrent Memory Transformer and the BABILong benchmark toolkit.",
     no_args_is_help=True,
     add_completion=False,

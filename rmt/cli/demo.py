@@ -83,8 +83,8 @@ def register(app):
         self_retrieval: bool = typer.Option(False, "--self-retrieval", help="Use RMT-R (its store grows with the input)."),
         checkpoint: str = typer.Option(None, "--checkpoint", help="Stream through a saved RMT instead of a random one."),
         chunk: int = typer.Option(4096, "--chunk", help="Tokens per chunk fed to model.stream()."),
-        seed: int = typer.Option(0, "--seed"),
-        threads: int = typer.Option(None, "--threads", help="torch CPU threads (default: one per core not already busy)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the random model and the random input."),
+        threads: int = typer.Option(None, "--threads", help="torch CPU threads. Default: one per core not already busy."),
     ):
         """Stream a long random input through a small RMT; print throughput and peak memory (RSS)."""
         import json

@@ -34,22 +34,28 @@ def register(app):
     def eval_command(
         models: List[str] = typer.Argument(..., help="Models: an HF model dir or hub name, an RMT checkpoint dir, "
                                            "or openai:MODEL@BASE_URL for an OpenAI-compatible endpoint."),
-        tasks: str = typer.Option("qa1", help="Comma-separated tasks, e.g. qa1,qa2,qa3."),
+        tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. qa1,qa2,qa3. Default: qa1."),
+        task_alias: Optional[str] = typer.Option(None, "--task", hidden=True, help="Old spelling of --tasks."),
         lengths: str = typer.Option("0k,1k,4k", help="Comma-separated lengths, e.g. 0k,4k,32k,128k (or token counts)."),
         samples: int = typer.Option(10, help="Samples per task and length."),
         seed: int = typer.Option(0, help="Seed of locally generated samples."),
-        data: Optional[Path] = typer.Option(None, help="Records written by `rmt generate` (dir or JSONL) instead of generating."),
+        data: Optional[Path] = typer.Option(None, help="A dataset instead of generating: a folder written by `rmt generate` "
+                                            "(or a public-layout snapshot, a saved DatasetDict), JSONL or parquet."),
         public: bool = typer.Option(False, "--public", help="Use the public RMT-team/babilong dataset (online)."),
-        background: Optional[str] = typer.Option(None, help="Background books dir for generation (default: built-in fallback text)."),
+        background: Optional[str] = typer.Option(None, help="Background books dir for generation. Default: built-in fallback text."),
         tokenizer: Optional[str] = typer.Option(None, help="Tokenizer that counts generation lengths (name or path)."),
         store: Path = typer.Option(Path("results.sqlite"), help="Results store (SQLite); reruns skip done cells."),
-        name: Optional[str] = typer.Option(None, help="Name of the model in the store (default: its spec). One model only."),
+        name: Optional[str] = typer.Option(None, help="Name of the model in the store (one model only). Default: its spec."),
         batch_size: int = typer.Option(8, help="Samples per batch for local models."),
         max_new_tokens: int = typer.Option(20, help="Answer length limit (greedy decoding)."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: cuda when available)."),
-        prompt: str = typer.Option("auto", help="Prompt style: benchmark (instruction, examples, post-prompt), plain "
-                                   "('input question', the rmt train format) or auto (plain for rmt train checkpoints)."),
-        prompt_file: Optional[Path] = typer.Option(None, help="JSON/YAML prompt file replacing the built-in prompts."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... Default: cuda when available."),
+        prompt_style: Optional[str] = typer.Option(None, help="benchmark (instruction, examples, post-prompt), plain "
+                                                   "('input question', the rmt train format) or auto (plain for rmt "
+                                                   "train checkpoints). Default: auto."),
+        prompt_alias: Optional[str] = typer.Option(None, "--prompt", hidden=True, help="Old spelling of --prompt-style."),
+        prompts: Optional[str] = typer.Option(None, help="Prompt wording: builtin, lm-eval (lm-evaluation-harness's babilong "
+                                              "prompts, read from the installed lm-eval), or a JSON/YAML prompt file. Default: builtin."),
+        prompt_file: Optional[Path] = typer.Option(None, hidden=True, help="Old spelling of --prompts FILE."),
         instruction: bool = typer.Option(True, "--instruction/--no-instruction", help="Prompt part: the task instruction."),
         examples: bool = typer.Option(True, "--examples/--no-examples", help="Prompt part: few-shot examples."),
         post_prompt: bool = typer.Option(True, "--post-prompt/--no-post-prompt", help="Prompt part: the answer-format line."),
@@ -62,13 +68,12 @@ def register(app):
         concurrency: int = typer.Option(4, help="Requests in flight to an endpoint."),
         retries: int = typer.Option(5, help="Retries on 429/5xx/timeouts (exponential backoff)."),
         timeout: float = typer.Option(120.0, help="Seconds per endpoint request."),
-        cache: Optional[Path] = typer.Option(None, help="Endpoint response cache (default: beside the store)."),
-        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one per core not already busy)."),
+        cache: Optional[Path] = typer.Option(None, help="Endpoint response cache. Default: STORE.endpoint-cache beside the store."),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads. Default: one per core not already busy."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
         """Evaluate models on BABILong; every answer is scored and stored as soon as it is known."""
-        from rmt.evaluation.evaluate import (ENDPOINT_PREFIX, check_device, evaluate, load_records_for_eval, load_runner,
-                                             read_prompt_file)
+        from rmt.evaluation.evaluate import ENDPOINT_PREFIX, check_device, evaluate, load_records_for_eval, load_runner
         from rmt.evaluation.prompting import STYLES
         from rmt.evaluation.report import build_table, format_terminal
         from rmt.evaluation.store import ResultsStore, check_store_path
@@ -85,15 +90,23 @@ def register(app):
                             (concurrency, "--concurrency"), (rag_top_k, "--rag-top-k")):
             if value < 1:
                 raise ValueError(f"{what} must be >= 1, got {value}")
+        from rmt.cli.options import pick_alias
+
+        tasks = pick_alias(tasks, task_alias, "--tasks", "--task", "qa1")
+        prompts = pick_alias(prompts, str(prompt_file) if prompt_file else None, "--prompts", "--prompt-file")
+        prompt = pick_alias(prompt_style, prompt_alias, "--prompt-style", "--prompt", "auto")
         if prompt not in STYLES:
-            raise ValueError(f"unknown --prompt {prompt!r}; allowed: {', '.join(STYLES)}")
+            raise ValueError(f"unknown --prompt-style {prompt!r}; allowed: {', '.join(STYLES)}")
         check_device(device)
         # only the parts switched off, so that each style keeps its own defaults
         switches = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
                     "context_tags": context_tags}
         prompt_options = {k: False for k, on in switches.items() if not on}
-        if prompt_file:
-            prompt_options["prompts"] = read_prompt_file(prompt_file)
+        if prompts and prompts != "builtin":
+            from rmt.babilong.prompts import resolve_prompts
+
+            resolve_prompts(prompts)  # a bad or missing file, or no lm-eval: one line now, before any model loads
+            prompt_options["prompts"] = prompts
         # Every output is checked before any work (the store is created only once a model has loaded).
         check_store_path(store, "--store")
         if store.exists():
@@ -143,29 +156,41 @@ def register(app):
         model: str = typer.Argument(..., help="An HF model dir or hub name, or an RMT checkpoint dir."),
         host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
         port: int = typer.Option(8000, help="Port (0: a free one, printed)."),
-        model_id: Optional[str] = typer.Option(None, help="Model name clients use (default: the model argument)."),
-        device: Optional[str] = typer.Option(None, help="cpu, cuda, ... (default: cuda when available)."),
+        model_id: Optional[str] = typer.Option(None, help="Model name clients use. Default: the model argument."),
+        device: Optional[str] = typer.Option(None, help="cpu, cuda, ... Default: cuda when available."),
+        max_batch_size: int = typer.Option(32, help="Most prompts (requests x n) decoded together in one batch."),
         max_requests: Optional[int] = typer.Option(None, help="Exit after this many requests (tests, batch jobs)."),
-        threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: one per core not already busy)."),
+        threads: Optional[int] = typer.Option(None, help="torch CPU threads. Default: one per core not already busy."),
     ):
-        """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
-        from rmt.evaluation.evaluate import load_local_model
-        from rmt.serving.server import serve
+        """Serve a model behind an OpenAI-compatible API: /v1/chat/completions, /v1/completions
+        (streaming, n, stop, temperature/top_p), /v1/models; concurrent requests are batched."""
+        import time
 
-        _set_threads(threads)
+        start = time.perf_counter()
         if not 0 <= port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {port}")
         if max_requests is not None and max_requests < 1:
             raise ValueError(f"--max-requests must be >= 1, got {max_requests}")
-        serve(load_local_model(model, device=device), host=host, port=port, model_id=model_id or model,
-              max_requests=max_requests)
+        if max_batch_size < 1:
+            raise ValueError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+        print(f"rmt serve: loading {model} (importing torch and transformers, then the weights) ...", flush=True)
+        _set_threads(threads)
+        from rmt.evaluation.evaluate import load_local_model
+        from rmt.serving.server import serve
+
+        loaded = load_local_model(model, device=device)
+        window = f"window {loaded.window} tokens" if loaded.window else "no window (RMT streams any length)"
+        print(f"rmt serve: loaded {type(loaded).__name__} on {getattr(loaded, 'device', 'cpu')}, {window}, "
+              f"in {time.perf_counter() - start:.1f} s", flush=True)
+        serve(loaded, host=host, port=port, model_id=model_id or model, max_requests=max_requests,
+              max_batch=max_batch_size)
 
     @app.command("report")
     def report_command(
         stores: List[Path] = typer.Argument(..., help="One or more results stores (rmt eval --store)."),
         markdown: Optional[Path] = typer.Option(None, help="Write the tables as Markdown here."),
         png: Optional[Path] = typer.Option(None, help="Write the heatmap (tasks x lengths per model) here."),
-        models: Optional[str] = typer.Option(None, help="Comma-separated models to show, in this order (default: all)."),
+        models: Optional[str] = typer.Option(None, help="Comma-separated models to show, in this order. Default: all."),
         mode: str = typer.Option("official", help="Scoring rule: official (leaderboard) or strict (whole words)."),
     ):
         """Accuracy tables (task x length) in the terminal and as Markdown, and a heatmap PNG."""

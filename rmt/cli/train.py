@@ -13,20 +13,44 @@ from dataclasses import MISSING, fields
 
 import typer
 
-# Help text per flag (the dataclass docstring has the long story).
+# One line per flag (the dataclass docstring has the long story); a test checks every field has one.
 HELP = {
     "task": "qa1..qa20 (BABILong), memorize, detect, reason (2304.11062), or lm.",
-    "n_facts": "Facts per story as LO,HI (BABILong tasks).",
-    "background": "Books dir for background text (default: built-in fallback text).",
-    "model": "Base model: HF hub name or local path (default: small GPT-2 from scratch).",
-    "tokenizer": "HF tokenizer name/path (default: word-level tokenizer trained locally).",
+    "n_facts": "Facts per story, N or LO,HI (BABILong tasks). Default: the generator's range per task.",
+    "background": "Books dir for background text. Default: built-in fallback text.",
+    "model": "Base model: HF hub name or local path, or an RMT checkpoint to continue. Default: a small model built from scratch (--arch).",
+    "tokenizer": "HF tokenizer name or path. Default: a word-level tokenizer trained locally.",
+    "vocab_size": "Most words of the locally trained tokenizer.",
+    "arch": "Architecture of a from-scratch base model: gpt2 (learned positions) or llama (rotary).",
+    "n_layer": "Layers of a from-scratch base model.",
+    "n_embd": "Hidden size of a from-scratch base model.",
+    "n_head": "Attention heads of a from-scratch base model.",
     "memory": "--no-memory trains the bare base model on whole inputs (the baseline).",
+    "num_mem_tokens": "Memory tokens per segment.",
+    "segment_size": "Input tokens per segment.",
+    "bptt_depth": "Segments gradients flow back through memory (-1: all).",
+    "self_retrieval": "RMT-R: memory cross-attends to all earlier memory states.",
     "curriculum": "Segments per stage, non-decreasing, e.g. 1,2,4.",
-    "stage_steps": "Steps per curriculum stage (at most).",
+    "stage_steps": "Optimizer steps per curriculum stage (at most).",
     "stage_threshold": "Move to the next stage once validation accuracy reaches this (0..1).",
-    "vary_n_segments": "Each batch draws 1..stage segments.",
-    "threads": "torch CPU threads (none given: one per core not already busy).",
+    "vary_n_segments": "Each batch draws its number of segments from 1..stage segments.",
+    "batch_size": "Samples per optimizer step (split across processes).",
+    "lr": "Peak learning rate (AdamW).",
+    "weight_decay": "AdamW weight decay.",
+    "scheduler": "Learning-rate schedule: constant, linear or cosine.",
+    "warmup_steps": "Linear warm-up steps.",
+    "grad_clip": "Clip the gradient norm to this (0: no clipping).",
+    "seed": "Seed of data, model init and order: same seed, same run.",
+    "output_dir": "Where checkpoints, metrics and the final model go.",
+    "save_every": "Save a checkpoint every N steps.",
+    "eval_every": "Evaluate every N steps.",
+    "eval_samples": "Validation samples per evaluation.",
+    "eval_batch_size": "Batch size of validation.",
+    "log_every": "Log training metrics every N steps.",
     "tensorboard": "Also log to OUT/tensorboard (needs the tensorboard package).",
+    "mixed_precision": "no, fp16 or bf16 (accelerate's mixed precision).",
+    "threads": "torch CPU threads. Default: one per core not already busy.",
+    "progress": "Show a progress bar.",
 }
 
 
@@ -34,7 +58,7 @@ def _flag_type(annotation):
     """(click-friendly type, parser) for a dataclass field annotation (strings under `from __future__`)."""
     text = str(annotation)
     if "list" in text:
-        return str, lambda v: [int(x) for x in v.split(",")] if v else None
+        return str, _int_list
     if "bool" in text:
         return bool, None
     if "float" in text:
@@ -42,6 +66,19 @@ def _flag_type(annotation):
     if "int" in text:
         return int, None
     return str, None
+
+
+def _int_list(value: str):
+    """``"1,2,4"`` -> [1, 2, 4]."""
+    return [int(x) for x in value.split(",")] if value else None
+
+
+def _n_facts(value: str):
+    """``--n-facts`` as in ``rmt generate``: ``6`` or ``LO,HI`` (or the old ``LO-HI``)."""
+    from rmt.cli.options import parse_n_facts
+
+    parsed = parse_n_facts(value)
+    return None if parsed is None else [parsed, parsed] if isinstance(parsed, int) else list(parsed)
 
 
 def _config_flags():
@@ -53,13 +90,51 @@ def _config_flags():
         flag = "--" + f.name.replace("_", "-")
         decl = [f"{flag}/--no-{f.name.replace('_', '-')}"] if kind is bool else [flag]
         default = f.default if f.default is not MISSING else f.default_factory()
-        help_text = HELP.get(f.name, "") + f" (default: {default})"
-        option = typer.Option(None, *decl, help=help_text.strip(), show_default=False)
+        help_text = HELP[f.name]  # KeyError here: a TrainConfig field without a help line
+        if default is not None and "Default:" not in help_text:  # the value is None until given: say the default once
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            if kind is bool:
+                shown = decl[0].split("/")[0 if default else 1]
+            help_text += f" Default: {shown}."
+        option = typer.Option(None, *decl, help=help_text, show_default=False)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=typing.Optional[kind]))
         if parser:
-            parsers[f.name] = parser
+            parsers[f.name] = _n_facts if f.name == "n_facts" else parser
     return params, parsers
+
+
+def _parent_num_processes() -> int | None:
+    """``--num_processes N`` from the command line of the process that started this one (Linux)."""
+    import os
+
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return None
+    if not any("accelerate" in a for a in argv[:3]):
+        return None
+    for i, arg in enumerate(argv):
+        for flag in ("--num_processes", "--num-processes"):
+            value = argv[i + 1] if arg == flag and i + 1 < len(argv) else arg[len(flag) + 1:] if arg.startswith(flag + "=") else None
+            if value is not None and value.isdigit():
+                return int(value)
+    return None
+
+
+def check_launch() -> None:
+    """``accelerate launch --num_processes N`` on a machine without GPUs and without ``--multi_gpu``
+    (or a config saying MULTI_CPU) runs its single-process launcher: one process, silently. Say so."""
+    import os
+
+    if "WORLD_SIZE" in os.environ or "ACCELERATE_MIXED_PRECISION" not in os.environ:
+        return  # torchrun / a multi-process accelerate launch, or not launched by accelerate at all
+    asked = _parent_num_processes()
+    if asked and asked > 1:
+        raise ValueError(f"accelerate launch --num_processes {asked} started 1 process (without --multi_gpu, accelerate "
+                         f"runs one process on a machine without GPUs); add --multi_gpu (it then starts {asked} CPU "
+                         f"processes with gloo) or run torchrun --nproc_per_node {asked} -m rmt train ...")
 
 
 def build_config(config_file, values: dict, parsers: dict):
@@ -91,10 +166,14 @@ def register(app):
 
         from rmt.training.trainer import Trainer
 
+        check_launch()
         cfg = build_config(config, values, parsers)
         if cfg.model:
             print(f"loading model {cfg.model} ...", flush=True)  # seconds of silence otherwise
-        summary = Trainer(cfg, resume=resume).train()
+        trainer = Trainer(cfg, resume=resume)
+        summary = trainer.train()
+        if not trainer.accelerator.is_main_process:
+            return  # under torchrun / accelerate every process trains; one reports
         last = summary["history"][-1] if summary["history"] else {}
         print(f"output: {cfg.output_dir} (final model: {summary['final']})")
         print(json.dumps({"step": summary["step"], "finished": summary["finished"], "final": summary["final"],
@@ -107,12 +186,12 @@ def register(app):
 
     @app.command("quickstart")
     def quickstart(
-        output_dir: str = typer.Option(None, "--output-dir", help="Where to write (default: runs/quickstart/<time>)."),
-        steps: int = typer.Option(None, "--steps", help="Steps per curriculum stage (default: tuned preset)."),
+        output_dir: str = typer.Option(None, "--output-dir", help="Where to write. Default: runs/quickstart/<time>."),
+        steps: int = typer.Option(None, "--steps", help="Steps per curriculum stage. Default: the tuned preset."),
         eval_samples: int = typer.Option(100, "--eval-samples", help="Samples per evaluated length."),
         max_eval_segments: int = typer.Option(64, "--max-eval-segments", help="Evaluate at 1, 2, 4, ... up to this many segments."),
         threads: int = typer.Option(1, "--threads", help="torch CPU threads (the small model gains little from more; on a busy machine more threads can be much slower)."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = typer.Option(0, "--seed", help="Seed of data and models: same seed, same result."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
         """Train RMT on qa1 with a curriculum on <= 4 segments, then show accuracy up to 64 segments

@@ -34,6 +34,7 @@ class Runner:
 
     name: str = "model"
     batch_size: int = 1
+    prompt_set: str | None = None  # which prompts it asks (builtin, lm-eval, ...), recorded in the store
 
     def prompt(self, record: dict) -> Prompt:
         raise NotImplementedError
@@ -84,17 +85,28 @@ class LocalModel:
     def fits(self, n_tokens: int, max_new_tokens: int) -> bool:
         return self.window is None or n_tokens + max_new_tokens <= self.window
 
-    def generate(self, batch_ids: Sequence[list[int]], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[str]:
-        """Greedy answers for token-id prompts (any lengths), batched by similar length."""
-        outputs: list[str | None] = [None] * len(batch_ids)
+    def generate(self, batch_ids: Sequence[list[int]], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                 **sampling) -> list[str]:
+        """Answers (greedy unless ``sampling`` says ``do_sample=True``) for token-id prompts."""
+        return [self.decode(ids) for ids, _ in self.generate_ids(batch_ids, max_new_tokens, **sampling)]
+
+    def generate_ids(self, batch_ids: Sequence[list[int]], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+                     **sampling) -> list[tuple[list[int], bool]]:
+        """New token ids per prompt (any lengths; batched by similar length) and whether decoding
+        stopped at an end-of-sequence token. ``sampling``: ``do_sample``, ``temperature``,
+        ``top_p``, ``seed`` (models that cannot honour an option raise ValueError)."""
+        outputs: list = [None] * len(batch_ids)
         order = sorted(range(len(batch_ids)), key=lambda i: len(batch_ids[i]))
         group: list[int] = []
+        eos = self.eos_ids()
 
         def flush():
             if group:
-                texts = self._generate([batch_ids[i] for i in group], max_new_tokens)
-                for i, text in zip(group, texts):
-                    outputs[i] = text
+                rows = self._generate([batch_ids[i] for i in group], max_new_tokens, **sampling)
+                for i, row in zip(group, rows):
+                    row = list(row)
+                    ends = [k for k, t in enumerate(row) if t in eos]
+                    outputs[i] = (row[:ends[0]], True) if ends else (row, False)
                 group.clear()
 
         for i in order:
@@ -103,9 +115,14 @@ class LocalModel:
                 flush()
             group.append(i)
         flush()
-        return outputs  # type: ignore[return-value]
+        return outputs
 
-    def _generate(self, batch_ids: list[list[int]], max_new_tokens: int) -> list[str]:
+    def eos_ids(self) -> set[int]:
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        return {eos} if isinstance(eos, int) else set(eos or [])
+
+    def _generate(self, batch_ids: list[list[int]], max_new_tokens: int, **sampling) -> list[list[int]]:
+        """The new token ids of each row (anything after an end-of-sequence token is ignored)."""
         raise NotImplementedError
 
     def decode(self, ids) -> str:
@@ -122,6 +139,7 @@ class LocalRunner(Runner):
 
         self.model = model
         self.prompt_fn = prompt_fn or benchmark_prompt
+        self.prompt_set = getattr(self.prompt_fn, "prompt_set", "builtin")
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.name = name or model.name

@@ -204,6 +204,7 @@ class EndpointRunner(Runner):
 
         self.client = client
         self.prompt_fn = prompt_fn or benchmark_prompt
+        self.prompt_set = getattr(self.prompt_fn, "prompt_set", "builtin")
         self.name = name or f"{client.model}@{client.base_url}"
         self.batch_size = client.concurrency * 4
 

@@ -103,7 +103,7 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
                 store.put(Result(model=model, task=task, length=length, sample_id=sid, prompt_hash=phash,
                                  status=answer.status, output=answer.output, target=record["target"],
                                  correct=correct, correct_strict=strict, n_tokens=answer.n_tokens,
-                                 seconds=per_sample))
+                                 seconds=per_sample, prompt_set=getattr(runner, "prompt_set", None)))
                 cell_stats = summary.by_cell.setdefault((task, length), [0, 0])
                 if correct is not None:
                     cell_stats[0] += correct
@@ -124,7 +124,8 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
                           background: str | Path | None = None, tokenizer=None) -> list[dict]:
     """Records for an evaluation, from one of three sources:
 
-    * ``data``: a directory or JSONL file written by ``rmt generate`` (filtered to tasks/lengths);
+    * ``data``: what ``rmt generate`` writes (a public-layout folder, JSONL, parquet, a datasets
+      dir) or a saved ``DatasetDict`` of the public sets (filtered to tasks/lengths);
     * ``public=True``: the public ``RMT-team/babilong`` dataset (online);
     * otherwise generated here with ``rmt.babilong.generate`` (seeded, offline).
     """
@@ -132,12 +133,7 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
     if data is not None:
-        from rmt.babilong.io import load_records
-
-        if not Path(data).exists():
-            raise FileNotFoundError(f"dataset not found: {data} (a directory or JSONL file written by rmt generate)")
-        records = list(load_records(data))
-        return _select(records, tasks, lengths, samples, source=str(data))
+        return _select(_read_data(data, tasks, lengths), tasks, lengths, samples, source=str(data))
     if public:
         from rmt import hub
         from rmt.babilong.public import PUBLIC_DATASET, load_public
@@ -159,6 +155,36 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
     from rmt.babilong import iter_records
 
     return list(iter_records(tasks, [_length_arg(x) for x in lengths], samples, seed, background, tokenizer))
+
+
+def _read_data(data: str | Path, tasks: list[str], lengths: list[str]) -> list[dict]:
+    """Records of a dataset on disk. A public-layout folder is read only for the asked cells. Rows
+    without a ``length`` (a saved DatasetDict of one public config: split = task) take the one
+    asked length; rows without a ``task`` are an error naming what is missing."""
+    from rmt.babilong.io import load_records
+    from rmt.babilong.layout import is_layout, read_layout
+
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"dataset not found: {data} (a folder, JSONL or parquet file written by rmt generate, "
+                                "or a saved DatasetDict)")
+    if is_layout(path):
+        from rmt.babilong.layout import layout_cells
+
+        have = [f"{t}/{l}" for l, splits in layout_cells(path).items() for t in splits]
+        missing = [f"{t}/{l}" for l in lengths for t in tasks if f"{t}/{l}" not in have]
+        if missing:
+            raise ValueError(f"dataset {data} has no samples for {', '.join(missing)}; it has: {', '.join(sorted(have))}")
+        return read_layout(path, tasks, lengths)
+    records = list(load_records(path))
+    if any("length" not in r for r in records):
+        if len(lengths) != 1:
+            raise ValueError(f"dataset {data} does not say the length of its samples (a saved DatasetDict holds one "
+                             f"config); evaluate one length at a time, e.g. --lengths {lengths[0]}")
+        records = [{"length": lengths[0], **r} for r in records]
+    if any("task" not in r for r in records):
+        raise ValueError(f"dataset {data} has rows without a task (no 'task' column and no split named after one)")
+    return records
 
 
 def _length_arg(length: str):
@@ -213,29 +239,6 @@ def check_device(device: str | None) -> str | None:
     return device
 
 
-def read_prompt_file(path: str | Path) -> dict:
-    """A JSON/YAML prompt file (``rmt.babilong.prompts.load_prompt_file``), with a parse error as
-    one line naming the file and the line."""
-    import json
-
-    import yaml
-
-    from rmt.babilong.prompts import load_prompt_file
-
-    try:
-        return load_prompt_file(path)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f", line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or ["invalid"])[0]
-        raise ValueError(f"prompt file {path}{where}: not valid YAML ({problem})") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"prompt file {path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        line = exc.object[:exc.start].count(b"\n") + 1
-        raise ValueError(f"prompt file {path}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
-
-
 def load_local_model(spec: str, device: str | None = None):
     """An RMT checkpoint (a dir with ``rmt_config.json``) or an HF causal LM (dir or hub name)."""
     from rmt import hub
@@ -272,8 +275,6 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     """
     from rmt.evaluation.prompting import prompt_fn, resolve_style
 
-    if isinstance((prompt_options or {}).get("prompts"), (str, Path)):
-        prompt_options = {**prompt_options, "prompts": read_prompt_file(prompt_options["prompts"])}
     style_spec = str(Path(spec) / "final") if (Path(spec) / "final" / "rmt_config.json").is_file() else spec
     prompts = prompt_fn(resolve_style(prompt_style, style_spec), **(prompt_options or {}))
     if spec.startswith(ENDPOINT_PREFIX):

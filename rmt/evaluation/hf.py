@@ -69,7 +69,8 @@ class HFModel(LocalModel):
         self.model = model.to(self.device).eval()
         self.window = model_window(self.model.config, self.tokenizer)
 
-    def _generate(self, batch_ids, max_new_tokens):
+    def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
+                  top_p: float = 1.0, seed: int | None = None):
         import torch
 
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -79,10 +80,19 @@ class HFModel(LocalModel):
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch_ids], device=self.device)
         # eos: the tokenizer's when it has one, else the model's generation config decides
         eos = {"eos_token_id": self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else {}
+        sample = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {"do_sample": False}
+        if seed is not None:
+            torch.manual_seed(seed)
         with torch.no_grad():
             out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                      do_sample=False, pad_token_id=pad, **eos)
-        return [self.decode(row[width:]) for row in out.tolist()]
+                                      pad_token_id=pad, **sample, **eos)
+        return [row[width:] for row in out.tolist()]
+
+    def eos_ids(self) -> set[int]:
+        eos = self.tokenizer.eos_token_id
+        if eos is None:  # the model's generation config decides when to stop
+            eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        return {eos} if isinstance(eos, int) else set(eos or [])
 
 
 def hf_runner(name_or_path: str, device: str | None = None, dtype: str | None = None, **runner_kwargs) -> LocalRunner:

@@ -53,14 +53,22 @@ def plain_prompt(record: dict, chat: bool, **options):
 
 
 def prompt_fn(style: str = "benchmark", **options):
-    """A ``(record, chat) -> prompt`` function with fixed options (none: the defaults). A prompt
-    file given as ``prompts=PATH`` is read once here, not per record."""
-    if isinstance(options.get("prompts"), (str, Path)):
-        from rmt.babilong.prompts import load_prompt_file
+    """A ``(record, chat) -> prompt`` function with fixed options (none: the defaults). The prompts
+    (``prompts=`` "builtin", "lm-eval", a file path or a dict) are read once here, not per record.
+    The function's ``prompt_set`` attribute names what it asks, for the results store."""
+    from rmt.babilong.prompts import prompt_set_name, resolve_prompts
 
-        options["prompts"] = load_prompt_file(options["prompts"])
+    name = prompt_set_name(options.get("prompts"))
+    if "prompts" in options:
+        options["prompts"] = resolve_prompts(options["prompts"])
     if style == "plain":
-        return partial(plain_prompt, **options)
-    if style != "benchmark":
+        fn = partial(plain_prompt, **options)
+        name = "plain"
+    elif style == "benchmark":
+        fn = partial(benchmark_prompt, **options)
+    else:
         raise ValueError(f"unknown prompt style {style!r}; allowed: benchmark, plain")
-    return partial(benchmark_prompt, **options) if options else benchmark_prompt
+    off = [part.replace("_", "-") for part in ("instruction", "examples", "post_prompt", "context_tags")
+           if options.get(part) is False]
+    fn.prompt_set = name + (f" (no {', no '.join(off)})" if off and style != "plain" else "")
+    return fn

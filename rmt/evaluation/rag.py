@@ -94,6 +94,7 @@ class RAGRunner(Runner):
     def __init__(self, reader: Runner, retriever: Retriever, name: str | None = None):
         self.reader, self.retriever = reader, retriever
         self.batch_size = reader.batch_size
+        self.prompt_set = getattr(reader, "prompt_set", None)
         self.name = name or f"rag-top{retriever.top_k}({reader.name})"
 
     def retrieved_record(self, record: dict) -> dict:

@@ -57,6 +57,11 @@ class Table:
     tasks: list[str]
     lengths: list[str]
     mode: str = "official"
+    prompt_sets: dict = None  # model -> sorted prompt sets of its results (from the store)
+
+    def prompts_of(self, model: str) -> str:
+        sets = (self.prompt_sets or {}).get(model) or []
+        return ", ".join(sets) if sets else "not recorded"
 
     def cell(self, model: str, task: str, length: str) -> Cell:
         return self.cells.get((model, task, length), Cell())
@@ -77,7 +82,10 @@ def build_table(results: Iterable[Result], mode: str = "official", models: list[
         raise ValueError(f"unknown scoring mode {mode!r}; allowed: official, strict")
     cells: dict = defaultdict(Cell)
     seen_models: list[str] = []
+    prompt_sets: dict = defaultdict(set)
     for r in results:
+        if getattr(r, "prompt_set", None):
+            prompt_sets[r.model].add(r.prompt_set)
         if r.model not in seen_models:
             seen_models.append(r.model)
         cell = cells[(r.model, r.task, r.length)]
@@ -93,7 +101,7 @@ def build_table(results: Iterable[Result], mode: str = "official", models: list[
         seen_models = list(models)
     tasks = sorted({t for (_, t, _) in cells}, key=task_value)
     lengths = sorted({l for (_, _, l) in cells}, key=length_value)
-    return Table(dict(cells), seen_models, tasks, lengths, mode)
+    return Table(dict(cells), seen_models, tasks, lengths, mode, {m: sorted(v) for m, v in prompt_sets.items()})
 
 
 def load_table(stores: Iterable[str | Path], mode: str = "official", models: list[str] | None = None) -> Table:
@@ -121,7 +129,7 @@ def format_terminal(table: Table) -> str:
         header = ["task"] + table.lengths
         rows = [header] + _rows(table, model)
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        lines = [f"{model}  (accuracy %, {table.mode} scoring)"]
+        lines = [f"{model}  (accuracy %, {table.mode} scoring, prompts: {table.prompts_of(model)})"]
         for n, row in enumerate(rows):
             lines.append("  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths))))
             if n == 0:
@@ -135,6 +143,7 @@ def format_markdown(table: Table) -> str:
              "context window. `-`: not evaluated.\n"]
     for model in table.models:
         parts.append(f"## {model}\n")
+        parts.append(f"Prompts: {table.prompts_of(model)}.\n")
         parts.append("| task | " + " | ".join(table.lengths) + " |")
         parts.append("|---|" + "---:|" * len(table.lengths))
         for row in _rows(table, model):

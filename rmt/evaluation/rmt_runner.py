@@ -36,16 +36,22 @@ class RMTModel(LocalModel):
         # Rows are padded to the longest in a batch, so keep batches to similar lengths.
         self.max_batch_tokens = max_batch_tokens
 
-    def _generate(self, batch_ids, max_new_tokens):
+    def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
+                  top_p: float = 1.0, seed: int | None = None):
         import torch
 
+        if do_sample and top_p < 1:
+            raise ValueError(f"top_p={top_p} is not supported for RMT checkpoints (their generate samples with "
+                             "temperature and top_k, not top_p); leave top_p at 1")
         width = max(len(ids) for ids in batch_ids)
         # RMT's generate takes each row's tokens by its mask, so right padding is fine.
         input_ids = torch.tensor([ids + [0] * (width - len(ids)) for ids in batch_ids], device=self.device)
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch_ids], device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
+        sample = {"do_sample": True, "temperature": temperature, "generator": generator} if do_sample else {"do_sample": False}
         new = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                  do_sample=False, eos_token_id=self.tokenizer.eos_token_id)
-        return [self.decode(row) for row in new.tolist()]
+                                  eos_token_id=self.tokenizer.eos_token_id, **sample)
+        return new.tolist()
 
 
 def rmt_runner(path: str | Path, device: str | None = None, **runner_kwargs) -> LocalRunner:

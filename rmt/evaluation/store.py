@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS results (
     n_tokens       INTEGER,            -- prompt tokens as the model counts them, when known
     seconds        REAL,
     created        REAL NOT NULL,
+    prompt_set     TEXT,               -- which prompts: builtin, lm-eval, file:NAME, plain (+ parts off)
     PRIMARY KEY (model, task, length, sample_id)
 );
 """
@@ -69,6 +70,7 @@ class Result:
     n_tokens: int | None = None
     seconds: float | None = None
     created: float = 0.0
+    prompt_set: str | None = None
 
 
 class StoreVersionError(ValueError):
@@ -120,6 +122,9 @@ class ResultsStore:
             # NORMAL is durable across process crashes (kill -9) in WAL mode; FULL also covers power loss.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+            if "prompt_set" not in columns:  # a store from before prompt sets were recorded
+                self._db.execute("ALTER TABLE results ADD COLUMN prompt_set TEXT")
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"not a results store (SQLite said: {exc}): {self.path}") from None
         self._check_versions(benchmark_version)
@@ -167,9 +172,9 @@ class ResultsStore:
         with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO results (model, task, length, sample_id, prompt_hash, status, output,"
-                " target, correct, correct_strict, n_tokens, seconds, created) VALUES (:model, :task, :length,"
-                " :sample_id, :prompt_hash, :status, :output, :target, :correct, :correct_strict, :n_tokens,"
-                " :seconds, :created)",
+                " target, correct, correct_strict, n_tokens, seconds, created, prompt_set) VALUES (:model, :task,"
+                " :length, :sample_id, :prompt_hash, :status, :output, :target, :correct, :correct_strict,"
+                " :n_tokens, :seconds, :created, :prompt_set)",
                 row,
             )
 

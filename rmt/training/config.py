@@ -11,7 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-BABILONG_TASKS = tuple(f"qa{i}" for i in range(1, 21))
+from rmt.babilong.tasks import TASKS as BABI_TASKS
+
+BABILONG_TASKS = tuple(BABI_TASKS)  # the task specs of rmt.babilong.tasks
 MEMORIZATION_TASKS = ("memorize", "detect", "reason")  # arXiv 2304.11062, section 4
 LM_TASKS = ("lm",)
 TASKS = BABILONG_TASKS + MEMORIZATION_TASKS + LM_TASKS

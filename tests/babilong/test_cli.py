@@ -19,11 +19,16 @@ def test_generate_jsonl_and_hf(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 12 and {(r["task"], r["length"]) for r in rows} == {
         ("qa1", "0k"), ("qa1", "1k"), ("qa2", "0k"), ("qa2", "1k")}
-    hf = tmp_path / "hf"
-    proc = run("--task", "qa1,qa2", "--lengths", "0k,1k", "--samples", "3", "--seed", "4", "--out", str(hf))
-    assert proc.returncode == 0, proc.stderr
-    assert load_records(hf) == rows  # same seed, same records, whatever the format
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "qa.jsonl"]
+    def key(r):
+        return r["task"], r["length"], r["sample"]
+
+    for name, fmt in (("hub", []), ("hf", ["--format", "hf"])):  # the public layout (default for a dir), save_to_disk
+        proc = run("--task", "qa1,qa2", "--lengths", "0k,1k", "--samples", "3", "--seed", "4", "--out",
+                   str(tmp_path / name), *fmt)
+        assert proc.returncode == 0, proc.stderr
+        # same seed, same records, whatever the format (the layout files them by length, then task)
+        assert sorted(load_records(tmp_path / name), key=key) == sorted(rows, key=key)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "hub", "qa.jsonl"]
 
 
 def test_cli_same_seed_same_bytes(tmp_path):

@@ -9,7 +9,7 @@ import rmt.babilong.generator as generator
 from rmt.babilong.io import load_records
 from tests.cli_util import one_error_line, run_cli, snapshot
 
-SMALL = ["--task", "qa1,qa2", "--lengths", "0k,1k", "--samples", "2", "--seed", "3"]  # 8 records
+SMALL = ["--tasks", "qa1,qa2", "--lengths", "0k,1k", "--samples", "2", "--seed", "3"]  # 8 records
 
 
 def test_a_directory_of_the_users_is_never_replaced(capsys, tmp_path):
@@ -24,11 +24,29 @@ def test_a_directory_of_the_users_is_never_replaced(capsys, tmp_path):
     assert code == 0 and len(load_records(user)) == 8
 
 
-def test_a_previous_output_is_replaced(capsys, tmp_path):
-    out = tmp_path / "hf"
-    assert run_cli(capsys, "generate", *SMALL, "--out", out)[0] == 0
-    assert run_cli(capsys, "generate", *SMALL[:-1], "4", "--out", out)[0] == 0
+@pytest.mark.parametrize("fmt", [[], ["--format", "hf"]])
+def test_a_previous_output_is_replaced(capsys, tmp_path, fmt):
+    out = tmp_path / "d"
+    assert run_cli(capsys, "generate", *SMALL, *fmt, "--out", out)[0] == 0
+    assert run_cli(capsys, "generate", *SMALL[:-1], "4", *fmt, "--out", out)[0] == 0
     assert {r["seed"] for r in load_records(out)} == {4}
+
+
+def test_a_layout_folder_is_replaced_only_while_it_holds_nothing_but_what_rmt_wrote(capsys, tmp_path):
+    out = tmp_path / "set"
+    assert run_cli(capsys, "generate", *SMALL, "--out", out)[0] == 0
+    (out / "1k" / "my_analysis.ipynb").write_text("{}")  # the user keeps something of theirs in it
+    before = snapshot(tmp_path)
+    line = one_error_line(*run_cli(capsys, "generate", *SMALL, "--out", out)[::2])
+    assert "rmt did not write" in line and "--overwrite" in line
+    assert snapshot(tmp_path) == before
+    (out / "1k" / "my_analysis.ipynb").unlink()
+    assert run_cli(capsys, "generate", *SMALL[:-1], "4", "--out", out)[0] == 0  # rmt's alone again: replaced
+    assert {r["seed"] for r in load_records(out)} == {4}
+    card = out / "README.md"  # a card of someone else's dataset (say a public snapshot) in the same layout
+    card.write_text(card.read_text().replace("BABILong (generated with rmt)", "BABILong"))
+    line = one_error_line(*run_cli(capsys, "generate", *SMALL, "--out", out)[::2])
+    assert "rmt did not write" in line
 
 
 def test_a_file_of_the_users_is_never_replaced(capsys, tmp_path):
@@ -81,15 +99,23 @@ def _interrupt_after(monkeypatch, n):
     monkeypatch.setattr(generator, "_records", interrupted)
 
 
-@pytest.mark.parametrize("name", ["o.jsonl", "o.parquet", "o_hf"])
-def test_a_killed_generation_resumes_and_equals_one_run(capsys, tmp_path, monkeypatch, name):
+def files(root):
+    """{relative path: bytes} of every file under ``root``, or of ``root`` itself."""
+    if root.is_file():
+        return {".": root.read_bytes()}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name, fmt", [("o.jsonl", []), ("o.parquet", []), ("o_layout", []),
+                                       ("o_hf", ["--format", "hf"])])
+def test_a_killed_generation_resumes_and_equals_one_run(capsys, tmp_path, monkeypatch, name, fmt):
     whole, part = tmp_path / "whole", tmp_path / "part"
     whole.mkdir(), part.mkdir()
-    assert run_cli(capsys, "generate", *SMALL, "--out", whole / name)[0] == 0
+    assert run_cli(capsys, "generate", *SMALL, *fmt, "--out", whole / name)[0] == 0
 
     with monkeypatch.context() as m:
         _interrupt_after(m, 3)
-        code, _, _ = run_cli(capsys, "generate", *SMALL, "--out", part / name)
+        code, _, _ = run_cli(capsys, "generate", *SMALL, *fmt, "--out", part / name)
     assert code == 130 and not (part / name).exists()
     partial = part / f".{name}.partial"
     assert partial.read_text().count("\n") == 3
@@ -99,12 +125,11 @@ def test_a_killed_generation_resumes_and_equals_one_run(capsys, tmp_path, monkey
     built = []
     real_build = generator.build_haystack
     monkeypatch.setattr(generator, "build_haystack", lambda *a, **k: built.append(1) or real_build(*a, **k))
-    code, out, _ = run_cli(capsys, "generate", *SMALL, "--out", part / name)
+    code, out, _ = run_cli(capsys, "generate", *SMALL, *fmt, "--out", part / name)
     assert code == 0 and "resuming: 3 of 8 samples" in out
     assert len(built) == 5  # the 3 written records were not built again
     assert load_records(part / name) == load_records(whole / name)
-    if name.endswith(".jsonl"):
-        assert (part / name).read_bytes() == (whole / name).read_bytes()
+    assert files(part / name) == files(whole / name)  # byte for byte, every file of a folder too
     assert sorted(p.name for p in part.iterdir()) == [name]  # no partial, no temp file left
 
 
@@ -123,7 +148,7 @@ def test_bad_input_after_an_interruption_keeps_the_partial(capsys, tmp_path, mon
         _interrupt_after(m, 2)
         run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "o.jsonl")
     before = snapshot(tmp_path)
-    one_error_line(*run_cli(capsys, "generate", *SMALL, "--facts", "x", "--out", tmp_path / "o.jsonl")[::2])
+    one_error_line(*run_cli(capsys, "generate", *SMALL, "--n-facts", "x", "--out", tmp_path / "o.jsonl")[::2])
     assert snapshot(tmp_path) == before
 
 
@@ -131,9 +156,13 @@ def test_outputs_have_the_usual_modes(capsys, tmp_path):
     old = os.umask(0o022)
     try:
         assert run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "o.jsonl")[0] == 0
-        assert run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "hf")[0] == 0
+        assert run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "layout")[0] == 0
+        assert run_cli(capsys, "generate", *SMALL, "--format", "hf", "--out", tmp_path / "hf")[0] == 0
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "o.jsonl").stat().st_mode) == 0o644
-    assert stat.S_IMODE((tmp_path / "hf").stat().st_mode) == 0o755
-    assert {stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "hf").iterdir()} == {0o644}
+    for folder in (tmp_path / "layout", tmp_path / "hf"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755
+        inside = list(folder.rglob("*"))
+        assert {stat.S_IMODE(p.stat().st_mode) for p in inside if p.is_file()} == {0o644}
+        assert {stat.S_IMODE(p.stat().st_mode) for p in inside if p.is_dir()} <= {0o755}

@@ -61,6 +61,24 @@ def tiny_chat_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def wordy_chat_dir(tmp_path_factory):
+    """A tiny chat GPT-2 whose greedy answers are words: with untied, large random weights it does
+    not just repeat the prompt's last token (tiny_chat_dir answers with <|assistant|>, decoded as "")."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = tmp_path_factory.mktemp("wordy")
+    tok = build_tokenizer(CHAT_TEMPLATE)
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=32, n_layer=2, n_head=2,
+                               bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
+                               initializer_range=0.5)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_rmt_dir(tmp_path_factory):
     """A tiny RMT (2 memory tokens, 32-token segments) around the tiny GPT-2 (window 512), saved like
     `rmt train` does: RecurrentMemoryTransformer.save_pretrained + the tokenizer in the same dir."""

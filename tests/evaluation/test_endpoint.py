@@ -112,9 +112,12 @@ def test_rmt_serve_cli_is_a_real_bounded_server(tiny_rmt_dir):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
-        line = proc.stdout.readline()
-        match = re.search(r"serving tiny-rmt at (http://127\.0\.0\.1:\d+/v1)", line)
-        assert match, line + proc.stderr.read()
+        lines = [proc.stdout.readline() for _ in range(3)]
+        # start-up says what it is doing before the (long) imports and load, then what it loaded
+        assert lines[0].startswith(f"rmt serve: loading {tiny_rmt_dir}"), lines
+        assert lines[1].startswith("rmt serve: loaded RMTModel on cpu, no window"), lines
+        match = re.search(r"serving tiny-rmt at (http://127\.0\.0\.1:\d+/v1)", lines[2])
+        assert match, "".join(lines) + proc.stderr.read()
         url = match.group(1)
         import time
 

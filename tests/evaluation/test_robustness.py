@@ -54,12 +54,12 @@ def test_an_unwritable_store_says_unwritable(capsys, tmp_path, tiny_hf_dir):
 def test_a_prompt_file_that_is_not_yaml_names_file_and_line(capsys, tmp_path, tiny_hf_dir):
     bad = tmp_path / "bad.yaml"
     bad.write_text("qa1:\n  instruction: fine\n  examples: [unclosed\n")
-    line = one_error_line(*run_cli(capsys, "eval", tiny_hf_dir, "--prompt-file", bad, "--store", tmp_path / "r.sqlite",
+    line = one_error_line(*run_cli(capsys, "eval", tiny_hf_dir, "--prompts", bad, "--store", tmp_path / "r.sqlite",
                                    "--samples", "1", "--lengths", "0k")[::2])
     assert f"prompt file {bad}, line 4: not valid YAML" in line
     latin = tmp_path / "latin.json"
     latin.write_bytes(b'{"qa1":\n {"instruction": "caf\xe9"}}\n')
-    line = one_error_line(*run_cli(capsys, "eval", tiny_hf_dir, "--prompt-file", latin, "--store", tmp_path / "r.sqlite",
+    line = one_error_line(*run_cli(capsys, "eval", tiny_hf_dir, "--prompts", latin, "--store", tmp_path / "r.sqlite",
                                    "--samples", "1", "--lengths", "0k")[::2])
     assert f"prompt file {latin}, line 2: not UTF-8" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "latin.json"]

@@ -100,6 +100,7 @@ def test_two_cpu_processes_ddp_gloo_match_one_process(tiny_config, tmp_path):
            "--eval-every", "100", "--output-dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count('"finished": true') == 1  # both ranks train, one reports (both printed it before)
     records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["processes"] for r in records if r["type"] == "train"} == {2}
     one, two = _losses(tmp_path / "one"), _losses(out)
@@ -111,6 +112,19 @@ def test_two_cpu_processes_ddp_gloo_match_one_process(tiny_config, tmp_path):
     moved = _distance(a, init)
     assert moved > 0.1, "training did not move the weights; the comparison below would be empty"
     assert _distance(a, b) < 1e-3 * moved, (_distance(a, b), moved)
+
+
+def test_accelerate_launch_that_would_run_one_process_says_so(tmp_path):
+    """`accelerate launch --num_processes 2` without --multi_gpu on a machine without GPUs runs its
+    single-process launcher; `rmt train` used to train silently in one process."""
+    pytest.importorskip("accelerate")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "-m", "rmt",
+                           "train", *FLAGS, "--output-dir", str(tmp_path / "o")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode != 0 and not (tmp_path / "o").exists()
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert errors == [errors[0]] and "--num_processes 2 started 1 process" in errors[0] and "--multi_gpu" in errors[0]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import random
 
+from rmt.babilong.tasks import ROOMS  # noqa: F401  (one list of rooms; its order drives the simulator)
+
 PEOPLE = ["Mary", "John", "Daniel", "Sandra"]
 PEOPLE_QA5 = ["Fred", "Jeff", "Bill", "Mary"]
 PEOPLE_QA10 = ["Mary", "Bill", "Fred", "Julie"]
-ROOMS = ["bathroom", "hallway", "garden", "office", "bedroom", "kitchen"]
 PLACES_QA10 = ["school", "kitchen", "bedroom", "park", "cinema", "office"]
 OBJECTS = ["football", "apple", "milk"]
 MOVE_VERBS = ["travelled to", "journeyed to", "went back to", "moved to", "went to"]

@@ -1,0 +1,46 @@
+"""One CLI vocabulary: every option of every command has a one-line description, flags show no
+`<bool>` type, a default is said once, and the commands share option names."""
+
+import re
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from rmt.cli import app
+
+COMMAND = typer.main.get_command(app)
+COMMANDS = sorted(COMMAND.commands)
+
+
+def options(name):
+    return [p for p in COMMAND.commands[name].params if p.param_type_name == "option" and not p.hidden]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_option_has_a_description_and_one_default(name):
+    assert options(name), name
+    for option in options(name):
+        text = (option.help or "").strip()
+        assert text, f"rmt {name} {option.opts[0]} has no description"
+        assert "\n" not in text
+        said = len(re.findall(r"default", text, re.I))
+        shown = option.show_default not in (False, None) and option.default not in (None, False, ()) and not option.is_flag
+        assert said + shown <= 1, f"rmt {name} {option.opts[0]}: default said twice ({text!r})"
+
+
+@pytest.mark.parametrize("name", [None, *COMMANDS])
+def test_help_shows_no_bool_type(name):
+    result = CliRunner().invoke(app, ([name] if name else []) + ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output
+    assert "(default:" not in result.output or name is None
+
+
+def test_shared_vocabulary():
+    flags = {name: {o for p in options(name) for o in p.opts} for name in COMMANDS}
+    for name in ("generate", "eval"):
+        assert {"--tasks", "--lengths", "--samples", "--seed"} <= flags[name]
+    assert "--n-facts" in flags["generate"] and "--n-facts" in flags["train"]
+    assert "--prompts" in flags["eval"]
+    assert "--task" not in flags["generate"] and "--facts" not in flags["generate"]  # hidden old spellings
