@@ -55,11 +55,25 @@ def test_prompt_file_overrides(tmp_path):
         format_prompt(r, prompts=str(tmp_path / "p.json"))
 
 
-@pytest.mark.parametrize("name", ["out.jsonl", "out.parquet", "out_hf"])
-def test_save_load_roundtrip(tmp_path, name):
+@pytest.mark.parametrize("name, content, message", [
+    ("p.yaml", b"qa1:\n  instruction: [unclosed\n", "p.yaml, line 3: not valid YAML"),
+    ("p.json", b'{"qa1":\n {"instruction": oops}}\n', "p.json, line 2: not valid JSON"),
+    ("p.json", b'{"qa1":\n {"instruction": "caf\xe9"}}\n', "p.json, line 2: not UTF-8"),
+])
+def test_a_bad_prompt_file_is_one_line_naming_file_and_line(tmp_path, name, content, message):
+    (r,) = generate(task="qa1", length="0k", samples=1, seed=0)
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError) as caught:
+        format_prompt(r, prompts=str(tmp_path / name))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name, fmt", [("out.jsonl", None), ("out.parquet", None), ("out_layout", None),
+                                       ("out_hf", "hf")])
+def test_save_load_roundtrip(tmp_path, name, fmt):
     records = generate(task="qa2", length="1k", samples=2, seed=0)
     path = tmp_path / name
-    assert save_records(records, path) == 2
+    assert save_records(records, path, fmt) == 2
     assert load_records(path) == records
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temp files left behind
 
