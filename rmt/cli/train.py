@@ -21,6 +21,7 @@ HELP = {
     "model": "Base model: HF hub name or local path (default: small GPT-2 from scratch).",
     "tokenizer": "HF tokenizer name/path (default: word-level tokenizer trained locally).",
     "memory": "--no-memory trains the bare base model on whole inputs (the baseline).",
+    "memory_kind": "rmt, rmt-r (same as --self-retrieval) or armt (docs/memory.md).",
     "curriculum": "Segments per stage, non-decreasing, e.g. 1,2,4.",
     "stage_steps": "Steps per curriculum stage (at most).",
     "stage_threshold": "Move to the next stage once validation accuracy reaches this (0..1).",

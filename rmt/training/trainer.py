@@ -90,7 +90,7 @@ def build_model(cfg: TrainConfig, tokenizer):
     from rmt import RMTConfig, RecurrentMemoryTransformer
 
     rmt_config = RMTConfig(num_mem_tokens=cfg.num_mem_tokens, segment_size=cfg.segment_size, bptt_depth=cfg.bptt_depth,
-                           self_retrieval=cfg.self_retrieval)
+                           memory_kind=cfg.memory_kind)
     base = build_base_model(cfg, tokenizer, cfg.segment_size + 2 * cfg.num_mem_tokens)
     return RecurrentMemoryTransformer.wrap(base, rmt_config)
 
