@@ -21,6 +21,7 @@ keeps training (gradients, dropout, BPTT truncation).
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
@@ -182,90 +183,86 @@ def _causal_mask(mask2d: torch.Tensor | None, batch: int, width: int, device) ->
     return causal[None, None] & (mask2d[:, None, None, :] != 0)
 
 
+@dataclass
+class _InFlight:
+    """One segment on its way through the layers."""
+
+    hidden: torch.Tensor  # (B, T, hidden): the input of its next layer
+    mask: torch.Tensor | None  # (B, 1, T, T) bool, None without padding
+    rotary: tuple | None  # (cos, sin) (B, T, head_dim), Llama family
+    active: torch.Tensor  # (B,) rows with tokens in this segment
+    states: list  # with output_states: (A_l, z_l) after each layer's write
+
+
 @torch.no_grad()
 def run_diagonal(kind, base_model, state: ARMTState, segments, with_logits, output_states=False):
     """ARMT over ``segments`` [(tokens (B, w), lengths (B,)), ...] on the diagonal schedule.
 
     Yields ``(logits or None, state or None)`` per segment, in segment order, as the sequential
     loop does (``with_logits[s]``: compute segment s's logits); the state is given after every
-    segment with ``output_states``, else after the last one only. Segments narrower than the widest
-    are padded (masked), so all run at one width.
+    segment with ``output_states``, else after the last one only. Segments of the same width run
+    as one batched call; a narrower one (the last segment of a call can be) runs beside them.
     """
     stacked = StackedLayers(base_model)
     layers = stacked.layers
     n_layers, n_segments = len(layers), len(segments)
     m = kind.config.num_mem_tokens
-    seg_width = max(tokens.shape[1] for tokens, _ in segments)
-    device = segments[0][0].device
-    batch = segments[0][0].shape[0]
-    width = seg_width + m
     # Layers first, so a range of layers is a view; updated in place (no gradient here).
     A = state.A.transpose(0, 1).contiguous()
     z = state.z.transpose(0, 1).contiguous()
-    w_query, w_key, w_value, w_gate = kind.w_query, kind.w_key, kind.w_value, kind.w_gate
     b_gate = kind.b_gate[:, None, None]  # (layers, 1, 1, heads) against (G, batch, m, heads)
 
-    def prepare(s):
-        """Segment s entering layer 0: hidden, (B,1,T,T) mask or None, rotary, active rows."""
+    def enter(s) -> _InFlight:
+        """Segment s entering layer 0."""
         tokens, lengths = segments[s]
-        if tokens.shape[1] < seg_width:
-            tokens = F.pad(tokens, (0, seg_width - tokens.shape[1]))
         embeds, mask2d, positions = kind.segment_inputs(base_model, tokens, lengths)
         hidden, context = layers.start(embeds, None, positions)  # GPT-2: + position embeddings
-        rotary = context.get("position_embeddings")
-        mask = None if mask2d is None else _causal_mask(mask2d, batch, width, device)
-        return hidden, mask, rotary, lengths > 0
+        batch, width = embeds.shape[:2]
+        mask = None if mask2d is None else _causal_mask(mask2d, batch, width, hidden.device)
+        return _InFlight(hidden, mask, context.get("position_embeddings"), lengths > 0, [])
 
-    inputs = {}  # segment -> (mask, rotary, active), while it is in flight
-    snapshots = {}  # with output_states: segment -> [(A_l, z_l) per layer]
-    carry = None  # outputs of the previous step, layers prev_lo..prev_hi
-    prev_lo = 0
+    def run(lo, hi, items):
+        """Layers lo..hi on items (one each, all of one width) as one batched call."""
+        G, (batch, width, _) = hi - lo + 1, items[0].hidden.shape
+        h = torch.stack([item.hidden for item in items])
+        mask = None
+        if any(item.mask is not None for item in items):
+            mask = torch.cat([item.mask if item.mask is not None else _causal_mask(None, batch, width, h.device) for item in items])
+        rotary = None if stacked.is_gpt2 else tuple(torch.cat([item.rotary[i] for item in items]) for i in range(2))
+        A_g, z_g = A[lo : hi + 1], z[lo : hi + 1]
+        h = h + associative_read(h, A_g, z_g, kind.w_query[lo : hi + 1], kind.heads, kind.nu)
+        h = stacked(lo, hi, h, mask, rotary)
+        new_A, new_z = associative_write(h[:, :, -m:], A_g, z_g, kind.w_key[lo : hi + 1], kind.w_value[lo : hi + 1],
+                                         kind.w_gate[lo : hi + 1], b_gate[lo : hi + 1], kind.heads, kind.nu)
+        active = torch.stack([item.active for item in items]).view(G, batch, 1, 1)
+        A[lo : hi + 1] = torch.where(active[..., None], new_A, A_g)
+        z[lo : hi + 1] = torch.where(active, new_z, z_g)
+        for i, item in enumerate(items):
+            item.hidden = h[i]
+            if output_states:
+                item.states.append((A[lo + i].clone(), z[lo + i].clone()))
+
+    in_flight = {}
     for t in range(n_segments + n_layers - 1):
         lo, hi = max(0, t - n_segments + 1), min(n_layers - 1, t)
-        group_segments = [t - l for l in range(lo, hi + 1)]
-        parts = []
-        if lo == 0:
-            hidden0, mask, rotary, active = prepare(t)
-            inputs[t] = (mask, rotary, active)
-            parts.append(hidden0[None])
-        if hi >= 1:
-            a, b = max(lo, 1) - 1 - prev_lo, hi - prev_lo
-            parts.append(carry[a:b])
-        h = torch.cat(parts) if len(parts) > 1 else parts[0]
-        G = hi - lo + 1
-
-        masks = [inputs[s][0] for s in group_segments]
-        mask = None
-        if any(mk is not None for mk in masks):
-            mask = torch.cat([mk if mk is not None else _causal_mask(None, batch, width, device) for mk in masks])
-        rotary = None
-        if not stacked.is_gpt2:
-            rotary = tuple(torch.cat([inputs[s][1][i] for s in group_segments]) for i in range(2))
-        active = torch.stack([inputs[s][2] for s in group_segments])  # (G, B)
-
-        A_g, z_g = A[lo : hi + 1], z[lo : hi + 1]
-        h = h + associative_read(h, A_g, z_g, w_query[lo : hi + 1], kind.heads, kind.nu)
-        h = stacked(lo, hi, h, mask, rotary)
-        new_A, new_z = associative_write(h[:, :, -m:], A_g, z_g, w_key[lo : hi + 1], w_value[lo : hi + 1],
-                                         w_gate[lo : hi + 1], b_gate[lo : hi + 1], kind.heads, kind.nu)
-        A[lo : hi + 1] = torch.where(active.view(G, batch, 1, 1, 1), new_A, A_g)
-        z[lo : hi + 1] = torch.where(active.view(G, batch, 1, 1), new_z, z_g)
-        if output_states:
-            for i, s in enumerate(group_segments):
-                snapshots.setdefault(s, []).append((A[lo + i].clone(), z[lo + i].clone()))
-        carry, prev_lo = h, lo
-
+        if t < n_segments:
+            in_flight[t] = enter(t)
+        # Layer l takes segment t - l; consecutive layers whose segments have one width run together.
+        start = lo
+        for l in range(lo, hi + 1):
+            if l == hi or in_flight[t - l - 1].hidden.shape[1] != in_flight[t - l].hidden.shape[1]:
+                run(start, l, [in_flight[t - k] for k in range(start, l + 1)])
+                start = l + 1
         if hi == n_layers - 1:  # segment t - L + 1 has left the last layer
             done = t - n_layers + 1
+            item = in_flight.pop(done)
             logits = None
             if with_logits[done]:
-                w = segments[done][0].shape[1]
-                logits = base_model.get_output_embeddings()(layers.final_norm(h[-1][:, :w]))
+                width = segments[done][0].shape[1]
+                logits = base_model.get_output_embeddings()(layers.final_norm(item.hidden[:, :width]))
             out_state = None
             if output_states:
-                per_layer = snapshots.pop(done)
-                out_state = ARMTState(torch.stack([a for a, _ in per_layer], dim=1), torch.stack([zz for _, zz in per_layer], dim=1))
+                out_state = ARMTState(torch.stack([a for a, _ in item.states], dim=1), torch.stack([zz for _, zz in item.states], dim=1))
             elif done == n_segments - 1:
                 out_state = ARMTState(A.transpose(0, 1), z.transpose(0, 1))
-            del inputs[done]
             yield logits, out_state
