@@ -319,11 +319,12 @@ class RecurrentMemoryTransformer(nn.Module):
         ``forward``) up to ``DIAGONAL_BLOCK`` segments per layer are buffered and run as one block."""
         seg = self.config.segment_size
         block = 1
-        if diagonal is not False and self.config.memory_kind == "armt":
-            if diagonal_unsupported_reason(self) is None:
+        if diagonal is not False:
+            reason = diagonal_unsupported_reason(self)
+            if reason is None:
                 block = DIAGONAL_BLOCK * len(DecoderLayers(self.base_model))
             elif diagonal:
-                raise ValueError(f"diagonal=True is not possible here: {diagonal_unsupported_reason(self)}")
+                raise ValueError(f"diagonal=True is not possible here: {reason}")
         pending: list[torch.Tensor] = []
         pending_len = 0
         batch = None

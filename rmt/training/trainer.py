@@ -150,12 +150,13 @@ def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int
 
 def param_groups(model, weight_decay: float) -> list[dict]:
     """Weight decay on matrices only (as nanoGPT / HF do): decaying norm gains would shrink the
-    final norm that produces each new memory state, and the memory itself is state, not a weight."""
+    final norm that produces each new memory state, and the memory itself is state, not a weight.
+    (ARMT's ``b_gate`` is 2-D only because it stacks one bias per layer.)"""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 and not name.endswith("memory") else no_decay).append(p)
+        (decay if p.dim() >= 2 and not name.endswith(("memory", "b_gate")) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
