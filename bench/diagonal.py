@@ -10,7 +10,8 @@ system time (system time is mostly page faults: freed large tensors go back to t
 glibc's default allocator and are faulted in again; ``--tuned-malloc`` sets
 ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` for both schedules to show the difference).
 
-Ends with one JSON line: per shape, sequential / diagonal for wall, CPU and user CPU time.
+Ends with one JSON line: per shape, sequential / diagonal for wall, CPU and user CPU time, and
+the largest difference between the two schedules' final A (0: they round alike).
 
     python bench/diagonal.py                    # a few minutes on one thread
     python bench/diagonal.py --tuned-malloc
@@ -99,7 +100,7 @@ def main():
         s, d = row["best"]["sequential"], row["best"]["diagonal"]
         label = "L{}-H{}-seg{}".format(*row["shape"])
         ratios = {key: round(s[key] / d[key], 3) for key in ("wall", "cpu", "user")}
-        summary[label] = ratios
+        summary[label] = dict(ratios, max_abs_diff_A=row["max_abs_diff_A"])
         print(f"{row['shape'][0]:>6}{row['shape'][1]:>7}{row['shape'][2]:>8} | {s['wall']:>9.2f}{d['wall']:>10.2f}{ratios['wall']:>6.2f}"
               f" | {s['cpu']:>8.2f}{d['cpu']:>9.2f}{ratios['cpu']:>6.2f} | {s['user']:>9.2f}{d['user']:>10.2f}{ratios['user']:>6.2f}"
               f" | {d['sys']:>9.2f}")

@@ -82,3 +82,11 @@ def test_eval_and_serve_load_an_armt_checkpoint_with_no_flags(armt_run, tmp_path
         remote = EndpointRunner(client)
         assert [a.output for a in remote.answer(records)] == [a.output for a in answers]
         client.close()
+
+
+def test_unknown_memory_kind_on_the_command_line_is_one_error_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "rmt", "train", "--memory-kind", "lstm", "--output-dir", str(tmp_path / "x")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["error: unknown memory_kind 'lstm'; allowed: rmt, rmt-r, armt"]
