@@ -33,6 +33,8 @@ from rmt.memory.kinds.armt import ARMTState, associative_read, associative_write
 # `stream` runs diagonal batching on blocks of DIAGONAL_BLOCK * layers segments: each block pays
 # L - 1 steps of ramp-up and ramp-down, so larger blocks batch better and buffer more tokens.
 DIAGONAL_BLOCK = 4
+# Stack the layers' weight matrices (a copy) only up to this many bytes; see StackedLayers.
+MAX_STACKED_BYTES = 256 * 2**20
 
 
 def diagonal_unsupported_reason(model) -> str | None:
@@ -56,9 +58,18 @@ class StackedLayers:
         self.is_gpt2 = self.layers.is_gpt2
         blocks = list(self.layers.layers)
 
+        # The weight matrices are copied into stacks only while that copy is small: a big model
+        # keeps its own weights and multiplies layer by layer within a step (the same arithmetic;
+        # at that size each matmul is large and the calls it saves would not matter anyway).
+        matrices = [p for block in blocks for p in block.parameters() if p.dim() == 2]
+        self.stack_matrices = sum(p.numel() * p.element_size() for p in matrices) <= MAX_STACKED_BYTES
+
         def stack(get):
             values = [get(block) for block in blocks]
-            return None if values[0] is None else torch.stack([v.detach() for v in values])
+            if values[0] is None:
+                return None
+            values = [v.detach() for v in values]
+            return values if values[0].dim() == 2 and not self.stack_matrices else torch.stack(values)
 
         if self.is_gpt2:
             self.eps = self.config.layer_norm_epsilon
@@ -101,7 +112,8 @@ class StackedLayers:
             # nn.Linear computes x @ W^T: keep the transposed views so every projection is x @ w.
             for key in list(self.w):
                 if key.endswith("proj_w"):
-                    self.w[key] = self.w[key].transpose(1, 2)
+                    w = self.w[key]
+                    self.w[key] = [v.t() for v in w] if isinstance(w, list) else w.transpose(1, 2)
 
     @staticmethod
     def unsupported_reason(base_model, width: int) -> str | None:
@@ -124,12 +136,16 @@ class StackedLayers:
 
     # ------------------------------------------------------------------ pieces
     def _matmul(self, x, key, lo, hi):
-        """x (G, B, T, in) @ stacked weight[lo:hi+1] (+ bias) -> (G, B, T, out), one batched matmul."""
+        """x (G, B, T, in) @ weight[lo:hi+1] (+ bias) -> (G, B, T, out): one batched matmul over the
+        stacked weights, or (a big model) one matmul per layer on its own weights."""
         G, B, T, _ = x.shape
-        w = self.w[key + "_w"][lo : hi + 1]
-        b = self.w.get(key + "_b")
+        w, b = self.w[key + "_w"], self.w.get(key + "_b")
         flat = x.reshape(G, B * T, -1)
-        y = torch.bmm(flat, w) if b is None else torch.baddbmm(b[lo : hi + 1, None, :], flat, w)
+        if isinstance(w, list):
+            y = torch.stack([flat[g] @ w[lo + g] if b is None else torch.addmm(b[lo + g], flat[g], w[lo + g]) for g in range(G)])
+        else:
+            w = w[lo : hi + 1]
+            y = torch.bmm(flat, w) if b is None else torch.baddbmm(b[lo : hi + 1, None, :], flat, w)
         return y.view(G, B, T, -1)
 
     def _layer_norm(self, x, key, lo, hi):

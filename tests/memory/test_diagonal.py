@@ -169,3 +169,19 @@ def test_unsupported_layer_configs_fall_back_to_the_sequential_loop():
         assert_close(state.memory.A, model(ids).memory.A)
     with pytest.raises(ValueError, match=r"sliding attention window \(4\) shorter than a segment"):
         model.stream([ids], diagonal=True)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_big_models_multiply_layer_by_layer_with_the_same_results(arch, monkeypatch):
+    # Above MAX_STACKED_BYTES the weights are not copied into stacks (no second copy of a big model).
+    import rmt.memory.diagonal as diagonal
+
+    monkeypatch.setattr(diagonal, "MAX_STACKED_BYTES", 0)
+    model = armt(arch)
+    assert not StackedLayers(model.base_model).stack_matrices
+    ids = random_ids(2, 34)
+    with torch.no_grad():
+        seq, diag = model(ids, diagonal=False), model(ids, diagonal=True)
+    assert_close(diag.logits, seq.logits)
+    assert_close(diag.memory.A, seq.memory.A)
+    assert_close(diag.memory.z, seq.memory.z)
