@@ -58,14 +58,15 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
     state = model.stream(chunks())
     seconds = time.perf_counter() - start
     bar.close()
+    memory = state.memory if isinstance(state.memory, torch.Tensor) else state.memory.A  # ARMT: every layer's A
     return {
         "tokens": state.n_tokens,
         "segments": state.n_segments,
         "seconds": round(seconds, 3),
         "tokens_per_s": round(state.n_tokens / seconds, 1),
         "peak_rss_mib": round(_peak_rss_mib(), 1),
-        "memory_shape": list(state.memory.shape),
-        "memory_finite": bool(torch.isfinite(state.memory).all()),
+        "memory_shape": list(memory.shape),
+        "memory_finite": bool(torch.isfinite(memory).all()),
     }
 
 

@@ -1,7 +1,8 @@
-"""rmt.memory: the Recurrent Memory Transformer around a Hugging Face model (see docs/memory.md)."""
+"""rmt.memory: recurrent memory (RMT, RMT-R, ARMT) around a Hugging Face model (see docs/memory.md)."""
 
 from rmt.memory.config import RMTConfig
+from rmt.memory.kinds import MEMORY_KINDS, ARMTState, MemoryKind, MemoryState, RetrievalStore, SelfRetrieval
 from rmt.memory.recurrent import RecurrentMemoryTransformer, RMTOutput, StreamState
-from rmt.memory.retrieval import RetrievalStore, SelfRetrieval
 
-__all__ = ["RMTConfig", "RecurrentMemoryTransformer", "RMTOutput", "StreamState", "RetrievalStore", "SelfRetrieval"]
+__all__ = ["RMTConfig", "RecurrentMemoryTransformer", "RMTOutput", "StreamState", "RetrievalStore", "SelfRetrieval",
+           "MEMORY_KINDS", "MemoryKind", "MemoryState", "ARMTState"]

@@ -2,12 +2,15 @@
 
 Adding an architecture means adding its ``model_type`` here after checking that its causal-LM class
 is ``<inner model> + lm_head`` (no logit scaling / soft-capping, which the decoder path would skip)
-and that its inner model accepts ``inputs_embeds`` and ``position_ids``.
+and that its inner model accepts ``inputs_embeds`` and ``position_ids``; for ARMT also teaching
+``DecoderLayers`` (below) how its model's forward prepares masks and positions for the layers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import torch
 
 # Causal LMs whose forward is exactly `lm_head(inner_model(...).last_hidden_state)`.
 DECODER_MODEL_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3"}
@@ -72,3 +75,74 @@ def adapter_for(model) -> Adapter:
 def inner_model(model):
     """The decoder stack without the LM head (GPT2LMHeadModel.transformer, LlamaForCausalLM.model)."""
     return getattr(model, model.base_model_prefix)
+
+
+class DecoderLayers:
+    """Layer-level access to a wrapped causal LM: what its HF forward does, one layer at a time.
+
+    ARMT adds its associative read before every layer and writes after it, so it runs the layers
+    itself::
+
+        layers = DecoderLayers(model)
+        hidden, context = layers.start(inputs_embeds, attention_mask, position_ids, cache)
+        for i in range(len(layers)):
+            hidden = layers.run(i, hidden, context)
+        hidden = layers.final_norm(hidden)     # == inner_model(model)(...).last_hidden_state
+
+    Two families: GPT-2 (learned positions added to the embeddings, one causal mask) and the
+    Llama family (rotary embeddings per layer call; Mistral may use one sliding-window mask, Qwen2/3
+    choose a mask per layer by ``config.layer_types``). Tested equal to the HF forward.
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.inner = inner_model(model)
+        self.config = self.inner.config
+        self.model_type = self.config.model_type
+        if self.model_type not in DECODER_MODEL_TYPES:
+            raise ValueError(f"no layer-level access for model_type={self.model_type!r}; supported: {', '.join(sorted(DECODER_MODEL_TYPES))}")
+        self.is_gpt2 = self.model_type == "gpt2"
+        self.layers = self.inner.h if self.is_gpt2 else self.inner.layers
+        self.norm = self.inner.ln_f if self.is_gpt2 else self.inner.norm
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def mask_type(self, i: int) -> str:
+        """Which mask layer ``i`` takes: ``full_attention`` or ``sliding_attention``."""
+        if self.model_type == "mistral":
+            return "full_attention" if self.config.sliding_window is None else "sliding_attention"
+        layer_types = getattr(self.config, "layer_types", None)
+        return layer_types[i] if layer_types else "full_attention"
+
+    def start(self, inputs_embeds, attention_mask, position_ids, cache=None):
+        """The hidden state entering layer 0 and the per-call context the layers need (masks,
+        rotary embeddings, cache); ``attention_mask`` is 2-D (batch, cached + new) or None."""
+        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+        mask_kwargs = dict(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                           past_key_values=cache, position_ids=position_ids)
+        types = {self.mask_type(i) for i in range(len(self.layers))}
+        masks = {}
+        if "full_attention" in types:
+            masks["full_attention"] = create_causal_mask(**mask_kwargs)
+        if "sliding_attention" in types:
+            masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
+        context = {"masks": masks, "position_ids": position_ids, "cache": cache}
+        if self.is_gpt2:
+            hidden = self.inner.drop(inputs_embeds + self.inner.wpe(position_ids))
+        else:
+            hidden = inputs_embeds
+            context["position_embeddings"] = self.inner.rotary_emb(hidden, position_ids=position_ids)
+        return hidden, context
+
+    def run(self, i: int, hidden: torch.Tensor, context: dict) -> torch.Tensor:
+        """Layer ``i`` on ``hidden`` (its own activation checkpointing, if enabled, applies)."""
+        layer, mask, cache = self.layers[i], context["masks"][self.mask_type(i)], context["cache"]
+        if self.is_gpt2:
+            return layer(hidden, cache, mask, None, use_cache=cache is not None, position_ids=context["position_ids"])
+        return layer(hidden, attention_mask=mask, position_embeddings=context["position_embeddings"],
+                     position_ids=context["position_ids"], past_key_values=cache, use_cache=cache is not None)
+
+    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(hidden)

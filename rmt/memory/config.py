@@ -6,27 +6,49 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 
+def memory_kind_names() -> tuple[str, ...]:
+    """The allowed ``memory_kind`` values: the keys of the registry ``rmt.memory.kinds.MEMORY_KINDS``."""
+    from rmt.memory.kinds import MEMORY_KINDS
+
+    return tuple(MEMORY_KINDS)
+
+
 @dataclass
 class RMTConfig:
     """Settings of the recurrent memory wrapped around a base model.
 
     Args:
-        num_mem_tokens: learned memory vectors read at the start of each segment and written at its
-            end (0 turns the wrapper into plain segment-by-segment processing).
+        memory_kind: how memory is read, written and carried (docs/memory.md):
+            ``"rmt"`` memory tokens carried from the last layer of a segment to the first of the next;
+            ``"rmt-r"`` the same plus self-retrieval from all earlier memory states (arXiv 2402.10790);
+            ``"armt"`` an associative matrix per layer written by memory tokens (arXiv 2407.04841).
+        num_mem_tokens: learned memory vectors. RMT/RMT-R: read at the start of each segment and
+            written at its end (0 turns the wrapper into plain segment-by-segment processing).
+            ARMT: appended at the end of every segment (``[segment; memory]``); their outputs at every
+            layer write that layer's associative memory (ARMT needs at least 1).
         segment_size: input tokens per segment; memory (and, for encoders, [CLS]/[SEP]) come on top.
         bptt_depth: how many of the last segments of a forward call stay in the gradient path through
             memory; -1 keeps all of them (full backpropagation through time).
-        self_retrieval: RMT-R (arXiv 2402.10790): before each segment, the memory cross-attends to all
-            memory states written so far.
-        retrieval_heads: attention heads of the RMT-R cross-attention (must divide the hidden size).
+        self_retrieval: the v0.1 spelling of ``memory_kind="rmt-r"`` (still accepted; kept equal to
+            ``memory_kind == "rmt-r"``; not written to new checkpoints).
+        retrieval_heads: RMT-R: attention heads of the cross-attention (must divide the hidden size).
+        d_mem: ARMT: size of the key/query projection of each layer, before the DPFP feature map.
+        dpfp_nu: ARMT: order of the DPFP feature map (arXiv 2102.11174); keys have 2 * dpfp_nu *
+            d_mem / armt_heads dimensions per head. The paper uses 3.
+        armt_heads: ARMT: independent associative memories per layer (must divide d_mem and the
+            hidden size); each has its own matrix A, normaliser z and write gate. The paper uses 1.
         cls_token_id, sep_token_id: encoder models only; taken from the base model's config when None.
     """
 
     num_mem_tokens: int = 8
     segment_size: int = 64
     bptt_depth: int = -1
+    memory_kind: str = "rmt"
     self_retrieval: bool = False
     retrieval_heads: int = 1
+    d_mem: int = 64
+    dpfp_nu: int = 3
+    armt_heads: int = 1
     cls_token_id: int | None = None
     sep_token_id: int | None = None
 
@@ -34,25 +56,46 @@ class RMTConfig:
         def _is_int(value):
             return isinstance(value, int) and not isinstance(value, bool)
 
+        allowed = memory_kind_names()
+        if self.memory_kind not in allowed:
+            raise ValueError(f"unknown memory_kind {self.memory_kind!r}; allowed: {', '.join(allowed)}")
+        if not isinstance(self.self_retrieval, bool):
+            raise ValueError(f"self_retrieval must be true or false, got {self.self_retrieval!r}")
+        if self.self_retrieval:  # the old spelling of memory_kind="rmt-r"
+            if self.memory_kind not in ("rmt", "rmt-r"):
+                raise ValueError(f"self_retrieval=True means memory_kind='rmt-r' and conflicts with memory_kind={self.memory_kind!r}; "
+                                 "set only memory_kind")
+            self.memory_kind = "rmt-r"
+        self.self_retrieval = self.memory_kind == "rmt-r"
         if not _is_int(self.segment_size) or self.segment_size < 1:
             raise ValueError(f"segment_size must be an integer >= 1, got {self.segment_size!r}")
         if not _is_int(self.num_mem_tokens) or self.num_mem_tokens < 0:
             raise ValueError(f"num_mem_tokens must be an integer >= 0, got {self.num_mem_tokens!r}")
         if not _is_int(self.bptt_depth) or (self.bptt_depth < 1 and self.bptt_depth != -1):
             raise ValueError(f"bptt_depth must be -1 (all segments) or an integer >= 1, got {self.bptt_depth!r}")
-        if not isinstance(self.self_retrieval, bool):
-            raise ValueError(f"self_retrieval must be true or false, got {self.self_retrieval!r}")
-        if self.self_retrieval and self.num_mem_tokens == 0:
-            raise ValueError("self_retrieval=True needs num_mem_tokens >= 1, got num_mem_tokens=0")
+        if self.memory_kind == "rmt-r" and self.num_mem_tokens == 0:
+            raise ValueError("memory_kind='rmt-r' (self_retrieval=True) needs num_mem_tokens >= 1, got num_mem_tokens=0")
+        if self.memory_kind == "armt" and self.num_mem_tokens == 0:
+            raise ValueError("memory_kind='armt' needs num_mem_tokens >= 1 (they write the associative memory), got num_mem_tokens=0")
         if not _is_int(self.retrieval_heads) or self.retrieval_heads < 1:
             raise ValueError(f"retrieval_heads must be an integer >= 1, got {self.retrieval_heads!r}")
+        if not _is_int(self.d_mem) or self.d_mem < 1:
+            raise ValueError(f"d_mem must be an integer >= 1, got {self.d_mem!r}")
+        if not _is_int(self.dpfp_nu) or self.dpfp_nu < 1:
+            raise ValueError(f"dpfp_nu must be an integer >= 1, got {self.dpfp_nu!r}")
+        if not _is_int(self.armt_heads) or self.armt_heads < 1:
+            raise ValueError(f"armt_heads must be an integer >= 1, got {self.armt_heads!r}")
+        if self.d_mem % self.armt_heads:
+            raise ValueError(f"armt_heads={self.armt_heads} must divide d_mem={self.d_mem}")
         for name in ("cls_token_id", "sep_token_id"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 0):
                 raise ValueError(f"{name} must be None or a token id >= 0, got {value!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["self_retrieval"]  # derived from memory_kind; v0.1 files that have it still load
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "RMTConfig":

@@ -1,7 +1,10 @@
-"""RecurrentMemoryTransformer: segments, memory recurrence, truncated BPTT, streaming, generation, save/load.
+"""RecurrentMemoryTransformer: the one segment loop for every memory kind (segmenting, padding,
+truncated BPTT, streaming, generation, save/load).
 
-The memory state is an explicit value: ``forward``/``stream`` take it in (``memory=``) and hand it
-back (``.memory``); nothing is cached on the module between calls.
+How memory is read, written and carried is the memory kind's business (rmt/memory/kinds/: RMT,
+RMT-R, ARMT); this module only moves segments and states. The memory state is an explicit value:
+``forward``/``stream`` take it in (``memory=``) and hand it back (``.memory``); nothing is cached on
+the module between calls.
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
 from rmt.atomic import atomic_file
-from rmt.memory.adapters import adapter_for, inner_model
-from rmt.memory.cell import decoder_segment, encoder_segment
+from rmt.memory.adapters import DecoderLayers, adapter_for
 from rmt.memory.config import RMTConfig
-from rmt.memory.retrieval import RetrievalStore, SelfRetrieval
+from rmt.memory.diagonal import DIAGONAL_BLOCK, diagonal_unsupported_reason, run_diagonal
+from rmt.memory.kinds import MEMORY_KINDS
+from rmt.memory.kinds.retrieval import RetrievalStore
 
 WEIGHTS_NAME = "model.safetensors"
 RMT_CONFIG_NAME = "rmt_config.json"
 BASE_CONFIG_NAME = "config.json"
+FORMAT_VERSION = 2  # 1: v0.1 (memory parameters named `memory`, `retrieval.*`); 2: `memory_kind.*`
 
 
 @dataclass
@@ -34,27 +39,43 @@ class RMTOutput(ModelOutput):
     """HF-style output (attribute and key access). ``loss``: mean over all label tokens (decoders, HF shift) or the classification loss (encoders).
     ``logits``: (batch, seq_len, vocab) aligned with ``input_ids`` (decoders; padding positions are 0),
     or (batch, num_labels) from each row's last segment (encoders).
-    ``memory``: (batch, num_mem_tokens, hidden) after each row's last segment.
+    ``memory``: the memory state after each row's last segment: RMT / RMT-R a tensor
+    (batch, num_mem_tokens, hidden); ARMT an ``ARMTState`` (every layer's A and z).
     ``retrieval_store``: RMT-R only, every memory state written so far (pass it back with ``memory``).
     ``memories``: with ``output_memories=True``, the memory after every segment (for inspection)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    memory: torch.Tensor | None = None
+    memory: object = None
     retrieval_store: RetrievalStore | None = None
     memories: tuple | None = None
 
 
 @dataclass
 class StreamState:
-    """Result of :meth:`RecurrentMemoryTransformer.stream`: the memory after the last segment and the
-    outputs of the last segment only (logits (batch, last_segment_len, vocab) for decoders)."""
+    """Result of :meth:`RecurrentMemoryTransformer.stream`: the memory after the last segment (as in
+    ``RMTOutput.memory``) and the outputs of the last segment only (logits (batch,
+    last_segment_len, vocab) for decoders)."""
 
-    memory: torch.Tensor
+    memory: object
     logits: torch.Tensor
     retrieval_store: RetrievalStore | None
     n_tokens: int
     n_segments: int
+
+
+def _current_key(name: str) -> str:
+    """A parameter name of a v0.1 checkpoint (``memory``, ``retrieval.*``) in today's model."""
+    if name == "memory" or name.startswith("retrieval."):
+        return "memory_kind." + name
+    return name
+
+
+def _rename_legacy_keys(module, state_dict, prefix, *args):
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        new = prefix + _current_key(key[len(prefix) :])
+        if new != key:
+            state_dict[new] = state_dict.pop(key)
 
 
 def _check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> torch.Tensor:
@@ -76,49 +97,46 @@ def _check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> tor
 
 
 class RecurrentMemoryTransformer(nn.Module):
-    """A HF model with recurrent memory tokens (RMT). Build it with :meth:`wrap`."""
+    """A HF model with recurrent memory (RMT, RMT-R or ARMT: ``config.memory_kind``). Build it with :meth:`wrap`."""
 
     def __init__(self, base_model: nn.Module, config: RMTConfig):
         super().__init__()
         if not isinstance(config, RMTConfig):
             raise ValueError(f"config must be an RMTConfig, got {type(config).__name__}")
         self.adapter = adapter_for(base_model)
-        self.base_model = base_model
-        self.config = config
-        m, hidden = config.num_mem_tokens, self.adapter.hidden_size
-        extra = 2 * m if self.adapter.is_decoder else m + 3
+        kind_class = MEMORY_KINDS[config.memory_kind]
+        kind_class.check_supported(self.adapter, config)
+        extra = kind_class.extra_positions(self.adapter, config)
         limit = self.adapter.max_positions
         if limit is not None and config.segment_size + extra > limit:
             raise ValueError(
                 f"segment_size={config.segment_size} plus {extra} memory/special positions exceeds the base model's "
                 f"{limit} positions; allowed segment_size <= {limit - extra}"
             )
-        if not self.adapter.is_decoder:
-            base_cfg = base_model.config
-            self.cls_token_id = config.cls_token_id if config.cls_token_id is not None else getattr(base_cfg, "cls_token_id", None)
-            self.sep_token_id = config.sep_token_id if config.sep_token_id is not None else getattr(base_cfg, "sep_token_id", None)
-            if self.cls_token_id is None or self.sep_token_id is None:
-                raise ValueError("encoder models need cls_token_id and sep_token_id: set them in RMTConfig (e.g. 101 and 102 for bert-base)")
-            for name, value in (("cls_token_id", self.cls_token_id), ("sep_token_id", self.sep_token_id)):
-                if not 0 <= value < self.adapter.vocab_size:
-                    raise ValueError(f"{name}={value} is outside the vocabulary: allowed 0..{self.adapter.vocab_size - 1}")
-        embedding = base_model.get_input_embeddings().weight
-        # Memory starts at the scale of the input embeddings, so the first read looks like ordinary tokens.
-        scale = float(embedding.detach().float().std()) if embedding.numel() > 1 else 0.02
-        self.memory = nn.Parameter(
-            torch.randn(m, hidden, device=embedding.device, dtype=torch.float32).mul_(scale).to(embedding.dtype)
-        )
-        self.retrieval = (
-            SelfRetrieval(hidden, config.retrieval_heads).to(device=embedding.device, dtype=embedding.dtype)
-            if config.self_retrieval
-            else None
-        )
+        self.config = config
+        # Registered before the base model, so parameters() lists the memory first, as v0.1 did
+        # (optimizer states of v0.1 RMT runs keep their order).
+        self.memory_kind = kind_class(base_model, self.adapter, config)
+        self.base_model = base_model
+        # v0.1 checkpoints name the memory parameters without the `memory_kind.` prefix.
+        self.register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def wrap(cls, base_model: nn.Module, config: RMTConfig | None = None) -> "RecurrentMemoryTransformer":
-        """Wrap a supported HF model (GPT-2, Llama, Mistral, Qwen2/3 causal LMs; BERT sequence classifiers)."""
+        """Wrap a supported HF model (GPT-2, Llama, Mistral, Qwen2/3 causal LMs; BERT sequence
+        classifiers, RMT and RMT-R only)."""
         return cls(base_model, config if config is not None else RMTConfig())
+
+    @property
+    def memory(self) -> nn.Parameter:
+        """The learned memory tokens (num_mem_tokens, hidden): RMT's initial memory, ARMT's write tokens."""
+        return self.memory_kind.memory
+
+    @property
+    def retrieval(self):
+        """RMT-R's self-retrieval block (None for the other kinds)."""
+        return getattr(self.memory_kind, "retrieval", None)
 
     @property
     def device(self) -> torch.device:
@@ -128,75 +146,71 @@ class RecurrentMemoryTransformer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.memory.dtype
 
-    def initial_memory(self, batch_size: int) -> torch.Tensor:
-        return self.memory[None].expand(batch_size, -1, -1)
+    def initial_memory(self, batch_size: int):
+        """What ``memory=None`` means: the ``.memory`` value before the first segment."""
+        return self.memory_kind.public(self.memory_kind.initial_state(batch_size))[0]
 
-    def _check_memory(self, memory, batch: int) -> torch.Tensor:
-        if memory is None:
-            return self.initial_memory(batch)
-        expected = (batch, self.config.num_mem_tokens, self.adapter.hidden_size)
-        if not isinstance(memory, torch.Tensor) or tuple(memory.shape) != expected:
-            got = tuple(memory.shape) if isinstance(memory, torch.Tensor) else type(memory).__name__
-            raise ValueError(f"memory must be a tensor of shape {expected}, got {got}")
-        return memory.to(device=self.device, dtype=self.dtype)
+    # ----------------------------------------------------------------- the segment loop
+    def _use_diagonal(self, diagonal: bool | None, n_segments: int) -> bool:
+        """Diagonal batching (ARMT inference): None picks it where it applies (ARMT, no gradient,
+        eval mode, more than one segment, a base model diagonal.py supports); True insists."""
+        if diagonal is False:
+            return False
+        reason = diagonal_unsupported_reason(self)
+        if diagonal is None:
+            return reason is None and n_segments > 1
+        if reason is not None:
+            raise ValueError(f"diagonal=True is not possible here: {reason}")
+        return True
 
-    def _empty_store(self, batch: int) -> RetrievalStore | None:
-        if self.retrieval is None:
-            return None
-        return RetrievalStore.empty(batch, self.adapter.hidden_size, self.device, self.dtype)
-
-    # ----------------------------------------------------------------- one segment
-    def _segment(self, read_memory, tokens, lengths):
-        if self.adapter.is_decoder:
-            return decoder_segment(self.base_model, read_memory, tokens, lengths)
-        pad_id = getattr(self.base_model.config, "pad_token_id", None) or 0
-        return encoder_segment(self.base_model, read_memory, tokens, lengths, self.cls_token_id, self.sep_token_id, pad_id)
-
-    def _read(self, memory, store):
-        return self.retrieval(memory, store) if self.retrieval is not None else memory
-
-    def _run_segments(self, tokens, lengths, memory, store, keep_logits=True, output_memories=False):
-        """The recurrence over compact ``tokens`` (batch, L; row i has ``lengths[i]`` real tokens first).
-
-        Rows are segmented from their own start; a row whose tokens have run out keeps its memory (and
-        its RMT-R store) unchanged, so each row gets exactly what it would get alone.
-        """
-        seg = self.config.segment_size
-        n_segments = max(1, math.ceil(int(lengths.max()) / seg))
+    def _sequential(self, segments, state, with_logits):
+        """Segment by segment; yields (logits, state after the segment)."""
         depth = self.config.bptt_depth
-        logits_per_segment, memories = [], []
-        cls_logits = None
-        for s in range(n_segments):
+        n_segments = len(segments)
+        for s, (seg_tokens, seg_lengths) in enumerate(segments):
             # Truncated BPTT: only the last `depth` segments of this call stay in the gradient path
             # through memory; everything that flows into segment n-depth is detached.
             if depth != -1 and 0 < s <= n_segments - depth:
-                memory = memory.detach()
-                store = store.detach() if store is not None else None
-            seg_tokens = tokens[:, s * seg : (s + 1) * seg]
-            seg_lengths = (lengths - s * seg).clamp(0, seg_tokens.shape[1])
-            active = seg_lengths > 0
-            read_memory = self._read(memory, store)
-            logits, written = self._segment(read_memory, seg_tokens, seg_lengths)
-            if store is not None:
-                store = store.append(written, active)
-            memory = torch.where(active[:, None, None], written, memory)
-            if output_memories:
-                memories.append(memory)
-            if self.adapter.is_decoder:
-                if keep_logits:
-                    if bool((seg_lengths < logits.shape[1]).any()):  # zero the padding positions
-                        is_pad = torch.arange(logits.shape[1], device=logits.device)[None, :] >= seg_lengths[:, None]
-                        logits = logits.masked_fill(is_pad[:, :, None], 0.0)
-                    logits_per_segment.append(logits)
-                else:
-                    logits_per_segment = [logits]  # streaming keeps only the last segment
-            else:
-                cls_logits = logits if cls_logits is None else torch.where(active[:, None], logits, cls_logits)
-        if self.adapter.is_decoder:
-            out_logits = torch.cat(logits_per_segment, dim=1) if keep_logits else logits_per_segment[0]
+                state = state.detach()
+            logits, written = self.memory_kind.segment(self.base_model, state, seg_tokens, seg_lengths, with_logits[s])
+            state = written.where(seg_lengths > 0, state)
+            yield logits, state
+
+    def _run_segments(self, tokens, lengths, state, keep_logits=True, output_memories=False, diagonal=None):
+        """The recurrence over compact ``tokens`` (batch, L; row i has ``lengths[i]`` real tokens first).
+
+        Rows are segmented from their own start; a row whose tokens have run out keeps its state
+        unchanged, so each row gets exactly what it would get alone. ``keep_logits=False`` computes
+        and returns the last segment's logits only. Returns (logits, state, states after every
+        segment or None).
+        """
+        seg = self.config.segment_size
+        n_segments = max(1, math.ceil(int(lengths.max()) / seg))
+        segments = [(tokens[:, s * seg : (s + 1) * seg], (lengths - s * seg).clamp(0, seg)) for s in range(n_segments)]
+        is_decoder = self.adapter.is_decoder
+        with_logits = [keep_logits or s == n_segments - 1 or not is_decoder for s in range(n_segments)]
+        if is_decoder and self._use_diagonal(diagonal, n_segments):
+            results = run_diagonal(self.memory_kind, self.base_model, state, segments, with_logits, output_memories)
         else:
-            out_logits = cls_logits
-        return out_logits, memory, store, tuple(memories) if output_memories else None
+            results = self._sequential(segments, state, with_logits)
+        logits_per_segment, memories = [], []
+        cls_logits = None
+        for (_, seg_lengths), (logits, new_state) in zip(segments, results):
+            state = new_state if new_state is not None else state
+            if output_memories:
+                memories.append(self.memory_kind.public(state)[0])
+            if logits is None:
+                continue
+            if is_decoder:
+                if bool((seg_lengths < logits.shape[1]).any()):  # zero the padding positions
+                    is_pad = torch.arange(logits.shape[1], device=logits.device)[None, :] >= seg_lengths[:, None]
+                    logits = logits.masked_fill(is_pad[:, :, None], 0.0)
+                logits_per_segment.append(logits)
+            else:
+                active = seg_lengths > 0
+                cls_logits = logits if cls_logits is None else torch.where(active[:, None], logits, cls_logits)
+        out_logits = torch.cat(logits_per_segment, dim=1) if is_decoder else cls_logits
+        return out_logits, state, tuple(memories) if output_memories else None
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -204,12 +218,16 @@ class RecurrentMemoryTransformer(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        memory: torch.Tensor | None = None,
+        memory=None,
         retrieval_store: RetrievalStore | None = None,
         output_memories: bool = False,
+        diagonal: bool | None = None,
     ) -> RMTOutput:
         """Process the whole input segment by segment. ``attention_mask`` may pad rows on either side:
-        each row is processed from its first real token, exactly as if it were alone."""
+        each row is processed from its first real token, exactly as if it were alone. ``memory`` /
+        ``retrieval_store``: the ``.memory`` / ``.retrieval_store`` of an earlier call, to continue
+        it. ``diagonal``: ARMT inference schedule (None: diagonal batching where it applies, see
+        diagonal.py; False: segment by segment; True: diagonal or a ValueError)."""
         input_ids = _check_token_ids(input_ids, self.adapter.vocab_size).to(self.device)
         batch, total = input_ids.shape
         if attention_mask is not None:
@@ -234,11 +252,10 @@ class RecurrentMemoryTransformer(nn.Module):
             compact = input_ids
         longest = int(lengths.max())
         compact = compact[:, :longest]
-        memory = self._check_memory(memory, batch)
-        if retrieval_store is None:
-            retrieval_store = self._empty_store(batch)
+        state = self.memory_kind.state_from(memory, retrieval_store, batch)
 
-        logits, memory, store, memories = self._run_segments(compact, lengths, memory, retrieval_store, output_memories=output_memories)
+        logits, state, memories = self._run_segments(compact, lengths, state, output_memories=output_memories, diagonal=diagonal)
+        memory, store = self.memory_kind.public(state)
 
         loss = None
         if labels is not None:
@@ -291,23 +308,33 @@ class RecurrentMemoryTransformer(nn.Module):
 
     # ----------------------------------------------------------------- streaming
     @torch.no_grad()
-    def stream(self, chunks: Iterable[torch.Tensor], memory: torch.Tensor | None = None, retrieval_store: RetrievalStore | None = None) -> StreamState:
+    def stream(self, chunks: Iterable[torch.Tensor], memory=None, retrieval_store: RetrievalStore | None = None,
+               diagonal: bool | None = None) -> StreamState:
         """Read any number of token chunks (1-D, or 2-D with a fixed batch size) segment by segment,
-        carrying only the memory: peak memory does not grow with the total length (RMT-R's store
-        excepted, which grows by num_mem_tokens vectors per segment). Returns the final memory and
-        the last segment's logits; equal to ``forward`` on the concatenated input."""
+        carrying only the memory state: peak memory does not grow with the total length (RMT-R's
+        store excepted, which grows by num_mem_tokens vectors per segment). Returns the final memory
+        and the last segment's logits; equal to ``forward`` on the concatenated input.
+
+        Full segments run as soon as they are complete; with diagonal batching (ARMT, see
+        ``forward``) up to ``DIAGONAL_BLOCK`` segments per layer are buffered and run as one block."""
         seg = self.config.segment_size
+        block = 1
+        if diagonal is not False:
+            reason = diagonal_unsupported_reason(self)
+            if reason is None:
+                block = DIAGONAL_BLOCK * len(DecoderLayers(self.base_model))
+            elif diagonal:
+                raise ValueError(f"diagonal=True is not possible here: {reason}")
         pending: list[torch.Tensor] = []
         pending_len = 0
         batch = None
-        state = {"memory": memory, "store": retrieval_store, "logits": None, "segments": 0, "tokens": 0}
+        result = {"state": None, "logits": None, "segments": 0, "tokens": 0}
 
         def run(tokens):
-            nonlocal batch
             lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long, device=self.device)
-            logits, state["memory"], state["store"], _ = self._run_segments(tokens, lengths, state["memory"], state["store"], keep_logits=False)
-            state["logits"] = logits
-            state["segments"] += 1
+            result["logits"], result["state"], _ = self._run_segments(tokens, lengths, result["state"], keep_logits=False,
+                                                                      diagonal=diagonal)
+            result["segments"] += math.ceil(tokens.shape[1] / seg)
 
         for chunk in chunks:
             if isinstance(chunk, torch.Tensor) and chunk.numel() == 0:
@@ -315,26 +342,24 @@ class RecurrentMemoryTransformer(nn.Module):
             chunk = _check_token_ids(chunk, self.adapter.vocab_size, name="stream chunk").to(self.device)
             if batch is None:
                 batch = chunk.shape[0]
-                state["memory"] = self._check_memory(state["memory"], batch)
-                if state["store"] is None:
-                    state["store"] = self._empty_store(batch)
+                result["state"] = self.memory_kind.state_from(memory, retrieval_store, batch)
             elif chunk.shape[0] != batch:
                 raise ValueError(f"all stream chunks must have the same batch size {batch}, got a chunk of shape {tuple(chunk.shape)}")
             pending.append(chunk)
             pending_len += chunk.shape[1]
-            state["tokens"] += chunk.shape[1]
-            if pending_len >= seg:
+            result["tokens"] += chunk.shape[1]
+            if pending_len >= block * seg:
                 buffered = torch.cat(pending, dim=1)
                 n_full = buffered.shape[1] // seg
-                for s in range(n_full):
-                    run(buffered[:, s * seg : (s + 1) * seg])
+                run(buffered[:, : n_full * seg])
                 rest = buffered[:, n_full * seg :]
                 pending, pending_len = ([rest], rest.shape[1]) if rest.shape[1] else ([], 0)
         if batch is None:
             raise ValueError("stream got no tokens: the chunks are empty")
         if pending_len:
             run(torch.cat(pending, dim=1))
-        return StreamState(state["memory"], state["logits"], state["store"], state["tokens"], state["segments"])
+        memory, store = self.memory_kind.public(result["state"])
+        return StreamState(memory, result["logits"], store, result["tokens"], result["segments"])
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
@@ -348,6 +373,7 @@ class RecurrentMemoryTransformer(nn.Module):
         top_k: int | None = None,
         eos_token_id: int | list[int] | None = None,
         generator: torch.Generator | None = None,
+        diagonal: bool | None = None,
     ) -> torch.Tensor:
         """Read the context through memory, then decode; returns only the new tokens (batch, <= max_new_tokens).
 
@@ -355,7 +381,7 @@ class RecurrentMemoryTransformer(nn.Module):
         would give: the context's full segments go through memory in one batched pass, then all rows
         decode in lock-step inside their current segments with one KV cache, writing memory and
         opening a new segment whenever a row's current one fills up. Rows that stop early (eos) are padded with the eos id
-        (else the base config's pad_token_id, else 0).
+        (else the base config's pad_token_id, else 0). ``diagonal``: how ARMT reads the context (see ``forward``).
         """
         if not self.adapter.is_decoder:
             raise ValueError(f"generate() needs a causal LM; {type(self.base_model).__name__} is a sequence classifier")
@@ -382,18 +408,17 @@ class RecurrentMemoryTransformer(nn.Module):
         seg = self.config.segment_size
         # 1. Every full segment before each row's current (last, possibly partial) one, batched.
         full_lengths = torch.tensor([((r.numel() - 1) // seg) * seg for r in rows], device=self.device)
-        memory = self.initial_memory(batch)
-        store = self._empty_store(batch)
+        state = self.memory_kind.initial_state(batch)
         if int(full_lengths.max()) > 0:
             longest = int(full_lengths.max())
             padded = torch.zeros(batch, longest, dtype=torch.long, device=self.device)
             for i, r in enumerate(rows):
                 padded[i, : full_lengths[i]] = r[: full_lengths[i]]
-            _, memory, store, _ = self._run_segments(padded, full_lengths, memory, store, keep_logits=False)
+            _, state, _ = self._run_segments(padded, full_lengths, state, keep_logits=False, diagonal=diagonal)
 
         # 2. All rows together: decode within each row's current segment.
         currents = [row[int(full_lengths[i]) :].tolist() for i, row in enumerate(rows)]
-        outputs = self._decode(memory, store, currents, max_new_tokens, do_sample, temperature, top_k, eos_ids, generator)
+        outputs = self._decode(state, currents, max_new_tokens, do_sample, temperature, top_k, eos_ids, generator)
         pad = next(iter(eos_ids)) if eos_ids else (getattr(self.base_model.config, "pad_token_id", None) or 0)
         width = max(len(o) for o in outputs)
         result = torch.full((batch, width), pad, dtype=torch.long, device=self.device)
@@ -412,42 +437,31 @@ class RecurrentMemoryTransformer(nn.Module):
             logits = logits.masked_fill(logits < threshold, float("-inf"))
         return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)[:, 0]
 
-    def _decode(self, memory, store, currents, max_new_tokens, do_sample, temperature, top_k, eos_ids, generator):
+    def _decode(self, state, currents, max_new_tokens, do_sample, temperature, top_k, eos_ids, generator):
         """Decode all rows in lock-step inside their current segments with one KV cache.
 
-        ``currents[i]``: row i's tokens in its current segment (1..segment_size). The cache holds
-        ``[read memory; current tokens; padding]`` per row (padding masked, positions per row), and
-        each step appends one token per row. When a row's segment is full and it needs another token,
-        its memory is written (a plain segment pass, as in ``forward``), the token opens its next
-        segment, and the cache is rebuilt for all rows (each row's current segment is re-read).
+        ``currents[i]``: row i's tokens in its current segment (1..segment_size). The memory kind
+        prefills the cache with the current tokens of every row, reading ``state`` (rows padded and
+        masked, positions per row), and each step appends one token per row. When a row's segment
+        is full and it needs another token, its state is written (an ordinary segment pass, as in
+        ``forward``), the token opens its next segment, and the cache is rebuilt for all rows.
         """
-        seg, m = self.config.segment_size, self.config.num_mem_tokens
+        seg = self.config.segment_size
+        kind, base, device = self.memory_kind, self.base_model, self.device
         batch = len(currents)
-        decoder = inner_model(self.base_model)
-        embed = self.base_model.get_input_embeddings()
-        head = self.base_model.get_output_embeddings()
-        device = self.device
 
-        def prefill(read_memory):
-            width = max(len(c) for c in currents)
-            ids = torch.zeros(batch, width, dtype=torch.long, device=device)
-            for i, c in enumerate(currents):
+        def padded(rows_tokens):
+            lengths = torch.tensor([len(c) for c in rows_tokens], device=device)
+            ids = torch.zeros(batch, max(1, int(lengths.max())), dtype=torch.long, device=device)
+            for i, c in enumerate(rows_tokens):
                 ids[i, : len(c)] = torch.tensor(c, dtype=torch.long, device=device)
-            lengths = torch.tensor([len(c) for c in currents], device=device)
-            valid = torch.cat([torch.ones(batch, m, dtype=torch.bool, device=device),
-                               torch.arange(width, device=device)[None, :] < lengths[:, None]], dim=1)
-            positions = torch.arange(m + width, device=device)[None, :].expand(batch, -1)
-            out = decoder(inputs_embeds=torch.cat([read_memory, embed(ids)], dim=1), attention_mask=valid.long(),
-                          position_ids=positions, use_cache=True)
-            last = out.last_hidden_state[torch.arange(batch, device=device), m + lengths - 1]
-            return out.past_key_values, valid.long(), head(last)
+            return ids, lengths
 
-        read_memory = self._read(memory, store)
-        cache, mask, logits = prefill(read_memory)
+        decoding = kind.start_decoding(base, state, *padded(currents))
         outputs = [[] for _ in range(batch)]
         done = [False] * batch
         for step in range(max_new_tokens):
-            tokens = self._pick(logits, do_sample, temperature, top_k, generator).tolist()
+            tokens = self._pick(decoding.logits, do_sample, temperature, top_k, generator).tolist()
             for i, token in enumerate(tokens):
                 if not done[i]:
                     outputs[i].append(token)
@@ -456,35 +470,24 @@ class RecurrentMemoryTransformer(nn.Module):
                 break
             full = [len(c) == seg for c in currents]
             if any(full):
-                # Write memory for the rows whose segment is full; the new token opens their next segment.
-                rows = torch.tensor([i for i in range(batch) if full[i]], device=device)
-                segment_ids = torch.tensor([currents[i] for i in rows.tolist()], dtype=torch.long, device=device)
-                _, written = decoder_segment(self.base_model, read_memory[rows], segment_ids, torch.full((len(rows),), seg, device=device))
-                is_full = torch.tensor(full, device=device)
-                scattered = memory.clone()
-                scattered[rows] = written
-                if store is not None:
-                    store = store.append(scattered, is_full)
-                memory = torch.where(is_full[:, None, None], scattered, memory)
+                # Write the state of the rows whose segment is full (the others pass no tokens and
+                # keep theirs); the new token opens their next segment.
+                ids, lengths = padded([c if f else [] for c, f in zip(currents, full)])
+                _, written = kind.segment(base, state, ids, lengths, with_logits=False)
+                state = written.where(lengths > 0, state)
                 for i, token in enumerate(tokens):
                     currents[i] = [token] if full[i] else currents[i] + [token]
-                read_memory = self._read(memory, store)
-                cache, mask, logits = prefill(read_memory)
+                decoding = kind.start_decoding(base, state, *padded(currents))
             else:
                 for i, token in enumerate(tokens):
                     currents[i].append(token)
-                positions = torch.tensor([[m + len(c) - 1] for c in currents], device=device)
-                mask = torch.cat([mask, torch.ones(batch, 1, dtype=mask.dtype, device=device)], dim=1)
-                out = decoder(inputs_embeds=embed(torch.tensor(tokens, device=device)[:, None]), attention_mask=mask,
-                              position_ids=positions, past_key_values=cache, use_cache=True)
-                cache = out.past_key_values
-                logits = head(out.last_hidden_state[:, -1])
+                decoding = kind.decode_step(base, state, decoding, torch.tensor(tokens, device=device))
         return outputs
 
     # ----------------------------------------------------------------- save / load
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``config.json`` (base HF config), ``rmt_config.json`` and ``model.safetensors`` (base
-        weights + memory + retrieval) into ``path``; each file is written to a temp file then renamed,
+        weights + the memory kind's parameters) into ``path``; each file is written to a temp file then renamed,
         so a crash never leaves a half-written checkpoint file. Other files in ``path`` (a tokenizer) are kept."""
         from safetensors.torch import save_model
 
@@ -492,7 +495,8 @@ class RecurrentMemoryTransformer(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         base_config = self.base_model.config.to_dict()
         base_config["architectures"] = [type(self.base_model).__name__]
-        rmt_config = {"rmt_config": self.config.to_dict(), "base_model_class": type(self.base_model).__name__, "format_version": 1}
+        rmt_config = {"rmt_config": self.config.to_dict(), "base_model_class": type(self.base_model).__name__,
+                      "format_version": FORMAT_VERSION}
 
         def write_json(data):
             return lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
@@ -539,7 +543,7 @@ class RecurrentMemoryTransformer(nn.Module):
             with safe_open(str(weights), framework="pt") as f:
                 keys = list(f.keys())
                 saved_dtype = f.get_slice(keys[0]).get_dtype() if keys else None
-                saved_shapes = {key: tuple(f.get_slice(key).get_shape()) for key in keys}
+                saved_shapes = {_current_key(key): tuple(f.get_slice(key).get_shape()) for key in keys}
         except Exception as exc:
             raise ValueError(f"corrupt checkpoint weights {weights}: {' '.join(str(exc).split())}") from None
         base_model = model_class(base_config)

@@ -26,7 +26,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 # may change between a run and its resume.)
 RESUME_KEYS = (
     "task", "model", "tokenizer", "vocab_size", "arch", "n_layer", "n_embd", "n_head", "num_mem_tokens",
-    "segment_size", "bptt_depth", "self_retrieval", "memory", "batch_size", "lr", "weight_decay", "scheduler",
+    "segment_size", "bptt_depth", "memory_kind", "self_retrieval", "memory", "batch_size", "lr", "weight_decay", "scheduler",
     "warmup_steps", "grad_clip", "seed", "curriculum", "vary_n_segments", "n_facts", "background",
 )
 
@@ -48,7 +48,9 @@ class TrainConfig:
             ``n_layer`` / ``n_embd`` / ``n_head``.
         tokenizer: HF tokenizer name or path; None trains a word-level tokenizer on the task's
             text locally (``vocab_size`` words at most).
-        self_retrieval: RMT-R (arXiv 2402.10790): memory cross-attends to all earlier memory states.
+        memory_kind: ``rmt`` (memory tokens), ``rmt-r`` (RMT + self-retrieval, arXiv 2402.10790) or
+            ``armt`` (associative memory in every layer, arXiv 2407.04841); see docs/memory.md.
+        self_retrieval: the v0.1 spelling of ``memory_kind="rmt-r"`` (still accepted).
         memory: False trains the same base model without memory on whole inputs (full attention):
             the baseline of the quickstart. Its window is ``max(curriculum) * segment_size``.
     Curriculum:
@@ -72,6 +74,7 @@ class TrainConfig:
     num_mem_tokens: int = 8
     segment_size: int = 32
     bptt_depth: int = -1
+    memory_kind: str = "rmt"
     self_retrieval: bool = False
     curriculum: list[int] = field(default_factory=lambda: [1, 2, 4])
     stage_steps: int = 200
@@ -127,6 +130,16 @@ class TrainConfig:
              f"num_mem_tokens must be an integer >= 0, got {self.num_mem_tokens!r}")
         need(is_int(self.bptt_depth) and (self.bptt_depth == -1 or self.bptt_depth >= 1),
              f"bptt_depth must be -1 (all segments) or >= 1, got {self.bptt_depth!r}")
+        from rmt.memory.config import memory_kind_names
+
+        need(self.memory_kind in memory_kind_names(),
+             f"unknown memory_kind {self.memory_kind!r}; allowed: {', '.join(memory_kind_names())}")
+        need(isinstance(self.self_retrieval, bool), f"self_retrieval must be true or false, got {self.self_retrieval!r}")
+        if self.self_retrieval:  # the v0.1 spelling of memory_kind="rmt-r"
+            need(self.memory_kind in ("rmt", "rmt-r"), f"self_retrieval=True means memory_kind='rmt-r' and conflicts with "
+                                                       f"memory_kind={self.memory_kind!r}; set only memory_kind")
+            self.memory_kind = "rmt-r"
+        self.self_retrieval = self.memory_kind == "rmt-r"
         need(is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; allowed: {', '.join(ARCHS)}")
@@ -150,7 +163,9 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        del data["self_retrieval"]  # derived from memory_kind; files that have it still load
+        return data
 
     def save(self, path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -110,11 +110,10 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
                          f"base model: give an HF model, or leave out --no-memory")
     model = RecurrentMemoryTransformer.from_pretrained(path)
     saved = model.config
-    flags = {"num_mem_tokens": "--num-mem-tokens", "segment_size": "--segment-size", "self_retrieval": "--self-retrieval"}
+    flags = {"num_mem_tokens": "--num-mem-tokens", "segment_size": "--segment-size", "memory_kind": "--memory-kind"}
     differ = [name for name in flags if getattr(saved, name) != getattr(cfg, name)]
     if differ:
-        wanted = " ".join(f"{flags[n]} {getattr(saved, n)}" if not isinstance(getattr(saved, n), bool)
-                          else (flags[n] if getattr(saved, n) else "--no-" + flags[n][2:]) for n in differ)
+        wanted = " ".join(f"{flags[n]} {getattr(saved, n)}" for n in differ)
         now = ", ".join(f"{n}={getattr(cfg, n)!r}" for n in differ)
         raise ValueError(f"--model {cfg.model} is an RMT checkpoint trained with other memory settings (this run has "
                          f"{now}); continue it with: {wanted}")
@@ -139,7 +138,7 @@ def build_model(cfg: TrainConfig, tokenizer):
     from rmt import RMTConfig, RecurrentMemoryTransformer
 
     rmt_config = RMTConfig(num_mem_tokens=cfg.num_mem_tokens, segment_size=cfg.segment_size, bptt_depth=cfg.bptt_depth,
-                           self_retrieval=cfg.self_retrieval)
+                           memory_kind=cfg.memory_kind)
     base = build_base_model(cfg, tokenizer, cfg.segment_size + 2 * cfg.num_mem_tokens)
     return RecurrentMemoryTransformer.wrap(base, rmt_config)
 
@@ -199,12 +198,13 @@ def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int
 
 def param_groups(model, weight_decay: float) -> list[dict]:
     """Weight decay on matrices only (as nanoGPT / HF do): decaying norm gains would shrink the
-    final norm that produces each new memory state, and the memory itself is state, not a weight."""
+    final norm that produces each new memory state, and the memory itself is state, not a weight.
+    (ARMT's ``b_gate`` is 2-D only because it stacks one bias per layer.)"""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 and not name.endswith("memory") else no_decay).append(p)
+        (decay if p.dim() >= 2 and not name.endswith(("memory", "b_gate")) else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 

@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -9,7 +10,7 @@ from rmt.babilong.io import load_records
 
 
 def run(*args, cwd=None):
-    return subprocess.run(["rmt", "generate", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "rmt", "generate", *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_generate_jsonl_and_hf(tmp_path):

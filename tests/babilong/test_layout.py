@@ -3,6 +3,7 @@ reads, and everything that reads records reads it back."""
 
 import json
 import subprocess
+import sys
 
 import datasets
 import pytest
@@ -73,12 +74,12 @@ def test_public_snapshot_without_card_is_read(tmp_path):
 
 
 def test_cli_writes_the_layout_by_default(tmp_path):
-    proc = subprocess.run(["rmt", "generate", "--tasks", "qa1,qa3", "--lengths", "0k", "--samples", "2",
+    proc = subprocess.run([sys.executable, "-m", "rmt", "generate", "--tasks", "qa1,qa3", "--lengths", "0k", "--samples", "2",
                            "--out", str(tmp_path / "d")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert datasets.get_dataset_split_names(str(tmp_path / "d"), "0k") == ["qa1", "qa3"]
     # the old spellings still work: --task and --facts LO-HI
-    proc = subprocess.run(["rmt", "generate", "--task", "qa1", "--facts", "2-3", "--samples", "2", "--out",
+    proc = subprocess.run([sys.executable, "-m", "rmt", "generate", "--task", "qa1", "--facts", "2-3", "--samples", "2", "--out",
                            str(tmp_path / "a.jsonl")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert all(2 <= len(json.loads(l)["facts"]) <= 3 for l in (tmp_path / "a.jsonl").read_text().splitlines())

@@ -113,7 +113,7 @@ def test_exported_tasks_load_in_lm_eval_with_its_prompts_and_scoring(tmp_path):
 
 
 def test_generate_cli_writes_lm_eval_tasks(tmp_path):
-    proc = subprocess.run(["rmt", "generate", "--tasks", "qa1", "--lengths", "0k", "--samples", "2", "--out",
+    proc = subprocess.run([sys.executable, "-m", "rmt", "generate", "--tasks", "qa1", "--lengths", "0k", "--samples", "2", "--out",
                            str(tmp_path / "d"), "--lm-eval-tasks", str(tmp_path / "t")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == [
@@ -121,7 +121,7 @@ def test_generate_cli_writes_lm_eval_tasks(tmp_path):
     assert "lm_eval --include_path" in proc.stdout
     # a rerun replaces the data folder and the task files (both rmt's); a task file of the user's
     # under one of those names is kept unless --overwrite
-    again = ["rmt", "generate", "--tasks", "qa1", "--lengths", "0k", "--samples", "3", "--out", str(tmp_path / "d"),
+    again = [sys.executable, "-m", "rmt", "generate", "--tasks", "qa1", "--lengths", "0k", "--samples", "3", "--out", str(tmp_path / "d"),
              "--lm-eval-tasks", str(tmp_path / "t")]
     assert subprocess.run(again, capture_output=True, text=True).returncode == 0
     (tmp_path / "t" / "rmt_babilong_qa1_0k.yaml").write_text("task: my_variant\n")
@@ -130,7 +130,7 @@ def test_generate_cli_writes_lm_eval_tasks(tmp_path):
     assert (tmp_path / "t" / "rmt_babilong_qa1_0k.yaml").read_text() == "task: my_variant\n"
     assert subprocess.run(again + ["--overwrite"], capture_output=True, text=True).returncode == 0
     assert "my_variant" not in (tmp_path / "t" / "rmt_babilong_qa1_0k.yaml").read_text()
-    bad = subprocess.run(["rmt", "generate", "--out", str(tmp_path / "x.jsonl"), "--lm-eval-tasks", str(tmp_path / "t2")],
+    bad = subprocess.run([sys.executable, "-m", "rmt", "generate", "--out", str(tmp_path / "x.jsonl"), "--lm-eval-tasks", str(tmp_path / "t2")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--lm-eval-tasks reads the public layout" in bad.stderr
 

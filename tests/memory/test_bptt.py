@@ -75,3 +75,34 @@ def test_activation_checkpointing_of_the_base_model_gives_the_same_gradients(kin
         model(ids, labels=ids).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], atol=1e-6, rtol=0)
+
+
+def _run_armt(depth):
+    """ARMT: the same check, and the gradients of every state's A and z."""
+    model = RecurrentMemoryTransformer.wrap(tiny_causal_lm("gpt2", tie_word_embeddings=False),
+                                            RMTConfig(memory_kind="armt", num_mem_tokens=2, segment_size=SEG, bptt_depth=depth, d_mem=8))
+    with torch.no_grad():  # W_v = 0 writes nothing (no gradient path through memory); give it trained-like values
+        model.memory_kind.w_value.normal_(0, 0.05)
+    ids = torch.cat([torch.arange(3 + 10 * s, 3 + 10 * s + SEG) for s in range(N_SEG)])[None]
+    labels = torch.full_like(ids, -100)
+    labels[0, -1] = ids[0, -1]
+    out = model(ids, labels=labels, output_memories=True)
+    for state in out.memories:
+        state.A.retain_grad()
+        state.z.retain_grad()
+    out.loss.backward()
+    emb_grad = model.base_model.get_input_embeddings().weight.grad
+    segment_has_grad = [bool(emb_grad[ids[0, s * SEG : (s + 1) * SEG]].abs().sum() > 0) for s in range(N_SEG)]
+    A_has_grad = [s.A.grad is not None and bool(s.A.grad.abs().sum() > 0) for s in out.memories[:-1]]
+    z_has_grad = [s.z.grad is not None and bool(s.z.grad.abs().sum() > 0) for s in out.memories[:-1]]
+    return segment_has_grad, A_has_grad, z_has_grad
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, -1])
+def test_armt_truncated_bptt_cuts_through_A_and_z(depth):
+    segments, A_grad, z_grad = _run_armt(depth)
+    k = N_SEG if depth == -1 else depth
+    assert segments == [False] * (N_SEG - k) + [True] * k
+    # the state written by segment s feeds segment s+1; only writes inside the window get gradient
+    assert A_grad == [False] * (N_SEG - k) + [True] * (k - 1)
+    assert z_grad == [False] * (N_SEG - k) + [True] * (k - 1)

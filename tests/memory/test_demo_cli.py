@@ -15,3 +15,14 @@ def test_demo_streams_the_requested_tokens():
     assert report["memory_shape"] == [1, 4, 32] and report["memory_finite"]
     assert report["tokens_per_s"] > 0 and report["peak_rss_mib"] > 0
     assert "streaming" in result.stderr  # the progress bar
+
+
+def test_demo_streams_through_an_armt_checkpoint(tmp_path):
+    from rmt.cli.demo import run_demo
+    from tests.memory.test_armt import armt
+
+    armt("gpt2").save_pretrained(tmp_path)
+    report = run_demo(tokens=100, segment_size=0, mem_tokens=0, layers=1, hidden=1, vocab=2, self_retrieval=False,
+                      checkpoint=str(tmp_path), chunk=30, seed=0, threads=1, progress=False)
+    assert report["tokens"] == 100 and report["segments"] == 17  # ceil(100 / 6)
+    assert report["memory_shape"] == [1, 2, 2, 24, 16] and report["memory_finite"]  # A: batch, layers, heads, key, value

@@ -17,7 +17,7 @@ from tests.memory.tiny_models import VOCAB, random_ids, tiny_causal_lm
     (dict(num_mem_tokens=-1), "num_mem_tokens must be an integer >= 0, got -1"),
     (dict(bptt_depth=0), "bptt_depth must be -1"),
     (dict(bptt_depth=-2), "bptt_depth must be -1"),
-    (dict(num_mem_tokens=0, self_retrieval=True), "self_retrieval=True needs num_mem_tokens >= 1"),
+    (dict(num_mem_tokens=0, self_retrieval=True), r"memory_kind=.rmt-r. \(self_retrieval=True\) needs num_mem_tokens >= 1"),
     (dict(segment_size=2.5), "segment_size"),
 ])
 def test_bad_config(kwargs, match):

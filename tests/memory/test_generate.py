@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rmt import RMTConfig, RecurrentMemoryTransformer
+from tests.memory.test_armt import armt
 from tests.memory.tiny_models import random_ids, tiny_bert, tiny_causal_lm
 
 
@@ -21,6 +22,8 @@ CASES = {
     "llama": lambda: RecurrentMemoryTransformer.wrap(tiny_causal_lm("llama"), RMTConfig(num_mem_tokens=2, segment_size=5)),
     "qwen2-no-memory": lambda: RecurrentMemoryTransformer.wrap(tiny_causal_lm("qwen2"), RMTConfig(num_mem_tokens=0, segment_size=4)),
     "llama-rmtr": lambda: RecurrentMemoryTransformer.wrap(tiny_causal_lm("llama"), RMTConfig(num_mem_tokens=2, segment_size=5, self_retrieval=True)),
+    "gpt2-armt": lambda: armt("gpt2", seg=6, m=3),
+    "qwen3-armt": lambda: armt("qwen3", seg=5, m=2),
 }
 
 
@@ -39,7 +42,7 @@ def test_greedy_generate_equals_argmax_loop(name, context_len):
     assert len(set(new[0].tolist())) > 1  # the tiny model is not degenerate, so the check means something
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama-rmtr"])
+@pytest.mark.parametrize("name", ["gpt2", "llama-rmtr", "gpt2-armt"])
 def test_batched_generate_with_padding_equals_each_row_alone(name):
     model = CASES[name]()
     if model.retrieval is not None:

@@ -1,6 +1,7 @@
 """save_pretrained / from_pretrained: safetensors + JSON, identical outputs, clear errors on bad dirs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,3 +97,51 @@ def test_weights_of_another_model_are_rejected(tmp_path):
     (tmp_path / "a" / "model.safetensors").write_bytes((tmp_path / "b" / "model.safetensors").read_bytes())
     with pytest.raises(ValueError, match="do not match"):
         RecurrentMemoryTransformer.from_pretrained(tmp_path / "a")
+
+
+def test_armt_round_trip_is_bit_identical(tmp_path):
+    from tests.memory.test_armt import armt
+
+    model = armt("qwen2")
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "rmt_config.json").read_text())
+    assert saved["rmt_config"]["memory_kind"] == "armt" and "self_retrieval" not in saved["rmt_config"]
+    loaded = RecurrentMemoryTransformer.from_pretrained(tmp_path)
+    assert loaded.config == model.config
+    ids = random_ids(2, 17)
+    with torch.no_grad():
+        a, b = model(ids), loaded(ids)
+    assert torch.equal(a.logits, b.logits)
+    assert torch.equal(a.memory.A, b.memory.A) and torch.equal(a.memory.z, b.memory.z)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "v0.1-rmt-r"
+
+
+def test_a_v0_1_rmt_r_checkpoint_loads_and_behaves_identically():
+    """tests/memory/fixtures/v0.1-rmt-r was written by v0.1 (`self_retrieval: true`, parameters named
+    `memory` and `retrieval.*`), with its outputs on fixed input ids."""
+    from safetensors.torch import load_file
+
+    assert json.loads((FIXTURE / "rmt_config.json").read_text())["rmt_config"]["self_retrieval"] is True
+    model = RecurrentMemoryTransformer.from_pretrained(FIXTURE)
+    assert model.config.memory_kind == "rmt-r" and model.retrieval is not None
+    expected = load_file(str(FIXTURE / "expected_outputs.safetensors"))
+    with torch.no_grad():
+        out = model(expected["input_ids"])
+    torch.testing.assert_close(out.logits, expected["logits"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.memory, expected["memory"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.retrieval_store.states, expected["store"], atol=1e-5, rtol=0)
+
+
+def test_v0_1_weights_load_into_a_built_model_too(tmp_path):
+    # The training loop's resume loads weights into an already-built model (safetensors load_model).
+    from safetensors.torch import load_model
+
+    model = RecurrentMemoryTransformer.from_pretrained(FIXTURE)
+    fresh = RecurrentMemoryTransformer.wrap(tiny_causal_lm("llama", seed=5), model.config)
+    missing, unexpected = load_model(fresh, str(FIXTURE / "model.safetensors"), strict=False)
+    assert not missing and not unexpected
+    assert torch.equal(fresh.memory, model.memory)

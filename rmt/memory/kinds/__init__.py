@@ -1,0 +1,20 @@
+"""Memory kinds: how memory is read, written and carried (one module each; base.py has the interface).
+
+Adding a kind = one new module with a ``MemoryKind`` subclass and its ``MemoryState``, and one line
+in ``MEMORY_KINDS`` (``RMTConfig.memory_kind`` accepts exactly its keys).
+"""
+
+from rmt.memory.kinds.armt import ARMTKind, ARMTState
+from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
+from rmt.memory.kinds.retrieval import RetrievalStore, SelfRetrieval
+from rmt.memory.kinds.rmt import RMTKind, RMTState
+from rmt.memory.kinds.rmt_r import RMTRKind, RMTRState
+
+MEMORY_KINDS: dict[str, type[MemoryKind]] = {
+    "rmt": RMTKind,
+    "rmt-r": RMTRKind,
+    "armt": ARMTKind,
+}
+
+__all__ = ["MEMORY_KINDS", "MemoryKind", "MemoryState", "Decoding", "RMTKind", "RMTState", "RMTRKind", "RMTRState",
+           "ARMTKind", "ARMTState", "RetrievalStore", "SelfRetrieval"]

@@ -1,0 +1,235 @@
+"""ARMT, the Associative Recurrent Memory Transformer (arXiv 2407.04841).
+
+Every decoder layer l of the base model gets an associative memory: per head a matrix ``A``
+(key dim x value dim) and a normaliser ``z`` (key dim). Keys and queries go through the DPFP
+feature map φ (arXiv 2102.11174, order ν) and are L2-normalised. One segment, per row::
+
+    [ tokens (len) | padding (masked) | memory tokens (m) ]       positions 0..len-1, len..len+m-1
+
+    before layer l, at every position:   h += A_l φ(q) / (z_l · φ(q) + eps),  q = h W_q      (read)
+    after layer l, from its outputs o at the m memory positions:                             (write)
+        k = φ(o W_k),  v = o W_v,  β = sigmoid(o W_β + b_β)        (one gate per head and token)
+        v̄ = A_l k / (z_l · k + eps)                                 (what A_l returns for k now)
+        A_l += Σ_tokens k ⊗ β (v - v̄)                              (delta rule)
+        z_l += Σ_tokens γ k,   γ = clip(1 - z_l · k, 0, 1)          (the paper's correction; no gradient)
+
+The memory tokens are learned embeddings, the same in every segment: they are how a segment
+writes, and the state carried to the next segment is only ``(A, z)`` of every layer. Causal
+attention keeps them out of the segment's own logits.
+
+Invariant: ``W_v`` starts at zero, so a fresh ARMT writes ``v - v̄ = 0`` and ``A`` stays 0; with
+``A = 0`` the read adds exactly 0. So a freshly wrapped ARMT equals the base model run on each
+segment alone, at every length (tested); training moves ``W_v`` and the memory starts to matter.
+
+The reference implementation keeps A and z on its layer modules; here they are the explicit value
+``ARMTState``. Works for every decoder ``DecoderLayers`` knows (GPT-2, Llama, Mistral, Qwen2/3);
+encoders (BERT) are RMT/RMT-R only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rmt.memory.adapters import DecoderLayers
+from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
+
+EPS = 1e-5  # keeps the read's denominator away from 0 (a fresh state has z = 0)
+
+
+@dataclass
+class ARMTState(MemoryState):
+    """ARMT's state, every layer's associative memory:
+    ``A`` (batch, layers, heads, key_dim, value_dim) and ``z`` (batch, layers, heads, key_dim),
+    key_dim = 2 * dpfp_nu * d_mem / heads, value_dim = hidden / heads. Zero before the first segment."""
+
+    A: torch.Tensor
+    z: torch.Tensor
+
+
+# ---------------------------------------------------------------------- the associative rule
+# Written once for both schedules: the sequential loop passes one layer's weights (H, d) and state
+# (batch, heads, ...); diagonal batching passes a group of layers, weights (G, H, d) and a leading
+# group dim on everything else.
+
+def dpfp(x: torch.Tensor, nu: int) -> torch.Tensor:
+    """Deterministic parameter-free projection: (..., d) -> (..., 2 * nu * d), non-negative."""
+    x = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
+    return torch.cat([x * x.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x (..., T, H) @ weight: one layer's (H, d), or a group's (G, H, d) for x (G, ..., T, H).
+
+    The group case is one batched matmul over (G, everything else, H): per group item it is the
+    same product as the one-layer case, so both schedules round alike."""
+    if weight.dim() == 2:
+        return x @ weight
+    return torch.bmm(x.reshape(weight.shape[0], -1, x.shape[-1]), weight).view(*x.shape[:-1], weight.shape[-1])
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(..., T, d) -> (..., heads, T, d / heads)."""
+    return x.unflatten(-1, (heads, -1)).transpose(-2, -3)
+
+
+def _keys(h: torch.Tensor, weight: torch.Tensor, heads: int, nu: int) -> torch.Tensor:
+    """φ(h W), L2-normalised per head: (..., T, H) -> (..., heads, T, key_dim)."""
+    return F.normalize(dpfp(_heads(_linear(h, weight), heads), nu), dim=-1)
+
+
+def associative_read(h, A, z, w_query, heads: int, nu: int) -> torch.Tensor:
+    """What the memory returns for every position of ``h`` (..., T, H): A φ(q) / (z · φ(q) + eps)."""
+    q = _keys(h, w_query, heads, nu)
+    value = (q @ A) / (q @ z.unsqueeze(-1) + EPS)
+    return value.transpose(-2, -3).flatten(-2)
+
+
+def associative_write(o, A, z, w_key, w_value, w_gate, b_gate, heads: int, nu: int):
+    """The write rule: ``o`` (..., m, H) are the layer's outputs at the memory tokens; returns the new (A, z)."""
+    k = _keys(o, w_key, heads, nu)                                      # (..., heads, m, key_dim)
+    v = _heads(_linear(o, w_value), heads)                              # (..., heads, m, value_dim)
+    beta = torch.sigmoid(_linear(o, w_gate) + b_gate).transpose(-1, -2)[..., None]  # (..., heads, m, 1)
+    kz = k @ z.unsqueeze(-1)                                            # (..., heads, m, 1)
+    previous = (k @ A) / (kz + EPS)
+    A = A + k.transpose(-1, -2) @ ((v - previous) * beta)
+    # φ(k) has unit norm, so the paper's γ = 1 - z·φ(k) / |φ(k)|² is 1 - z·φ(k).
+    gamma = (1 - kz).clamp(0, 1).detach()
+    z = z + (gamma * k).sum(dim=-2)
+    return A, z
+
+
+# ---------------------------------------------------------------------- the kind
+class ARMTKind(MemoryKind):
+    """Associative memory in every decoder layer, written by memory tokens at the end of each segment."""
+
+    name = "armt"
+
+    def __init__(self, base_model, adapter, config):
+        super().__init__(base_model, adapter, config)
+        n_layers = len(DecoderLayers(base_model))
+        hidden, d_mem, heads = adapter.hidden_size, config.d_mem, config.armt_heads
+        self.heads, self.nu, self.n_layers = heads, config.dpfp_nu, n_layers
+        self.key_dim = 2 * config.dpfp_nu * d_mem // heads
+        self.value_dim = hidden // heads
+        embedding = base_model.get_input_embeddings().weight
+        bound = 1 / math.sqrt(hidden)  # nn.Linear's default init
+
+        def weight(*shape):
+            return nn.Parameter(torch.empty(n_layers, *shape, device=embedding.device, dtype=embedding.dtype).uniform_(-bound, bound))
+
+        # Per layer, stacked (layers first): h @ w_query[l] etc.
+        self.w_query = weight(hidden, d_mem)
+        self.w_key = weight(hidden, d_mem)
+        self.w_value = nn.Parameter(torch.zeros(n_layers, hidden, hidden, device=embedding.device, dtype=embedding.dtype))
+        self.w_gate = weight(hidden, heads)
+        self.b_gate = weight(heads)
+
+    @classmethod
+    def check_supported(cls, adapter, config) -> None:
+        if not adapter.is_decoder:
+            raise ValueError(f"memory_kind='armt' needs a causal LM (model_type {adapter.model_type!r} is an encoder); "
+                             "use memory_kind 'rmt' or 'rmt-r' for encoders")
+        if adapter.hidden_size % config.armt_heads:
+            raise ValueError(f"armt_heads={config.armt_heads} must divide the hidden size {adapter.hidden_size}")
+
+    @classmethod
+    def extra_positions(cls, adapter, config) -> int:
+        return config.num_mem_tokens
+
+    # ------------------------------------------------------------------ state
+    def initial_state(self, batch: int) -> ARMTState:
+        w = self.w_value
+        return ARMTState(w.new_zeros(batch, self.n_layers, self.heads, self.key_dim, self.value_dim),
+                         w.new_zeros(batch, self.n_layers, self.heads, self.key_dim))
+
+    def state_from(self, memory, retrieval_store, batch: int) -> ARMTState:
+        if retrieval_store is not None:
+            raise ValueError("retrieval_store is for memory_kind='rmt-r'; this model's memory_kind is 'armt'")
+        if memory is None:
+            return self.initial_state(batch)
+        expected = self.initial_state(batch)
+        if (not isinstance(memory, ARMTState) or memory.A.shape != expected.A.shape or memory.z.shape != expected.z.shape):
+            got = f"A {tuple(memory.A.shape)}, z {tuple(memory.z.shape)}" if isinstance(memory, ARMTState) else type(memory).__name__
+            raise ValueError(f"memory must be an ARMTState with A of shape {tuple(expected.A.shape)} and z of shape "
+                             f"{tuple(expected.z.shape)} (the .memory of a previous call), got {got}")
+        return memory.to(device=self.w_value.device, dtype=self.w_value.dtype)
+
+    def public(self, state: ARMTState) -> tuple:
+        return state, None
+
+    # ------------------------------------------------------------------ read and write of layer l
+    def read(self, layer: int, state: ARMTState, h: torch.Tensor) -> torch.Tensor:
+        return associative_read(h, state.A[:, layer], state.z[:, layer], self.w_query[layer], self.heads, self.nu)
+
+    def write(self, layer: int, state: ARMTState, outputs: torch.Tensor):
+        """Layer ``layer``'s new (A, z) from its outputs at the memory tokens (batch, m, hidden)."""
+        return associative_write(outputs, state.A[:, layer], state.z[:, layer], self.w_key[layer], self.w_value[layer],
+                                 self.w_gate[layer], self.b_gate[layer], self.heads, self.nu)
+
+    # ------------------------------------------------------------------ one segment
+    def segment_inputs(self, base_model, tokens: torch.Tensor, lengths: torch.Tensor):
+        """``[tokens; padding; memory tokens]`` embeddings, their 2-D attention mask (None without
+        padding) and position ids. A row with no tokens left is laid out as if it had one, so no
+        query row of attention is fully masked; the loop discards what that row writes."""
+        batch, seg_len = tokens.shape
+        m = self.config.num_mem_tokens
+        device = tokens.device
+        lengths = lengths.clamp(min=1)
+        embeds = torch.cat([base_model.get_input_embeddings()(tokens), self.memory[None].expand(batch, -1, -1)], dim=1)
+        offsets = torch.arange(seg_len, device=device)[None, :].expand(batch, -1)
+        positions = torch.cat([offsets, lengths[:, None] + torch.arange(m, device=device)[None, :]], dim=1)
+        token_valid = offsets < lengths[:, None]
+        mask = None
+        if not bool(token_valid.all()):
+            mask = torch.cat([token_valid, torch.ones(batch, m, dtype=torch.bool, device=device)], dim=1).long()
+        return embeds, mask, positions
+
+    def segment(self, base_model, state, tokens, lengths, with_logits=True):
+        layers = DecoderLayers(base_model)
+        m = self.config.num_mem_tokens
+        embeds, mask, positions = self.segment_inputs(base_model, tokens, lengths)
+        hidden, context = layers.start(embeds, mask, positions)
+        new_A, new_z = [], []
+        for i in range(len(layers)):
+            hidden = hidden + self.read(i, state, hidden)
+            hidden = layers.run(i, hidden, context)
+            A, z = self.write(i, state, hidden[:, -m:])
+            new_A.append(A)
+            new_z.append(z)
+        state = ARMTState(torch.stack(new_A, dim=1), torch.stack(new_z, dim=1))
+        if not with_logits:
+            return None, state
+        return base_model.get_output_embeddings()(layers.final_norm(hidden[:, : tokens.shape[1]])), state
+
+    # ------------------------------------------------------------------ generation
+    def _run_reading(self, base_model, state, embeds, mask, positions, cache):
+        layers = DecoderLayers(base_model)
+        hidden, context = layers.start(embeds, mask, positions, cache)
+        for i in range(len(layers)):
+            hidden = layers.run(i, hidden + self.read(i, state, hidden), context)
+        return layers.final_norm(hidden)
+
+    def start_decoding(self, base_model, state, tokens, lengths) -> Decoding:
+        """The current segment's tokens with the state read in every layer, into a KV cache. No
+        memory tokens: they come after the segment and never change its logits."""
+        from transformers import DynamicCache
+
+        batch, width = tokens.shape
+        device = tokens.device
+        valid = torch.arange(width, device=device)[None, :] < lengths[:, None]
+        positions = torch.arange(width, device=device)[None, :].expand(batch, -1)
+        cache = DynamicCache(config=base_model.config)
+        hidden = self._run_reading(base_model, state, base_model.get_input_embeddings()(tokens), valid.long(), positions, cache)
+        last = hidden[torch.arange(batch, device=device), lengths - 1]
+        return Decoding(cache, valid.long(), lengths.clone(), base_model.get_output_embeddings()(last))
+
+    def decode_step(self, base_model, state, decoding, tokens) -> Decoding:
+        mask = torch.cat([decoding.mask, torch.ones_like(decoding.mask[:, :1])], dim=1)
+        hidden = self._run_reading(base_model, state, base_model.get_input_embeddings()(tokens[:, None]), mask,
+                                   decoding.next_position[:, None], decoding.cache)
+        return Decoding(decoding.cache, mask, decoding.next_position + 1, base_model.get_output_embeddings()(hidden[:, -1]))

@@ -1,0 +1,124 @@
+"""The MemoryKind interface: how one kind of memory is read, written and carried.
+
+``RecurrentMemoryTransformer`` (recurrent.py) owns the one segment loop (segmenting, padding,
+truncated BPTT, streaming, generation, save/load). A memory kind is a small ``nn.Module`` that owns
+its parameters and answers the loop's questions:
+
+* ``initial_state(batch)``: the state before the first segment;
+* ``segment(base_model, state, tokens, lengths) -> (logits, state)``: one segment through the base
+  model with the state read in, and the state it writes;
+* ``start_decoding`` / ``decode_step``: generation inside the current segment (prefill with the state
+  read in, then one token at a time with a KV cache);
+* ``state_from`` / ``public``: the caller's ``memory=`` / ``retrieval_store=`` values to a state and back.
+
+The state is a value (a ``MemoryState`` dataclass of tensors, batch first) that the loop passes in
+and gets back; a kind never keeps it between calls. The loop only uses the state's generic
+operations: ``where`` (keep the rows that had no tokens in a segment), ``detach`` (truncated BPTT)
+and ``to``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import nn
+
+
+@dataclass
+class MemoryState:
+    """Base class of each kind's state: a dataclass whose fields are tensors with the batch first."""
+
+    def _map(self, fn) -> "MemoryState":
+        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+
+    def where(self, active: torch.Tensor, previous: "MemoryState") -> "MemoryState":
+        """This state for rows where ``active`` (batch,) is True, ``previous`` for the others."""
+        def pick(name):
+            new, old = getattr(self, name), getattr(previous, name)
+            return torch.where(active.view(-1, *[1] * (new.dim() - 1)), new, old)
+
+        return replace(self, **{f.name: pick(f.name) for f in fields(self)})
+
+    def detach(self) -> "MemoryState":
+        return self._map(lambda t: t.detach())
+
+    def to(self, device=None, dtype=None) -> "MemoryState":
+        return self._map(lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None))
+
+    @property
+    def batch_size(self) -> int:
+        return getattr(self, fields(self)[0].name).shape[0]
+
+
+@dataclass
+class Decoding:
+    """Generation inside one segment: the KV cache of the current segment (and whatever the kind
+    reads before it), which cached positions are real, the next token's position id per row, and
+    the next-token logits (batch, vocab)."""
+
+    cache: object
+    mask: torch.Tensor
+    next_position: torch.Tensor
+    logits: torch.Tensor
+
+
+class MemoryKind(nn.Module):
+    """Interface of a memory kind (see the module docstring). Subclasses set ``name`` and implement
+    the methods below; ``memory`` (num_mem_tokens, hidden) is the learned memory every kind uses."""
+
+    name: str = ""
+
+    def __init__(self, base_model: nn.Module, adapter, config):
+        super().__init__()
+        self.adapter = adapter
+        self.config = config
+        m, hidden = config.num_mem_tokens, adapter.hidden_size
+        embedding = base_model.get_input_embeddings().weight
+        # Memory starts at the scale of the input embeddings, so the first read looks like ordinary tokens.
+        scale = float(embedding.detach().float().std()) if embedding.numel() > 1 else 0.02
+        self.memory = nn.Parameter(
+            torch.randn(m, hidden, device=embedding.device, dtype=torch.float32).mul_(scale).to(embedding.dtype)
+        )
+
+    @classmethod
+    def check_supported(cls, adapter, config) -> None:
+        """Raise ValueError when this kind cannot wrap the model ``adapter`` describes with ``config``."""
+
+    @classmethod
+    def extra_positions(cls, adapter, config) -> int:
+        """Position ids one segment pass uses beyond its ``segment_size`` tokens (checked against
+        learned position tables)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state
+    def initial_state(self, batch: int) -> MemoryState:
+        raise NotImplementedError
+
+    def state_from(self, memory, retrieval_store, batch: int) -> MemoryState:
+        """The state for the caller's ``memory=`` / ``retrieval_store=`` (None: the initial state);
+        ValueError when they do not fit this kind and batch."""
+        raise NotImplementedError
+
+    def public(self, state: MemoryState) -> tuple:
+        """``(memory, retrieval_store)`` as ``RMTOutput`` and ``StreamState`` show them."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ one segment
+    def segment(self, base_model, state: MemoryState, tokens: torch.Tensor, lengths: torch.Tensor, with_logits: bool = True):
+        """Run one compact segment (``tokens`` (batch, L), row i's ``lengths[i]`` real tokens first;
+        0 means the row has no tokens left) and return ``(logits, written state)``. Decoders: logits
+        (batch, L, vocab), or None when ``with_logits`` is False (the loop needs no logits of this
+        segment); encoders: (batch, num_labels), always. The loop keeps the old state for rows with
+        no tokens (``MemoryState.where``), so their written state may be anything finite."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ generation
+    def start_decoding(self, base_model, state: MemoryState, tokens: torch.Tensor, lengths: torch.Tensor) -> Decoding:
+        """Prefill the current (partial) segment ``tokens`` (batch, W) with ``lengths`` real tokens per
+        row (right-padded), reading ``state``; the logits are those after each row's last token."""
+        raise NotImplementedError
+
+    def decode_step(self, base_model, state: MemoryState, decoding: Decoding, tokens: torch.Tensor) -> Decoding:
+        """Append one token per row (``tokens`` (batch,)) to the current segments; return the updated decoding."""
+        raise NotImplementedError
