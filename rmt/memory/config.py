@@ -6,6 +6,9 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 
+MEMORY_WRITES = ("replace", "gated")  # RMT / RMT-R write rules (kinds/rmt.py, RMTKind.write)
+
+
 def memory_kind_names() -> tuple[str, ...]:
     """The allowed ``memory_kind`` values: the keys of the registry ``rmt.memory.kinds.MEMORY_KINDS``."""
     from rmt.memory.kinds import MEMORY_KINDS
@@ -29,6 +32,15 @@ class RMTConfig:
         segment_size: input tokens per segment; memory (and, for encoders, [CLS]/[SEP]) come on top.
         bptt_depth: how many of the last segments of a forward call stay in the gradient path through
             memory; -1 keeps all of them (full backpropagation through time).
+        memory_write: RMT/RMT-R write rule (docs/memory.md, "Gated writes"): ``"replace"`` (the
+            papers' RMT: the next memory is the hidden state at the write positions) or ``"gated"``
+            (each memory value is either replaced by the written one or kept exactly, by a learned
+            0/1 gate trained to stay shut: memory that is not rewritten cannot drift, however long
+            the input).
+        write_gate_bias: ``"gated"``: the gates' initial logit; > 0 starts every gate open, i.e.
+            exactly ``"replace"``, and training shuts the gates it does not need.
+        write_sparsity: ``"gated"``: weight of the mean gate-open probability added to the training
+            loss (what shuts unneeded gates); 0 turns the pressure off.
         self_retrieval: the v0.1 spelling of ``memory_kind="rmt-r"`` (still accepted; kept equal to
             ``memory_kind == "rmt-r"``; not written to new checkpoints).
         retrieval_heads: RMT-R: attention heads of the cross-attention (must divide the hidden size).
@@ -45,6 +57,9 @@ class RMTConfig:
     bptt_depth: int = -1
     memory_kind: str = "rmt"
     self_retrieval: bool = False
+    memory_write: str = "replace"
+    write_gate_bias: float = 1.0
+    write_sparsity: float = 0.05
     retrieval_heads: int = 1
     d_mem: int = 64
     dpfp_nu: int = 3
@@ -77,6 +92,18 @@ class RMTConfig:
             raise ValueError("memory_kind='rmt-r' (self_retrieval=True) needs num_mem_tokens >= 1, got num_mem_tokens=0")
         if self.memory_kind == "armt" and self.num_mem_tokens == 0:
             raise ValueError("memory_kind='armt' needs num_mem_tokens >= 1 (they write the associative memory), got num_mem_tokens=0")
+        if self.memory_write not in MEMORY_WRITES:
+            raise ValueError(f"unknown memory_write {self.memory_write!r}; allowed: {', '.join(MEMORY_WRITES)}")
+        if self.memory_write != "replace" and self.memory_kind not in ("rmt", "rmt-r"):
+            raise ValueError(f"memory_write={self.memory_write!r} is a write rule of memory_kind 'rmt' and 'rmt-r'; "
+                             f"memory_kind={self.memory_kind!r} writes with its own rule: use memory_write='replace'")
+        for name in ("write_gate_bias", "write_sparsity"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            setattr(self, name, float(value))
+        if self.write_sparsity < 0:
+            raise ValueError(f"write_sparsity must be >= 0, got {self.write_sparsity!r}")
         if not _is_int(self.retrieval_heads) or self.retrieval_heads < 1:
             raise ValueError(f"retrieval_heads must be an integer >= 1, got {self.retrieval_heads!r}")
         if not _is_int(self.d_mem) or self.d_mem < 1:

@@ -42,13 +42,16 @@ class RMTOutput(ModelOutput):
     ``memory``: the memory state after each row's last segment: RMT / RMT-R a tensor
     (batch, num_mem_tokens, hidden); ARMT an ``ARMTState`` (every layer's A and z).
     ``retrieval_store``: RMT-R only, every memory state written so far (pass it back with ``memory``).
-    ``memories``: with ``output_memories=True``, the memory after every segment (for inspection)."""
+    ``memories``: with ``output_memories=True``, the memory after every segment (for inspection).
+    ``write_rate``: gated writes only (``memory_write="gated"``), the mean gate-open probability over
+    the segments (in training, ``loss`` includes ``write_sparsity`` times it)."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     memory: object = None
     retrieval_store: RetrievalStore | None = None
     memories: tuple | None = None
+    write_rate: torch.Tensor | None = None
 
 
 @dataclass
@@ -182,7 +185,10 @@ class RecurrentMemoryTransformer(nn.Module):
         Rows are segmented from their own start; a row whose tokens have run out keeps its state
         unchanged, so each row gets exactly what it would get alone. ``keep_logits=False`` computes
         and returns the last segment's logits only. Returns (logits, state, states after every
-        segment or None).
+        segment or None, mean write rate or None).
+
+        The write rate (gated writes, ``RMTState.write_rate``) is averaged over the (row, segment)
+        pairs that had tokens: the training loss adds it times ``write_sparsity``.
         """
         seg = self.config.segment_size
         n_segments = max(1, math.ceil(int(lengths.max()) / seg))
@@ -195,8 +201,15 @@ class RecurrentMemoryTransformer(nn.Module):
             results = self._sequential(segments, state, with_logits)
         logits_per_segment, memories = [], []
         cls_logits = None
+        rate_sum, rate_count = None, 0
         for (_, seg_lengths), (logits, new_state) in zip(segments, results):
             state = new_state if new_state is not None else state
+            rate = getattr(new_state, "write_rate", None)
+            if rate is not None:
+                active = seg_lengths > 0
+                term = torch.where(active, rate, torch.zeros_like(rate)).sum()
+                rate_sum = term if rate_sum is None else rate_sum + term
+                rate_count += int(active.sum())
             if output_memories:
                 memories.append(self.memory_kind.public(state)[0])
             if logits is None:
@@ -210,7 +223,8 @@ class RecurrentMemoryTransformer(nn.Module):
                 active = seg_lengths > 0
                 cls_logits = logits if cls_logits is None else torch.where(active[:, None], logits, cls_logits)
         out_logits = torch.cat(logits_per_segment, dim=1) if is_decoder else cls_logits
-        return out_logits, state, tuple(memories) if output_memories else None
+        write_rate = rate_sum / max(1, rate_count) if rate_sum is not None else None
+        return out_logits, state, tuple(memories) if output_memories else None, write_rate
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -254,7 +268,8 @@ class RecurrentMemoryTransformer(nn.Module):
         compact = compact[:, :longest]
         state = self.memory_kind.state_from(memory, retrieval_store, batch)
 
-        logits, state, memories = self._run_segments(compact, lengths, state, output_memories=output_memories, diagonal=diagonal)
+        logits, state, memories, write_rate = self._run_segments(compact, lengths, state, output_memories=output_memories,
+                                                                 diagonal=diagonal)
         memory, store = self.memory_kind.public(state)
 
         loss = None
@@ -266,13 +281,17 @@ class RecurrentMemoryTransformer(nn.Module):
                 loss = self._lm_loss(logits, labels, order, lengths, longest)
             else:
                 loss = self._classification_loss(logits, labels)
+            if write_rate is not None and self.training and self.config.write_sparsity:
+                # Gated writes: the pressure that shuts the gates the task does not need (RMTKind.write).
+                loss = loss + self.config.write_sparsity * write_rate
         if self.adapter.is_decoder and order is not None:
             # Back to the caller's layout (logits at padding positions are 0).
             full = logits.new_zeros(batch, total, logits.shape[-1])
             full[:, :longest] = logits
             right_padded = bool((order == torch.arange(total, device=order.device)).all())
             logits = full if right_padded else torch.zeros_like(full).scatter(1, order[:, :, None].expand_as(full), full)
-        return RMTOutput(loss=loss, logits=logits, memory=memory, retrieval_store=store, memories=memories)
+        return RMTOutput(loss=loss, logits=logits, memory=memory, retrieval_store=store, memories=memories,
+                         write_rate=write_rate)
 
     @staticmethod
     def _lm_loss(logits, labels, order, lengths, longest):
@@ -332,7 +351,7 @@ class RecurrentMemoryTransformer(nn.Module):
 
         def run(tokens):
             lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long, device=self.device)
-            result["logits"], result["state"], _ = self._run_segments(tokens, lengths, result["state"], keep_logits=False,
+            result["logits"], result["state"], _, _ = self._run_segments(tokens, lengths, result["state"], keep_logits=False,
                                                                       diagonal=diagonal)
             result["segments"] += math.ceil(tokens.shape[1] / seg)
 
@@ -414,7 +433,7 @@ class RecurrentMemoryTransformer(nn.Module):
             padded = torch.zeros(batch, longest, dtype=torch.long, device=self.device)
             for i, r in enumerate(rows):
                 padded[i, : full_lengths[i]] = r[: full_lengths[i]]
-            _, state, _ = self._run_segments(padded, full_lengths, state, keep_logits=False, diagonal=diagonal)
+            _, state, _, _ = self._run_segments(padded, full_lengths, state, keep_logits=False, diagonal=diagonal)
 
         # 2. All rows together: decode within each row's current segment.
         currents = [row[int(full_lengths[i]) :].tolist() for i, row in enumerate(rows)]

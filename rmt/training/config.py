@@ -26,7 +26,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 # may change between a run and its resume.)
 RESUME_KEYS = (
     "task", "model", "tokenizer", "vocab_size", "arch", "n_layer", "n_embd", "n_head", "num_mem_tokens",
-    "segment_size", "bptt_depth", "memory_kind", "self_retrieval", "memory", "batch_size", "lr", "weight_decay", "scheduler",
+    "segment_size", "bptt_depth", "memory_kind", "self_retrieval", "memory_write", "write_gate_bias", "write_sparsity", "memory", "batch_size", "lr", "weight_decay", "scheduler",
     "warmup_steps", "grad_clip", "seed", "curriculum", "vary_n_segments", "n_facts", "background",
 )
 
@@ -51,6 +51,8 @@ class TrainConfig:
         memory_kind: ``rmt`` (memory tokens), ``rmt-r`` (RMT + self-retrieval, arXiv 2402.10790) or
             ``armt`` (associative memory in every layer, arXiv 2407.04841); see docs/memory.md.
         self_retrieval: the v0.1 spelling of ``memory_kind="rmt-r"`` (still accepted).
+        memory_write, write_gate_bias, write_sparsity: RMT/RMT-R write rule, ``replace`` or ``gated``
+            (a learned 0/1 gate per memory value, trained to stay shut; see RMTConfig).
         memory: False trains the same base model without memory on whole inputs (full attention):
             the baseline of the quickstart. Its window is ``max(curriculum) * segment_size``.
     Curriculum:
@@ -76,6 +78,9 @@ class TrainConfig:
     bptt_depth: int = -1
     memory_kind: str = "rmt"
     self_retrieval: bool = False
+    memory_write: str = "replace"
+    write_gate_bias: float = 1.0
+    write_sparsity: float = 0.05
     curriculum: list[int] = field(default_factory=lambda: [1, 2, 4])
     stage_steps: int = 200
     stage_threshold: float | None = None
@@ -140,6 +145,18 @@ class TrainConfig:
                                                        f"memory_kind={self.memory_kind!r}; set only memory_kind")
             self.memory_kind = "rmt-r"
         self.self_retrieval = self.memory_kind == "rmt-r"
+        from rmt.memory.config import MEMORY_WRITES
+
+        need(self.memory_write in MEMORY_WRITES,
+             f"unknown memory_write {self.memory_write!r}; allowed: {', '.join(MEMORY_WRITES)}")
+        need(self.memory_write == "replace" or self.memory_kind in ("rmt", "rmt-r"),
+             f"memory_write={self.memory_write!r} is a write rule of memory_kind 'rmt' and 'rmt-r', "
+             f"not {self.memory_kind!r}; use memory_write='replace'")
+        for name in ("write_gate_bias", "write_sparsity"):
+            value = getattr(self, name)
+            need(not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
+                 and abs(value) != float("inf"), f"{name} must be a finite number, got {value!r}")
+        need(self.write_sparsity >= 0, f"write_sparsity must be >= 0, got {self.write_sparsity!r}")
         need(is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; allowed: {', '.join(ARCHS)}")

@@ -110,7 +110,8 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
                          f"base model: give an HF model, or leave out --no-memory")
     model = RecurrentMemoryTransformer.from_pretrained(path)
     saved = model.config
-    flags = {"num_mem_tokens": "--num-mem-tokens", "segment_size": "--segment-size", "memory_kind": "--memory-kind"}
+    flags = {"num_mem_tokens": "--num-mem-tokens", "segment_size": "--segment-size", "memory_kind": "--memory-kind",
+             "memory_write": "--memory-write"}
     differ = [name for name in flags if getattr(saved, name) != getattr(cfg, name)]
     if differ:
         wanted = " ".join(f"{flags[n]} {getattr(saved, n)}" for n in differ)
@@ -138,7 +139,8 @@ def build_model(cfg: TrainConfig, tokenizer):
     from rmt import RMTConfig, RecurrentMemoryTransformer
 
     rmt_config = RMTConfig(num_mem_tokens=cfg.num_mem_tokens, segment_size=cfg.segment_size, bptt_depth=cfg.bptt_depth,
-                           memory_kind=cfg.memory_kind)
+                           memory_kind=cfg.memory_kind, memory_write=cfg.memory_write,
+                           write_gate_bias=cfg.write_gate_bias, write_sparsity=cfg.write_sparsity)
     base = build_base_model(cfg, tokenizer, cfg.segment_size + 2 * cfg.num_mem_tokens)
     return RecurrentMemoryTransformer.wrap(base, rmt_config)
 
@@ -396,12 +398,14 @@ class Trainer:
             self.step += 1
             done_here += 1
             loss = float(acc.reduce(out.loss.detach(), reduction="mean"))
+            write_rate = getattr(out, "write_rate", None)  # gated writes: how much memory this step rewrote
             bar.update(1)
             bar.set_postfix(stage=self.curriculum.segments, loss=f"{loss:.3f}")
             if self.step % cfg.log_every == 0 or self.step == 1:
                 self.metrics.write({"type": "train", "step": self.step, "stage": self.curriculum.stage,
                                     "stage_segments": self.curriculum.segments, "segments": segments,
-                                    "loss": loss, "lr": self.scheduler.get_last_lr()[0], "processes": acc.num_processes})
+                                    "loss": loss, "lr": self.scheduler.get_last_lr()[0], "processes": acc.num_processes,
+                                    **({"write_rate": round(float(write_rate), 6)} if write_rate is not None else {})})
             stage_ends = self.step - self.curriculum.stage_start >= cfg.stage_steps
             result = None
             if self.step % cfg.eval_every == 0 or stage_ends:

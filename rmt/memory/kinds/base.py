@@ -30,12 +30,16 @@ class MemoryState:
     """Base class of each kind's state: a dataclass whose fields are tensors with the batch first."""
 
     def _map(self, fn) -> "MemoryState":
-        return replace(self, **{f.name: fn(getattr(self, f.name)) for f in fields(self)})
+        # Optional fields (None) stay None.
+        return replace(self, **{f.name: None if getattr(self, f.name) is None else fn(getattr(self, f.name))
+                                for f in fields(self)})
 
     def where(self, active: torch.Tensor, previous: "MemoryState") -> "MemoryState":
         """This state for rows where ``active`` (batch,) is True, ``previous`` for the others."""
         def pick(name):
             new, old = getattr(self, name), getattr(previous, name)
+            if new is None or old is None:
+                return new
             return torch.where(active.view(-1, *[1] * (new.dim() - 1)), new, old)
 
         return replace(self, **{f.name: pick(f.name) for f in fields(self)})

@@ -21,9 +21,10 @@ Encoder layout, per row::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from rmt.memory.adapters import inner_model
 from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
@@ -31,9 +32,12 @@ from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
 
 @dataclass
 class RMTState(MemoryState):
-    """RMT's state: the memory tokens the next segment reads, (batch, num_mem_tokens, hidden)."""
+    """RMT's state: the memory tokens the next segment reads, (batch, num_mem_tokens, hidden).
+    ``write_rate`` (gated writes only, else None): per row, the mean probability of the gates that
+    made this memory (what the sparsity pressure lowers; a diagnostic of how much gets rewritten)."""
 
     memory: torch.Tensor
+    write_rate: torch.Tensor | None = field(default=None, kw_only=True)
 
 
 def _attention_mask(valid: torch.Tensor) -> torch.Tensor | None:
@@ -121,6 +125,14 @@ class RMTKind(MemoryKind):
                 if not 0 <= value < adapter.vocab_size:
                     raise ValueError(f"{name}={value} is outside the vocabulary: allowed 0..{adapter.vocab_size - 1}")
             self.pad_token_id = getattr(base_cfg, "pad_token_id", None) or 0
+        self.write_gate = None
+        if config.memory_write == "gated":
+            hidden = adapter.hidden_size
+            embedding = base_model.get_input_embeddings().weight
+            self.write_gate = nn.Linear(2 * hidden, hidden).to(device=embedding.device, dtype=embedding.dtype)
+            # Every gate starts with the same logit (write_gate_bias > 0: all open, exactly "replace").
+            nn.init.zeros_(self.write_gate.weight)
+            nn.init.constant_(self.write_gate.bias, config.write_gate_bias)
 
     @classmethod
     def extra_positions(cls, adapter, config) -> int:
@@ -152,9 +164,27 @@ class RMTKind(MemoryKind):
         return state.memory
 
     def write(self, state: RMTState, written: torch.Tensor, lengths: torch.Tensor) -> RMTState:
-        """The write rule: the next memory is the hidden state at the write positions (``written``
-        (batch, m, hidden)); ``state`` is the memory before this segment."""
-        return RMTState(written)
+        """The write rule (``config.memory_write``); ``written`` (batch, m, hidden) is the hidden state
+        at the write positions and ``state`` the memory before this segment.
+
+        ``"replace"``: the next memory is ``written``. ``"gated"``: each value of the memory is
+        either replaced by the written one or kept *exactly*, by a 0/1 gate computed from the old and
+        the written memory (logit = Linear([old; written])). The forward pass uses the hard gate
+        (logit > 0), so a segment that opens no gate leaves the memory bit for bit as it was: nothing
+        drifts over background, at any length. Gradients flow as if the gate were its sigmoid
+        probability (a straight-through estimator), which never saturates, so a shut gate can learn
+        to open again. The mean probability is returned as ``write_rate``; training adds
+        ``write_sparsity * write_rate`` to the loss, which shuts the gates the task does not need.
+        """
+        if self.write_gate is None:
+            return RMTState(written)
+        old = state.memory
+        logit = self.write_gate(torch.cat([old.expand_as(written), written], dim=-1))
+        probability = torch.sigmoid(logit)
+        # Value: exactly `written` where the gate is open, exactly `old` where it is shut (the second
+        # term is 0); gradient: d memory / d probability = written - old.
+        memory = torch.where(logit > 0, written, old) + (probability - probability.detach()) * (written - old)
+        return RMTState(memory, write_rate=probability.mean(dim=(1, 2)))
 
     def segment(self, base_model, state, tokens, lengths, with_logits=True):
         read = self.read(state)

@@ -24,14 +24,19 @@ class RMTRState(RMTState):
     def where(self, active, previous):
         # The store is append-only: a row without tokens in this segment already got masked
         # entries when the segment appended (RMTRKind.write), so only the memory is chosen per row.
-        return RMTRState(torch.where(active[:, None, None], self.memory, previous.memory), self.store)
+        rate = self.write_rate
+        if rate is not None and previous.write_rate is not None:
+            rate = torch.where(active, rate, previous.write_rate)
+        return RMTRState(torch.where(active[:, None, None], self.memory, previous.memory), self.store, write_rate=rate)
 
     def detach(self):
-        return RMTRState(self.memory.detach(), self.store.detach())
+        rate = None if self.write_rate is None else self.write_rate.detach()
+        return RMTRState(self.memory.detach(), self.store.detach(), write_rate=rate)
 
     def to(self, device=None, dtype=None):
         store = RetrievalStore(self.store.states.to(device=device, dtype=dtype), self.store.mask.to(device=device))
-        return RMTRState(self.memory.to(device=device, dtype=dtype), store)
+        rate = None if self.write_rate is None else self.write_rate.to(device=device, dtype=dtype)
+        return RMTRState(self.memory.to(device=device, dtype=dtype), store, write_rate=rate)
 
 
 class RMTRKind(RMTKind):
@@ -66,5 +71,5 @@ class RMTRKind(RMTKind):
 
     def write(self, state: RMTRState, written: torch.Tensor, lengths: torch.Tensor) -> RMTRState:
         """RMT's write rule; the written memory also joins the store (masked for rows without tokens)."""
-        memory = super().write(state, written, lengths).memory
-        return RMTRState(memory, state.store.append(memory, lengths > 0))
+        new = super().write(state, written, lengths)
+        return RMTRState(new.memory, state.store.append(new.memory, lengths > 0), write_rate=new.write_rate)
