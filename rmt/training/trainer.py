@@ -154,31 +154,51 @@ def model_window(model) -> int | None:
     return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
 
 
+def last_window(batch: dict, window: int | None) -> dict:
+    """Each row cut to its last ``window`` real tokens (truncation on the left, as LLM evaluations
+    read an input longer than their context), right-padded again; rows that fit are unchanged.
+
+    Rows are right-padded, so a row's last tokens are not the batch's last columns: each row is cut
+    at its own end. The question and answer sit at the end, so they are always kept."""
+    if window is None or int(batch["attention_mask"].sum(dim=1).max()) <= window:
+        return batch
+    lengths = batch["attention_mask"].sum(dim=1)
+    starts = (lengths - window).clamp(min=0)
+    width = int((lengths - starts).max())
+    index = (starts[:, None] + torch.arange(width, device=starts.device)[None, :]).clamp(max=batch["input_ids"].shape[1] - 1)
+    kept = torch.arange(width, device=starts.device)[None, :] < (lengths - starts)[:, None]
+    out = {}
+    for key, value in batch.items():
+        cut = value.gather(1, index)
+        fill = {"labels": -100, "input_ids": 0}.get(key, 0)
+        out[key] = torch.where(kept, cut, torch.full_like(cut, fill))
+    return out
+
+
 def forward(model, batch: dict, window: int | None):
-    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    if window is not None and ids.shape[1] > window:  # keep the end (question and answer)
-        ids, mask, labels = ids[:, -window:], mask[:, -window:], labels[:, -window:]
-    return model(input_ids=ids, attention_mask=mask, labels=labels)
+    batch = last_window(batch, window)
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
 
 
 @torch.no_grad()
 def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int = 50, window: int | None = None,
-             device=None) -> dict | None:
+             device=None) -> dict:
     """Accuracy (QA tasks) or perplexity per segment position (lm) on the fixed evaluation set for
-    ``segments``. Returns None when the input is longer than the model's window."""
-    if window is not None and segments * data.cfg.segment_size > window:
-        return None
+    ``segments``. A model with a ``window`` reads the last ``window`` tokens of each longer input
+    (``last_window``); ``result["truncated"]`` says whether any input was cut."""
     was_training = model.training
     model.eval()
     correct, loss_sum, count = 0.0, 0.0, 0
     seg_sums = seg_counts = None
+    truncated = False
     for index, start in enumerate(range(0, samples, batch_size)):
         n = min(batch_size, samples - start)
         batch = data.batch("eval", index, segments, n)
         if device is not None:
             batch = {k: v.to(device) for k, v in batch.items()}
-        if window is not None and batch["input_ids"].shape[1] > window:
-            batch = {k: v[:, -window:] for k, v in batch.items()}
+        if window is not None and int(batch["attention_mask"].sum(dim=1).max()) > window:
+            truncated = True
+            batch = last_window(batch, window)
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         loss_sum += float(out.loss) * n
         count += n
@@ -189,7 +209,7 @@ def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int
             seg_sums = sums if seg_sums is None else seg_sums + sums
             seg_counts = counts if seg_counts is None else seg_counts + counts
     model.train(was_training)
-    result = {"segments": segments, "samples": count, "loss": loss_sum / count}
+    result = {"segments": segments, "samples": count, "loss": loss_sum / count, "truncated": truncated}
     if data.is_qa:
         result["accuracy"] = correct / count
     else:

@@ -14,13 +14,13 @@ def test_quickstart_tiny_run_ends_with_one_json_line(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(result) == {"train_segments", "segment_size", "rmt", "baseline", "seconds"}
-    assert result["train_segments"] == 4
-    assert list(result["rmt"]) == ["1", "2", "4", "8"]
-    assert all(0 <= result["rmt"][k] <= 1 for k in result["rmt"])
-    # The baseline's window is the longest training input: 8 segments do not fit.
-    assert result["baseline"]["8"] is None and all(0 <= result["baseline"][k] <= 1 for k in ("1", "2", "4"))
-    assert "over window" in proc.stdout
+    assert set(result) == {"task", "seed", "train_segments", "segment_size", "baseline_window_segments", "rmt",
+                           "baseline", "seconds"}
+    assert result["train_segments"] == 4 and result["baseline_window_segments"] == 4 and result["seed"] == 0
+    assert list(result["rmt"]) == list(result["baseline"]) == ["1", "2", "4", "8"]
+    # Every length has a number for both models: the baseline reads the last window of 8 segments.
+    assert all(0 <= result[m][k] <= 1 for m in ("rmt", "baseline") for k in result[m])
+    assert "last window only" in proc.stdout and "fact detection" in proc.stdout
     png = out / "accuracy_vs_length.png"
     assert Image.open(png).size[0] > 100
     assert (out / "rmt" / "final" / "model.safetensors").exists() and (out / "rmt" / "final" / "tokenizer.json").exists()
