@@ -425,7 +425,7 @@ class Trainer:
                 self.metrics.write({"type": "train", "step": self.step, "stage": self.curriculum.stage,
                                     "stage_segments": self.curriculum.segments, "segments": segments,
                                     "loss": loss, "lr": self.scheduler.get_last_lr()[0], "processes": acc.num_processes,
-                                    **({"write_rate": round(float(write_rate), 6)} if write_rate is not None else {})})
+                                    **({"write_rate": round(float(write_rate.detach()), 6)} if write_rate is not None else {})})
             stage_ends = self.step - self.curriculum.stage_start >= cfg.stage_steps
             result = None
             if self.step % cfg.eval_every == 0 or stage_ends:
