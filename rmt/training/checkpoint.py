@@ -32,7 +32,16 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 def save_model_dir(path: Path, model, tokenizer) -> None:
     """Model (RMT or plain HF) + tokenizer into ``path`` (which must exist)."""
-    model.save_pretrained(path)
+    from transformers.utils import logging as hf_logging
+
+    # HF draws a "Writing model shards" bar even for one small shard: noise between our own bars.
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path)
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(path)
 
 
