@@ -19,8 +19,14 @@ def _run(code, tmp_path):
 
 
 def test_there_is_an_example_per_memory_kind():
-    kinds = [re.search(r'memory_kind="([a-z-]+)"', code).group(1) for code in _examples()]
+    kinds = [m.group(1) for code in _examples() if (m := re.search(r'memory_kind="([a-z-]+)"', code))]
     assert kinds == ["rmt", "rmt-r", "armt"]
+
+
+def test_gated_write_example(tmp_path):
+    (code,) = [code for code in _examples() if 'memory_write="gated"' in code]
+    scope = _run(code, tmp_path)
+    assert abs(float(scope["out"].write_rate) - float(torch.sigmoid(torch.tensor(1.0)))) < 1e-6
 
 
 def test_rmt_example(tmp_path):
