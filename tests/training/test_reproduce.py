@@ -122,7 +122,7 @@ def test_killed_run_resumes_to_identical_results(smoke, tmp_path):
     assert (out / "summary.md").read_text() == (reference / "summary.md").read_text().replace(str(reference), str(out))
 
 
-def test_bad_input_is_one_line(tmp_path, capsys):
+def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -151,6 +151,13 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     (marked / "reproduce.json").write_text(json.dumps({"quick": True}))
     code, out, err = run_cli(capsys, "reproduce", "--output-dir", marked, "--no-progress")
     assert "--quick" in one_error_line(code, err)
+    # RAG's packages missing: said before any training, nothing written.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
+    code, out, err = run_cli(capsys, "reproduce", "--quick", "--no-progress", "--output-dir", tmp_path / "no-rag")
+    assert "faiss" in one_error_line(code, err) and not (tmp_path / "no-rag").exists()
 
 
 def test_recipes_are_checked_data():
