@@ -288,9 +288,9 @@ def _runner(job: Job, model_dir: Path):
     prompts = prompt_fn("plain")  # what rmt train trains on: "input question", then the answer
     if is_rmt_checkpoint(model_dir):
         # The whole input streams through memory: rows of a length go in one batch.
-        model = RMTModel(model_dir, device="cpu", max_batch_tokens=1 << 22)
+        model = RMTModel(model_dir, max_batch_tokens=1 << 22)
     else:
-        model = LastWindowModel(str(model_dir), device="cpu")
+        model = LastWindowModel(str(model_dir))
     runner = LocalRunner(model, prompts, batch_size=50, max_new_tokens=MAX_NEW_TOKENS, name=job.row)
     if job.row == RAG:
         from rmt.evaluation.rag import RAGRunner, Retriever

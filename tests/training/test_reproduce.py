@@ -90,13 +90,17 @@ def test_smoke_run_writes_summary_report_and_heatmap(smoke):
     assert "detect / RMT / seed 0: train" in stdout and "wall time" in stdout and "rmt report" in stdout
 
 
-def test_rerun_skips_finished_jobs(smoke, tmp_path):
+def test_rerun_skips_finished_jobs(smoke, capsys):
     out, result, _ = smoke
     before = _results(out)
     weights = _weights(out)
-    again, stdout = _finish(_rmt(*QUICK, "--jobs", "1", "--output-dir", out))
+    jobs = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*/job.json")}
+    code, stdout, err = run_cli(capsys, "reproduce", *QUICK, "--jobs", "1", "--output-dir", out)
+    assert code == 0, err
+    again = json.loads(stdout.strip().splitlines()[-1])
     assert again["done_before"] == 5 and again["table"] == result["table"]
     assert "0 to run" in stdout and _results(out) == before and _weights(out) == weights
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*/job.json")} == jobs
 
 
 def test_killed_run_resumes_to_identical_results(smoke, tmp_path):
