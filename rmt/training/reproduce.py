@@ -248,22 +248,42 @@ def plan(recipes: list[Recipe], seeds: list[int], out: Path, threads: int = 1, d
 
 
 # --------------------------------------------------------------------- one job
+# Settings that do not change what a run computes.
+_NOT_TRAINING = ("output_dir", "threads", "progress", "tensorboard")
+
+
+def check_trained(job: Job) -> None:
+    """A training the job would reuse or resume (its ``final/`` or a checkpoint) was made with exactly
+    the recipe's settings now; else a ValueError naming what differs. (``rmt train --resume``
+    allows a new step budget; a table must not mix two recipes in one model.)"""
+    from rmt.training import checkpoint as ckpt
+    from rmt.training.config import TrainConfig
+    from rmt.training.trainer import CONFIG_NAME
+
+    out = job.model_dir
+    if job.row == RAG or not (out / CONFIG_NAME).is_file():
+        return
+    if not ((out / "final").is_dir() or ckpt.latest_checkpoint(out) is not None):
+        return  # nothing kept: the job starts its training again
+    saved = TrainConfig.from_file(out / CONFIG_NAME).to_dict()
+    now = job.config().to_dict()
+    differ = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k not in _NOT_TRAINING and saved.get(k) != now[k]]
+    if differ:
+        raise ValueError(f"{out} holds a training made with other settings: {', '.join(differ)}; the recipe changed, "
+                         f"so use another --output-dir (nothing was changed)")
+
+
 def _train(job: Job, progress: bool, log) -> tuple[Path, float]:
     """The job's trained model dir (``final/``): trained now, resumed, or found done."""
     from rmt.training import checkpoint as ckpt
-    from rmt.training.config import TrainConfig
     from rmt.training.trainer import CONFIG_NAME, METRICS_NAME, Trainer
 
     start = time.time()
     cfg = job.config(progress)
     out = Path(cfg.output_dir)
     final = out / "final"
+    check_trained(job)
     if final.is_dir():
-        saved = TrainConfig.from_file(out / CONFIG_NAME)
-        differ = cfg.resume_mismatch(saved)
-        if differ:
-            raise ValueError(f"{out} holds a model trained with other settings ({', '.join(differ)}); the recipe "
-                             f"changed: use another --output-dir")
         return final, 0.0
     resume = ckpt.latest_checkpoint(out) is not None
     if not resume:
@@ -534,6 +554,8 @@ def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reprod
         job.config()  # every setting checked before any work
     done = {id(job): job.done() for job in all_jobs}
     todo = [job for job in all_jobs if done[id(job)] is None]
+    for job in todo:
+        check_trained(job)  # before any work, not after hours of other jobs
     _check_rag(todo)
     out.mkdir(parents=True, exist_ok=True)
     atomic_file(out / MARKER, lambda tmp: Path(tmp).write_text(json.dumps({"quick": quick_settings}) + "\n"))

@@ -103,6 +103,23 @@ def test_rerun_skips_finished_jobs(smoke, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*/job.json")} == jobs
 
 
+def test_a_changed_recipe_does_not_reuse_the_old_training(smoke, tmp_path, capsys, monkeypatch):
+    """Rerunning into the same dir after a recipe changed (here: steps per stage) is an error naming
+    the setting, before any work, not a table mixing the old models with the new settings."""
+    import shutil
+
+    from rmt.training import reproduce
+
+    out = tmp_path / "copy"
+    shutil.copytree(smoke[0], out)
+    before = snapshot(out)
+    monkeypatch.setattr(reproduce, "QUICK_TRAIN", {**reproduce.QUICK_TRAIN, "stage_steps": 4})
+    code, _, err = run_cli(capsys, "reproduce", *QUICK, "--output-dir", out)
+    line = one_error_line(code, err)
+    assert "stage_steps=3 (now 4)" in line and "runs/detect/rmt/seed0" in line
+    assert snapshot(out) == before
+
+
 def test_killed_run_resumes_to_identical_results(smoke, tmp_path):
     """kill -9 in the middle of the run (a training in progress), then the same command again (in
     two processes): the finished jobs are skipped and the results equal the uninterrupted run's."""
