@@ -226,7 +226,10 @@ class Job:
             record = json.loads(path.read_text())
         except ValueError:
             return None
-        return record if record.get("spec") == json.loads(json.dumps(self.spec())) else None
+        want, have = json.loads(json.dumps(self.spec())), dict(record.get("spec") or {})
+        if "diagnose" not in want:  # a job done with its diagnostic is done without it too
+            have.pop("diagnose", None)
+        return record if have == want else None
 
 
 def plan(recipes: list[Recipe], seeds: list[int], out: Path, threads: int = 1, diagnose: bool = True) -> list[Job]:
@@ -248,8 +251,8 @@ def plan(recipes: list[Recipe], seeds: list[int], out: Path, threads: int = 1, d
 
 
 # --------------------------------------------------------------------- one job
-# Settings that do not change what a run computes.
-_NOT_TRAINING = ("output_dir", "threads", "progress", "tensorboard")
+# Settings that do not change the trained weights (where to write, how often to save or log).
+_NOT_TRAINING = ("output_dir", "threads", "progress", "tensorboard", "save_every", "log_every", "eval_batch_size")
 
 
 def check_trained(job: Job) -> None:
@@ -560,7 +563,7 @@ def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reprod
     out.mkdir(parents=True, exist_ok=True)
     atomic_file(out / MARKER, lambda tmp: Path(tmp).write_text(json.dumps({"quick": quick_settings}) + "\n"))
     workers = min(jobs or default_jobs(), max(1, len(todo)))
-    log(f"rmt reproduce: {len(all_jobs)} jobs ({len(chosen)} recipes x rows x {len(seed_list)} seeds), "
+    log(f"rmt reproduce: {len(all_jobs)} jobs ({len(chosen)} recipe(s) x their rows x {len(seed_list)} seed(s)), "
         f"{len(all_jobs) - len(todo)} done before; {len(todo)} to run, {workers} at a time, {threads} thread(s) each; "
         f"output: {out}")
     bar = tqdm(total=len(all_jobs), initial=len(all_jobs) - len(todo), desc="reproduce", unit="job",

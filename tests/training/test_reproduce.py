@@ -101,6 +101,9 @@ def test_rerun_skips_finished_jobs(smoke, capsys):
     assert again["done_before"] == 5 and again["table"] == result["table"]
     assert "0 to run" in stdout and _results(out) == before and _weights(out) == weights
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/*/job.json")} == jobs
+    # Without the diagnostic the jobs are done too (they did more).
+    code, stdout, err = run_cli(capsys, "reproduce", *QUICK, "--no-diagnose", "--output-dir", out)
+    assert code == 0 and json.loads(stdout.strip().splitlines()[-1])["done_before"] == 5
 
 
 def test_a_changed_recipe_does_not_reuse_the_old_training(smoke, tmp_path, capsys, monkeypatch):
