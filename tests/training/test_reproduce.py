@@ -78,8 +78,9 @@ def test_smoke_run_writes_summary_report_and_heatmap(smoke):
     assert sorted(table.models) == sorted(ROWS) and table.tasks == ["detect"] and table.lengths == ["16", "32", "64"]
     assert Image.open(out / "heatmap.png").size == heatmap_pixels(table)
     assert "## RAG" in (out / "report.md").read_text()
-    # Every answer stored: 3 samples per length, RAG 2 at two lengths.
-    assert len(_results(out)) == 4 * 3 * 3 + 2 * 2
+    # Every answer stored: 3 samples per length, RMT-R to 2 segments only (its `longest`), RAG 2 at two lengths.
+    assert set(result["table"]["detect"]["RMT-R"]) == {"1", "2"}
+    assert len(_results(out)) == 3 * 3 * 3 + 2 * 3 + 2 * 2
     # Per job: its record; the memory rows of seed 0 have their diagnostic.
     for row in ROWS:
         job = json.loads((out / "runs" / "detect" / row.lower().replace(" ", "-") / "seed0" / "job.json").read_text())
@@ -111,12 +112,12 @@ def test_a_changed_recipe_does_not_reuse_the_old_training(smoke, tmp_path, capsy
     the setting, before any work, not a table mixing the old models with the new settings."""
     import shutil
 
-    from rmt.training import reproduce
+    from rmt.training import recipes
 
     out = tmp_path / "copy"
     shutil.copytree(smoke[0], out)
     before = snapshot(out)
-    monkeypatch.setattr(reproduce, "QUICK_TRAIN", {**reproduce.QUICK_TRAIN, "stage_steps": 4})
+    monkeypatch.setattr(recipes, "QUICK_TRAIN", {**recipes.QUICK_TRAIN, "stage_steps": 4})
     code, _, err = run_cli(capsys, "reproduce", *QUICK, "--output-dir", out)
     line = one_error_line(code, err)
     assert "stage_steps=3 (now 4)" in line and "runs/detect/rmt/seed0" in line
@@ -185,7 +186,8 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
 
 
 def test_recipes_are_checked_data():
-    from rmt.training.reproduce import NO_MEMORY, RAG, RECIPES, Recipe, plan
+    from rmt.training.recipes import NO_MEMORY, RAG, RECIPES, Recipe
+    from rmt.training.reproduce import plan
 
     for recipe in RECIPES.values():
         assert recipe.rows.keys() >= {"RMT", "RMT-R", "ARMT", NO_MEMORY} and recipe.rag
@@ -199,6 +201,9 @@ def test_recipes_are_checked_data():
         Recipe("r", {"task": "detect"}, {NO_MEMORY: {"memory": False}}, (1, 4), {1: 10})
     with pytest.raises(ValueError, match="needs the row"):
         Recipe("r", {"task": "detect"}, {"RMT": {}}, (1,), 10)
+    with pytest.raises(ValueError, match="longest must map rows"):
+        Recipe("r", {"task": "detect"}, {"RMT": {}}, (1,), 10, rag=False, longest={"RMT-X": 4})
+    assert Recipe("r", {"task": "detect"}, {"RMT": {}}, (1, 4, 16), 10, rag=False, longest={"RMT": 4}).lengths_of("RMT") == (1, 4)
     with pytest.raises(ValueError, match="recipe r, row RMT: unknown task"):
         Recipe("r", {"task": "nope"}, {"RMT": {}}, (1,), 10, rag=False).train_config("RMT", 0, "x")
     jobs = plan([RECIPES["detect"], RECIPES["qa1"]], [1, 0], Path("out"))
@@ -212,7 +217,8 @@ def test_recipes_are_checked_data():
 
 
 def test_summary_is_mean_and_min_over_seeds(tmp_path):
-    from rmt.training.reproduce import quick, RECIPES, plan, summary_markdown, summary_table
+    from rmt.training.recipes import RECIPES, quick
+    from rmt.training.reproduce import plan, summary_markdown, summary_table
 
     recipe = quick(RECIPES["detect"])
     jobs = [j for j in plan([recipe], [0, 1, 2], tmp_path) if j.row == "RMT"]
