@@ -69,6 +69,14 @@ CASES = [
     ("demo", ["--tokens", "0"], "--tokens must be >= 1"),
     ("quickstart", ["--output-dir", "a_file"], "--output-dir a_file is a file"),
     ("quickstart", ["--eval-samples", "0", "--output-dir", "qs"], "eval_samples must be >= 1"),
+    # rmt reproduce, rmt diagnose
+    ("reproduce", ["--output-dir", "mine"], "--output-dir mine is not empty and was not written by rmt reproduce"),
+    ("reproduce", ["--output-dir", "a_file"], "--output-dir a_file is a file"),
+    ("reproduce", ["--recipes", "qa21", "--output-dir", "rep"], "unknown recipe 'qa21'"),
+    ("reproduce", ["--seeds", "0,x", "--output-dir", "rep"], "--seeds must be comma-separated integers"),
+    ("diagnose", ["mine"], "mine is not an RMT checkpoint"),
+    ("diagnose", ["CKPT", "--segments", "0"], "--segments must be an integer >= 1"),
+    ("diagnose", ["CKPT"], "no train_config.json"),
 ]
 
 

@@ -22,7 +22,7 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
-from rmt.babilong.tasks import ANSWER_KINDS, TASK_SPECS, check_task, task_spec
+from rmt.babilong.tasks import ANSWER_KINDS, TASK_SPECS, check_task, record_task, task_spec
 
 TEMPLATE = "{instruction}\n\n{examples}\n\n{post_prompt}\n\n<context>\n{context}\n</context>\n\nQuestion: {question}"
 NO_TAGS_TEMPLATE = "{instruction}\n\n{examples}\n\n{post_prompt}\n\n{context}\n\nQuestion: {question}"
@@ -123,7 +123,7 @@ def format_prompt(record: dict, *, instruction: bool = True, examples: bool = Tr
                   template: str | None = None) -> str:
     """The prompt for one record; empty parts are dropped together with their blank lines."""
     overrides = resolve_prompts(prompts)
-    parts = prompt_parts(record["task"], overrides)
+    parts = prompt_parts(record_task(record), overrides)
     if template is None:
         template = (overrides or {}).get("template") or (TEMPLATE if context_tags else NO_TAGS_TEMPLATE)
     values = {
@@ -150,7 +150,7 @@ def format_messages(record: dict, *, system: bool = False, **options) -> list[di
     if not system:
         return [{"role": "user", "content": format_prompt(record, **options)}]
     overrides = resolve_prompts(options.get("prompts"))
-    instruction = prompt_parts(record["task"], overrides)["instruction"] if options.get("instruction", True) else ""
+    instruction = prompt_parts(record_task(record), overrides)["instruction"] if options.get("instruction", True) else ""
     user = format_prompt(record, **{**options, "instruction": False})
     messages = [{"role": "system", "content": instruction}] if instruction else []
     return messages + [{"role": "user", "content": user}]

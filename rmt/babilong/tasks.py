@@ -147,6 +147,13 @@ def check_task(task: str) -> str:
     return name
 
 
+def record_task(record: dict) -> str:
+    """The bAbI task whose spec (labels, prompt) applies to ``record``: its ``babi_task`` when it
+    has one (a record stored under another task name, e.g. ``rmt reproduce``'s "detect", made of
+    qa1 facts), else its ``task``."""
+    return record.get("babi_task") or record["task"]
+
+
 def task_spec(task: str) -> TaskSpec:
     """The spec of ``task`` (any spelling :func:`check_task` accepts)."""
     return TASK_SPECS[check_task(task)]

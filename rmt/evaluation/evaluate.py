@@ -64,6 +64,7 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
     from tqdm.auto import tqdm
 
     from rmt.babilong import score
+    from rmt.babilong.tasks import record_task
 
     own_store = not isinstance(store, ResultsStore)
     store = ResultsStore(store) if own_store else store
@@ -94,7 +95,7 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
             for (record, (task, length, sid), phash), answer in zip(batch, answers):
                 correct = strict = None
                 if answer.status == "ok":
-                    kwargs = dict(target=record["target"], question=record["question"], task=task)
+                    kwargs = dict(target=record["target"], question=record["question"], task=record_task(record))
                     correct = int(score(answer.output, mode="official", **kwargs))
                     strict = int(score(answer.output, mode="strict", **kwargs))
                     summary.correct += correct

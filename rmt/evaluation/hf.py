@@ -97,3 +97,47 @@ class HFModel(LocalModel):
 
 def hf_runner(name_or_path: str, device: str | None = None, dtype: str | None = None, **runner_kwargs) -> LocalRunner:
     return LocalRunner(HFModel(name_or_path, device=device, dtype=dtype), **runner_kwargs)
+
+
+class LastWindowModel(HFModel):
+    """An HF causal LM that reads the last ``window`` tokens of a longer prompt (truncation on the
+    left, as LLM evaluations read an input longer than their context) instead of answering "over
+    window": the no-memory baseline of ``rmt reproduce``. Greedy decoding; each new token is
+    predicted from the last ``window`` tokens of the prompt and what was generated so far.
+
+    No KV cache (the window slides with every token): meant for short answers from small models."""
+
+    def __init__(self, name_or_path: str, device: str | None = None, model=None, tokenizer=None, window: int | None = None):
+        super().__init__(name_or_path, device=device, model=model, tokenizer=tokenizer)
+        self.read_window = window or self.window
+        if not self.read_window or self.read_window < 1:
+            raise ValueError(f"model {name_or_path} states no context window; give window=N tokens")
+        self.window = None  # every prompt is answered (from its last read_window tokens)
+
+    def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
+                  top_p: float = 1.0, seed: int | None = None):
+        import torch
+
+        if do_sample:
+            raise ValueError("a model that reads the last window decodes greedily; sampling is not supported")
+        rows = [list(ids) for ids in batch_ids]
+        new: list[list[int]] = [[] for _ in rows]
+        eos = self.eos_ids()
+        live = list(range(len(rows)))
+        with torch.no_grad():
+            for _ in range(max_new_tokens):
+                if not live:
+                    break
+                cut = [rows[i][-self.read_window:] for i in live]
+                width = max(map(len, cut))
+                # Right padding: every row's real tokens start at position 0, as in training.
+                ids = torch.tensor([c + [0] * (width - len(c)) for c in cut], device=self.device)
+                mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in cut], device=self.device)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                last = torch.tensor([len(c) - 1 for c in cut], device=self.device)
+                tokens = logits[torch.arange(len(cut), device=self.device), last].argmax(-1).tolist()
+                for i, token in zip(live, tokens):
+                    rows[i].append(token)
+                    new[i].append(token)
+                live = [i for i, token in zip(live, tokens) if token not in eos]
+        return new

@@ -69,6 +69,7 @@ class TaskData:
             for r in records:
                 fact = r["facts"][0]
                 r["input"] = _SPACES.sub(" ", fact + " " + r["input"].replace(fact, " ", 1)).strip()
+                r["fact_offsets"] = r["supporting_offsets"] = [0]
         return records
 
     def _lm_text(self, rng: random.Random, n_words: int) -> str:
@@ -86,8 +87,11 @@ class TaskData:
     def batch(self, split: str, index: int, segments: int, batch_size: int) -> dict:
         """``batch_size`` samples of about ``segments * segment_size`` tokens each (right-padded)."""
         total = segments * self.cfg.segment_size
-        seed = _seed(self.cfg, split, index, segments)
-        rows = self._qa_rows(total, batch_size, seed) if self.is_qa else self._lm_rows(total, batch_size, seed)
+        if self.is_qa:
+            rows = [(e["ids"], e["n_answer"]) for e in
+                    (self.example(r, segments) for r in self.records(split, index, segments, batch_size))]
+        else:
+            rows = self._lm_rows(total, batch_size, _seed(self.cfg, split, index, segments))
         width = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
@@ -107,23 +111,34 @@ class TaskData:
     def _encode(self, text: str) -> list[int]:
         return self.tok(text, add_special_tokens=False)["input_ids"]
 
-    def _qa_rows(self, total: int, batch_size: int, seed: int):
-        # Ask for a little less than the room left after a typical question and answer, then trim
-        # background (never a fact) or pad, so that each row is ~`total` tokens.
-        records = self._records(total - 12, batch_size, seed)
-        rows = []
-        for r in records:
-            question = self._encode(" " + r["question"])
-            answer = self._encode(" " + str(r["target"]))
-            tail = question + answer + ([self.eos_id] if self.eos_id is not None else [])
-            context = self._encode(r["input"])
-            excess = len(context) + len(tail) - total
-            if excess > 0:
-                offsets = r.get("fact_offsets") or [0]
-                if min(offsets) >= excess:  # background before the first fact can go
-                    context = context[excess:]
-            rows.append((context + tail, len(answer)))
-        return rows
+    def records(self, split: str, index: int, segments: int, batch_size: int) -> list[dict]:
+        """The BABILong records behind ``batch(split, index, segments, batch_size)`` (QA tasks), as
+        ``rmt.babilong.generate`` writes them, lengths counted in this tokenizer's tokens. Sample i
+        of a call with more samples is the same record (generation is per sample)."""
+        total = segments * self.cfg.segment_size
+        # Ask for a little less than the room left after a typical question and answer (the
+        # question and answer come on top; `example` trims background if a row still overflows).
+        return self._records(total - 12, batch_size, _seed(self.cfg, split, index, segments))
+
+    def example(self, record: dict, segments: int) -> dict:
+        """One record (of ``records(..., segments, ...)``) as the model reads it: ``ids`` = context, question, answer, EOS; ``n_answer``
+        answer tokens; ``question_start`` (the context's length in tokens); ``trimmed`` background
+        tokens cut from the start so that the row is ~``segments * segment_size`` tokens (never a
+        fact); ``fact_tokens``: the token offset of each supporting fact in ``ids``."""
+        total = segments * self.cfg.segment_size
+        question = self._encode(" " + record["question"])
+        answer = self._encode(" " + str(record["target"]))
+        tail = question + answer + ([self.eos_id] if self.eos_id is not None else [])
+        context = self._encode(record["input"])
+        trimmed = 0
+        excess = len(context) + len(tail) - total
+        if excess > 0:
+            offsets = record.get("fact_offsets") or [0]
+            if min(offsets) >= excess:  # background before the first fact can go
+                context, trimmed = context[excess:], excess
+        supporting = record.get("supporting_offsets") or []
+        return {"ids": context + tail, "n_answer": len(answer), "question_start": len(context), "trimmed": trimmed,
+                "fact_tokens": [offset - trimmed for offset in supporting]}
 
     def _lm_rows(self, total: int, batch_size: int, seed: int):
         rows = []

@@ -1,0 +1,52 @@
+"""`rmt reproduce` (the seeds' tables) and `rmt diagnose` (the memory, segment by segment)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+
+def register(app):
+    @app.command("reproduce")
+    def reproduce_command(
+        recipes: Optional[str] = typer.Option(None, "--recipes", help="Comma list of recipes (memorize, detect, reason, qa1, qa2). Default: all."),
+        seeds: str = typer.Option("0,1,2", "--seeds", help="Comma list of seeds; the tables show mean and min over them."),
+        output_dir: str = typer.Option("runs/reproduce", "--output-dir", help="Where to write; rerun the same command to resume."),
+        quick: bool = typer.Option(False, "--quick", help="Tiny models, a few steps, short inputs: a smoke test of the whole pipeline."),
+        threads: int = typer.Option(1, "--threads", help="torch CPU threads per job (the small models gain nothing from more)."),
+        jobs: Optional[int] = typer.Option(None, "--jobs", help="Jobs run at once, each in its own process. Default: one per idle core."),
+        diagnose: bool = typer.Option(True, "--diagnose/--no-diagnose", help="Also run rmt diagnose on seed 0 of each memory row."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    ):
+        """Train and evaluate every recipe x row x seed (RMT, RMT-R, ARMT, no memory, RAG), resumably;
+        write the summary table (mean and min over seeds), the rmt report table and heatmap."""
+        import json
+
+        from rmt.training.reproduce import reproduce
+
+        result = reproduce(recipes=recipes, seeds=seeds, output_dir=output_dir, quick_settings=quick, threads=threads,
+                           jobs=jobs, diagnose=diagnose, progress=progress)
+        print(json.dumps(result))
+
+    @app.command("diagnose")
+    def diagnose_command(
+        checkpoint: str = typer.Argument(..., help="An RMT checkpoint: an rmt train output dir, its final/, or a checkpoints/step-N dir."),
+        segments: int = typer.Option(1024, "--segments", help="Input length in segments."),
+        samples: int = typer.Option(16, "--samples", help="Samples of the checkpoint's own task (its evaluation set)."),
+        out: Optional[str] = typer.Option(None, "--out", help="Output dir. Default: the run's diagnose/."),
+        batch_size: int = typer.Option(16, "--batch-size", help="Samples read together."),
+        threads: int = typer.Option(1, "--threads", help="torch CPU threads."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    ):
+        """Memory statistics per segment (norm, change, cosine, gated write rate, ARMT's ||A|| and ||z||)
+        and accuracy by the distance from the fact to the question: a PNG, a JSON and a text summary."""
+        from rmt.training.diagnose import diagnose
+
+        result = diagnose(checkpoint, segments=segments, samples=samples, out=out, batch_size=batch_size,
+                          threads=threads, progress=progress)
+        print()
+        print(open(result["files"]["text"]).read().rstrip())
+        print()
+        for name, path in result["files"].items():
+            print(f"{name}: {path}")

@@ -1,0 +1,140 @@
+"""The recipes of ``rmt reproduce``: what to train and how to evaluate it, as data to tune.
+
+A recipe is one task of the tables. Every row of a recipe trains the same base model with the
+recipe's ``train`` settings plus the row's overrides (``TrainConfig`` fields); ``RAG`` is a row
+that trains nothing (the ``no memory`` model of the same seed reads the retrieved sentences).
+Change a recipe here and rerun ``rmt reproduce`` into a new ``--output-dir``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+NO_MEMORY = "no memory"
+RAG = "RAG"
+
+# The quickstart's model and schedule (docs/training.md): 2 layers x 64, segments of 32 tokens, 8
+# memory tokens, curriculum 1 -> 2 -> 4, cosine learning rate 3e-3, batch 32.
+SMALL = dict(
+    n_layer=2, n_embd=64, n_head=4, segment_size=32, num_mem_tokens=8, curriculum=[1, 2, 4], stage_steps=450,
+    vary_n_segments=True, batch_size=32, lr=3e-3, warmup_steps=50, scheduler="cosine", write_gate_bias=1.0,
+    write_sparsity=0.05, eval_every=450, eval_samples=100, save_every=150, log_every=10,
+)
+# Rows: TrainConfig overrides of each model compared.
+ROWS = {
+    "RMT": {"memory_kind": "rmt", "memory_write": "gated"},
+    "RMT-R": {"memory_kind": "rmt-r"},
+    "ARMT": {"memory_kind": "armt"},
+    NO_MEMORY: {"memory": False},
+}
+LONG = (1, 4, 16, 64, 256, 1024)  # segments: 256x the longest training input
+# Fewer samples where one costs more (a 1024-segment input is 32k tokens).
+LONG_SAMPLES = {1: 100, 4: 100, 16: 100, 64: 100, 256: 50, 1024: 25}
+SHORT = (1, 4, 16, 64)
+SHORT_SAMPLES = {1: 100, 4: 100, 16: 100, 64: 100}
+# RAG embeds every sentence of the haystack (~80 sentences/s on one busy core): it is evaluated at
+# the shorter lengths only, on fewer samples.
+RAG_SEGMENTS = (1, 4, 16, 64)
+RAG_SAMPLES = 25
+# RMT-R reads every past memory state in every segment, so a 1024-segment input costs it ~16x what
+# a 256-segment one does (321-349 s of the 1024-segment evaluation on this machine kind, against
+# ~40 s for every other row): it is evaluated to 256 segments, where it has already fallen.
+LONGEST = {"RMT-R": 256}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One task of the tables.
+
+    train: TrainConfig fields shared by every row (task, model shape, curriculum, steps, ...).
+    rows: row name -> TrainConfig overrides; the row ``"no memory"`` is also the reader of RAG.
+    eval_segments: input lengths to evaluate, in segments.
+    eval_samples: samples per length: one number, or {segments: samples} naming every length.
+    rag: also the RAG row (needs the "no memory" row), at ``rag_segments`` (None: every length)
+        with ``rag_samples`` samples (None: as ``eval_samples``) and the top ``rag_top_k`` sentences.
+    """
+
+    name: str
+    train: dict
+    rows: dict
+    eval_segments: tuple
+    eval_samples: int | dict
+    rag: bool = True
+    rag_segments: tuple | None = RAG_SEGMENTS
+    rag_samples: int | None = RAG_SAMPLES
+    rag_top_k: int = 5
+    diagnose_samples: int = 8  # samples of `rmt diagnose` at the longest length, seed 0 of each memory row
+    longest: dict = field(default_factory=dict)  # row -> the longest length it is evaluated at (segments)
+
+    def __post_init__(self):
+        def positive(value):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+        if not self.rows:
+            raise ValueError(f"recipe {self.name}: no rows")
+        if not self.eval_segments or not all(positive(n) for n in self.eval_segments):
+            raise ValueError(f"recipe {self.name}: eval_segments must be segment counts >= 1, got {self.eval_segments!r}")
+        if isinstance(self.eval_samples, dict):
+            missing = [n for n in self.eval_segments if n not in self.eval_samples]
+            if missing or not all(positive(v) for v in self.eval_samples.values()):
+                raise ValueError(f"recipe {self.name}: eval_samples must give samples >= 1 for every length; "
+                                 f"missing {missing}" if missing else f"recipe {self.name}: eval_samples must be >= 1")
+        elif not positive(self.eval_samples):
+            raise ValueError(f"recipe {self.name}: eval_samples must be >= 1, got {self.eval_samples!r}")
+        if self.rag and NO_MEMORY not in self.rows:
+            raise ValueError(f"recipe {self.name}: rag=True needs the row {NO_MEMORY!r} (its model reads the retrieved text)")
+        unknown = [row for row in self.longest if row not in self.row_names]
+        if unknown or not all(positive(n) for n in self.longest.values()):
+            raise ValueError(f"recipe {self.name}: longest must map rows ({', '.join(self.row_names)}) to segment "
+                             f"counts >= 1, got {self.longest!r}")
+        if self.rag_samples is not None and not positive(self.rag_samples):
+            raise ValueError(f"recipe {self.name}: rag_samples must be >= 1, got {self.rag_samples!r}")
+
+    def samples_at(self, segments: int, row: str | None = None) -> int:
+        if row == RAG and self.rag_samples is not None:
+            return self.rag_samples
+        return self.eval_samples[segments] if isinstance(self.eval_samples, dict) else self.eval_samples
+
+    def lengths_of(self, row: str) -> tuple:
+        lengths = tuple(self.eval_segments)
+        if row == RAG and self.rag_segments is not None:
+            lengths = tuple(n for n in lengths if n in self.rag_segments)
+        return tuple(n for n in lengths if n <= self.longest.get(row, n))
+
+    @property
+    def row_names(self) -> list[str]:
+        return list(self.rows) + ([RAG] if self.rag else [])
+
+    def train_config(self, row: str, seed: int, output_dir, threads: int = 1, progress: bool = False):
+        """The TrainConfig of ``row`` for ``seed`` (ValueError naming the recipe on a bad setting)."""
+        from rmt.training.config import TrainConfig
+
+        settings = {**self.train, **self.rows[row], "seed": seed, "output_dir": str(output_dir), "threads": threads,
+                    "progress": progress}
+        try:
+            return TrainConfig.from_dict(settings)
+        except ValueError as exc:
+            raise ValueError(f"recipe {self.name}, row {row}: {exc}") from None
+
+
+RECIPES = {
+    # arXiv 2304.11062, section 4: the fact at the start, at a random place, two facts for one question.
+    "memorize": Recipe("memorize", {**SMALL, "task": "memorize"}, ROWS, LONG, LONG_SAMPLES, longest=LONGEST),
+    "detect": Recipe("detect", {**SMALL, "task": "detect"}, ROWS, LONG, LONG_SAMPLES, longest=LONGEST),
+    "reason": Recipe("reason", {**SMALL, "task": "reason"}, ROWS, LONG, LONG_SAMPLES, longest=LONGEST),
+    # bAbI's own story shapes (the simulator's default number of facts per story). No small model
+    # trained from scratch here gets past "the last room mentioned" on these (docs/training.md), so
+    # they train on 1 -> 2 segments only (half the cost) and show where that plateau sits.
+    "qa1": Recipe("qa1", {**SMALL, "task": "qa1", "curriculum": [1, 2]}, ROWS, SHORT, SHORT_SAMPLES),
+    "qa2": Recipe("qa2", {**SMALL, "task": "qa2", "curriculum": [1, 2]}, ROWS, SHORT, SHORT_SAMPLES),
+}
+
+# --quick: the same recipes on a tiny model for a few steps (a smoke test of the machinery).
+QUICK_TRAIN = dict(n_layer=1, n_embd=32, n_head=2, segment_size=16, num_mem_tokens=2, curriculum=[1, 2], stage_steps=3,
+                   batch_size=4, warmup_steps=0, eval_every=3, eval_samples=4, eval_batch_size=4, save_every=2, log_every=1)
+
+
+def quick(recipe: Recipe) -> Recipe:
+    return replace(recipe, train={**recipe.train, **QUICK_TRAIN}, eval_segments=(1, 2, 4), eval_samples=3,
+                   rag_segments=(1, 2), rag_samples=2, diagnose_samples=2,
+                   longest={row: 2 for row in recipe.longest})
