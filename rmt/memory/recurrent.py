@@ -363,18 +363,25 @@ class RecurrentMemoryTransformer(nn.Module):
 
     @staticmethod
     def _lm_loss_on_pieces(pieces, labels, vocab_size: int):
-        """``_lm_loss`` from the logits pieces of ``output_logits=False`` (the positions it reads)."""
+        """``_lm_loss`` from the logits pieces of ``output_logits=False`` (the positions it reads):
+        summed piece by piece, each small enough to stay in cache, and divided by the label count
+        (no (batch, length, vocab) tensor is joined, shifted or copied)."""
         target = torch.full_like(labels, -100)
         target[:, :-1] = labels[:, 1:]
-        rows, targets = [], []
+        total, count = None, 0
         for start, logits in pieces:
             t = target[:, start : start + logits.shape[1]]
             keep = t != -100
-            rows.append(logits[keep])
-            targets.append(t[keep])
-        if not rows:  # no label at all: the mean over nothing, as F.cross_entropy gives it
+            n = int(keep.sum())
+            if n == 0:
+                continue
+            rows = logits[keep] if n < keep.numel() else logits.reshape(-1, logits.shape[-1])
+            piece = F.cross_entropy(rows.float(), t[keep] if n < keep.numel() else t.reshape(-1), reduction="sum")
+            total = piece if total is None else total + piece
+            count += n
+        if total is None:  # no label at all: the mean over nothing, as F.cross_entropy gives it
             return F.cross_entropy(torch.zeros(0, vocab_size, device=labels.device), labels.new_zeros(0))
-        return F.cross_entropy(torch.cat(rows).float(), torch.cat(targets))
+        return total / count
 
     def _classification_loss(self, logits, labels):
         """Same rules as HF's *ForSequenceClassification (problem_type from the base config)."""
