@@ -412,8 +412,10 @@ class RecurrentMemoryTransformer(nn.Module):
         store excepted, which grows by num_mem_tokens vectors per segment). Returns the final memory
         and the last segment's logits; equal to ``forward`` on the concatenated input.
 
-        Full segments run as soon as they are complete; with diagonal batching (ARMT, see
-        ``forward``) up to ``DIAGONAL_BLOCK`` segments per layer are buffered and run as one block."""
+        A full segment runs as soon as a token after it has arrived (so the last segment, whose
+        logits are returned, is known to be the last: no other segment computes logits); with
+        diagonal batching (ARMT, see ``forward``) up to ``DIAGONAL_BLOCK`` segments per layer are
+        buffered and run as one block."""
         seg = self.config.segment_size
         block = 1
         if diagonal is not False:
@@ -427,12 +429,15 @@ class RecurrentMemoryTransformer(nn.Module):
         batch = None
         result = {"state": None, "logits": None, "segments": 0, "tokens": 0}
 
-        def run(tokens):
+        def run(tokens, last):
             lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long, device=self.device)
-            logits, result["state"], _, _ = self._run_segments(tokens, lengths, result["state"], logits_from="last",
+            n_segments = math.ceil(tokens.shape[1] / seg)
+            logits, result["state"], _, _ = self._run_segments(tokens, lengths, result["state"],
+                                                               logits_from="last" if last else [None] * n_segments,
                                                                diagonal=diagonal)
-            result["logits"] = logits[-1][1] if self.adapter.is_decoder else logits
-            result["segments"] += math.ceil(tokens.shape[1] / seg)
+            if last:
+                result["logits"] = logits[-1][1] if self.adapter.is_decoder else logits
+            result["segments"] += n_segments
 
         for chunk in chunks:
             if isinstance(chunk, torch.Tensor) and chunk.numel() == 0:
@@ -446,16 +451,15 @@ class RecurrentMemoryTransformer(nn.Module):
             pending.append(chunk)
             pending_len += chunk.shape[1]
             result["tokens"] += chunk.shape[1]
-            if pending_len >= block * seg:
+            if pending_len > block * seg:
                 buffered = torch.cat(pending, dim=1)
-                n_full = buffered.shape[1] // seg
-                run(buffered[:, : n_full * seg])
+                n_full = (buffered.shape[1] - 1) // seg  # at least one token stays: these segments are not the last
+                run(buffered[:, : n_full * seg], last=False)
                 rest = buffered[:, n_full * seg :]
-                pending, pending_len = ([rest], rest.shape[1]) if rest.shape[1] else ([], 0)
+                pending, pending_len = [rest], rest.shape[1]
         if batch is None:
             raise ValueError("stream got no tokens: the chunks are empty")
-        if pending_len:
-            run(torch.cat(pending, dim=1))
+        run(torch.cat(pending, dim=1), last=True)
         memory, store = self.memory_kind.public(result["state"])
         return StreamState(memory, result["logits"], store, result["tokens"], result["segments"])
 
