@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 # Causal LMs whose forward is exactly `lm_head(inner_model(...).last_hidden_state)`.
 DECODER_MODEL_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3"}
@@ -147,7 +146,9 @@ class DecoderLayers:
         segment whose earlier outputs nobody reads: RMT's write positions, the tokens that need
         logits). Attention still runs on every row, since those rows read every row's keys and
         values; the residual adds and the MLP (two thirds of a layer's matmuls) run on the wanted
-        rows only. Row by row this is the same arithmetic as the whole layer (tested equal)."""
+        rows only. Row by row these are the same operations as the whole layer's; a matmul kernel
+        may round a product of a few rows differently from one of many (equal up to float rounding,
+        tested; bit for bit with GPT-2's Conv1D on this project's CPU for 4+ rows)."""
         layer, mask, cache = self.layers[i], context["masks"][self.mask_type(i)], context["cache"]
         if keep_from and self._can_keep_rows(layer, cache):
             if layer.gradient_checkpointing and layer.training:
@@ -176,44 +177,19 @@ class DecoderLayers:
 
     def _run_rows(self, layer, hidden, mask, context, keep_from):
         """``layer``'s forward (GPT2Block / the Llama family's decoder layer, in their order of
-        operations) with the rows before ``keep_from`` dropped after attention (GPT-2 with SDPA:
-        from its queries on)."""
+        operations) with the rows before ``keep_from`` dropped after attention. (Attention itself
+        stays whole: the HF module with its own masks and kernels. Cutting its queries too would
+        save little more, and SDPA rounds a few queries differently from many.)"""
         if self.is_gpt2:
-            x = layer.ln_1(hidden)
-            if self._gpt2_rows_attention(layer.attn, mask):
-                attn = self._gpt2_attention_rows(layer.attn, x, mask, keep_from)
-            else:
-                attn, _ = layer.attn(x, past_key_values=None, attention_mask=mask, use_cache=False,
-                                     position_ids=context["position_ids"])
-                attn = attn[:, keep_from:]
-            hidden = attn + hidden[:, keep_from:]
+            attn, _ = layer.attn(layer.ln_1(hidden), past_key_values=None, attention_mask=mask, use_cache=False,
+                                 position_ids=context["position_ids"])
+            hidden = attn[:, keep_from:] + hidden[:, keep_from:]
             return hidden + layer.mlp(layer.ln_2(hidden))
         attn, _ = layer.self_attn(hidden_states=layer.input_layernorm(hidden), attention_mask=mask,
                                   position_ids=context["position_ids"], past_key_values=None, use_cache=False,
                                   position_embeddings=context["position_embeddings"])
         hidden = hidden[:, keep_from:] + attn[:, keep_from:]
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-
-    def _gpt2_rows_attention(self, attn, mask) -> bool:
-        """Whether ``_gpt2_attention_rows`` computes what GPT2Attention does: its SDPA path (the
-        default), a causal mask HF left to SDPA (None) or a boolean one, no attention dropout."""
-        return (self.config._attn_implementation == "sdpa" and (mask is None or mask.dtype == torch.bool)
-                and not (attn.training and attn.attn_dropout.p > 0))
-
-    @staticmethod
-    def _gpt2_attention_rows(attn, x, mask, keep_from):
-        """GPT2Attention (SDPA) for the queries ``keep_from:`` only; keys and values of every row."""
-        batch, width, hidden = x.shape
-        q, k, v = attn.c_attn(x).split(hidden, dim=2)
-        q = q[:, keep_from:]
-        q, k, v = (t.view(batch, t.shape[1], -1, attn.head_dim).transpose(1, 2) for t in (q, k, v))
-        if mask is None:  # causal: query row keep_from + r sees keys 0..keep_from + r
-            mask = torch.ones(width - keep_from, width, dtype=torch.bool, device=x.device).tril(keep_from)[None, None]
-        else:
-            mask = mask[:, :, keep_from:]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
-        out = out.transpose(1, 2).reshape(batch, width - keep_from, hidden)
-        return attn.resid_dropout(attn.c_proj(out))
 
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.norm(hidden)

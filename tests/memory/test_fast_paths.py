@@ -62,7 +62,7 @@ def test_last_layer_rows_equal_the_whole_layer(kind, padded, keep_from):
             close(got, expected)
 
 
-def test_last_layer_rows_of_an_eager_attention_gpt2_fall_back_to_the_hf_attention():
+def test_last_layer_rows_with_eager_attention():
     base = tiny_causal_lm("gpt2")
     base.config._attn_implementation = "eager"
     layers = DecoderLayers(base)
