@@ -206,3 +206,47 @@ def test_rmt_equals_a_bare_loop_over_the_base_model(kind):
     close(loss, ref_loss)
     for got, expected in zip(grads, ref_grads):
         close(got, expected)
+
+
+def _can_compile() -> bool:
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(3))
+        return True
+    except Exception:  # no C++ compiler / inductor on this machine
+        return False
+
+
+@pytest.mark.parametrize("kind", ["gpt2", pytest.param("llama", marks=pytest.mark.slow)])  # each compiles for ~20 s
+def test_compiled_layers_equal_the_plain_model(kind):
+    if not _can_compile():
+        pytest.skip("torch.compile does not work here (inductor needs a C++ compiler)")
+    config = RMTConfig(num_mem_tokens=3, segment_size=7)
+    plain = RecurrentMemoryTransformer.wrap(no_dropout(tiny_causal_lm(kind)), config)
+    fast = RecurrentMemoryTransformer.wrap(no_dropout(tiny_causal_lm(kind)), config)
+    fast.load_state_dict(plain.state_dict())
+    assert fast.compile_layers() is fast
+    ids = random_ids(2, 23, seed=8)
+    mask = torch.ones_like(ids)
+    mask[1, :5] = 0
+    results = []
+    for model in (plain, fast):
+        model.train()
+        out = model(ids, attention_mask=mask, labels=ids)  # whole layers; partial segments; padding
+        out.loss.backward()
+        with torch.no_grad():
+            state = model.eval().stream(ids.split(4, dim=1))  # the last layer on the memory rows only
+        results.append((out, [p.grad for p in model.parameters()], state))
+    (a, a_grads, a_stream), (b, b_grads, b_stream) = results
+    close(b.logits, a.logits)
+    close(b.loss, a.loss)
+    close(b.memory, a.memory)
+    for got, expected in zip(b_grads, a_grads):
+        close(got, expected)
+    close(b_stream.memory, a_stream.memory)
+    close(b_stream.logits, a_stream.logits)
+
+
+def test_compile_layers_is_for_decoders():
+    model = RecurrentMemoryTransformer.wrap(tiny_bert(), RMTConfig(num_mem_tokens=3, segment_size=6, cls_token_id=CLS, sep_token_id=SEP))
+    with pytest.raises(ValueError, match="compile_layers"):
+        model.compile_layers()
