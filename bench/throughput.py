@@ -12,14 +12,19 @@ segments of 128. Methods:
 * ``floor``: a bare loop calling the base model on ``[memory; segment; memory]`` (workloads.py);
 * ``ours``: ``model(ids, labels=labels)``, ``model.stream(chunks)``;
 * ``ours nologits``: ``model(ids, labels=labels, output_logits=False)`` (only the logits the loss reads);
-* ``gated nologits`` / ``gated``: the same with ``memory_write="gated"``.
+* ``gated nologits`` / ``gated``: the same with ``memory_write="gated"``;
+* ``compiled nologits`` / ``compiled``: ``ours`` after ``model.compile_layers()`` (opt-in: equal up
+  to float rounding, not bit for bit; compiled during the warm-up, on its own copy of the weights).
 
 All methods share one base model (AdamW with lr=0: the weights never change). Rounds are
 interleaved (every round runs every method at every thread count, one after the other) and the
 median of the rounds is kept, for wall time and for this process's CPU time (on a shared machine
-CPU time is the steadier of the two). ``roofline`` is the time the workload's nominal FLOPs would
-take at this CPU's matmul rate (a 1024^3 fp32 matmul, measured in the same round): the fraction
-printed is roofline time / measured time.
+CPU time is the steadier of the two). ``roofline`` is the time the workload's necessary FLOPs
+would take at this CPU's matmul rate (a 1024^3 fp32 matmul, measured in the same round), divided
+by the measured time. Necessary FLOPs (workloads.py): every layer on every position of
+``[memory; segment; memory]`` except the last layer's rows nobody reads, plus the output layer
+where a loss reads it (``lm``: every token; ``qa``: the answer), forward and backward; a method
+that computes more (the official code's logits everywhere) gets a lower fraction for it.
 
     python bench/throughput.py --official /path/to/recurrent-memory-transformer   # ~10 min on 2 shared cores
     python bench/throughput.py --quick                                           # 1 round, 16k streamed
@@ -32,6 +37,7 @@ and CPU); the load average before and after.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from functools import partial
@@ -43,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads as W  # noqa: E402
 
 
-def training_methods(official_module, labels: str, segment: int, n_segments: int):
+def training_methods(official_module, labels: str, segment: int, n_segments: int, compiled: bool):
     """{name: (step function, tokens per step, nominal FLOPs)} for one training workload."""
     base = W.build_base(segment)
     ours = W.build_ours(base, segment).train()
@@ -60,10 +66,14 @@ def training_methods(official_module, labels: str, segment: int, n_segments: int
     methods["ours nologits"] = partial(W.train_step, opt, lambda: ours(ids, labels=target, output_logits=False).loss)
     gated_opt = W.frozen_adamw(gated)
     methods["gated nologits"] = partial(W.train_step, gated_opt, lambda: gated(ids, labels=target, output_logits=False).loss)
-    return methods, ids.numel(), W.train_flops(segment, n_segments, labels, executed=False)
+    if compiled:
+        fast = W.build_ours(copy.deepcopy(base), segment).train().compile_layers()
+        fast_opt = W.frozen_adamw(fast)
+        methods["compiled nologits"] = partial(W.train_step, fast_opt, lambda: fast(ids, labels=target, output_logits=False).loss)
+    return methods, ids.numel(), W.train_flops(segment, n_segments, labels, executed=True)
 
 
-def streaming_methods(official_module, tokens: int):
+def streaming_methods(official_module, tokens: int, compiled: bool):
     segment = W.STREAM_SEGMENT
     base = W.build_base(segment).eval()
     ours = W.build_ours(base, segment).eval()
@@ -76,7 +86,10 @@ def streaming_methods(official_module, tokens: int):
     methods["floor"] = lambda: W.floor_stream(base, ours.memory, ids, segment)
     methods["ours"] = lambda: W.ours_stream(ours, ids)
     methods["gated"] = lambda: W.ours_stream(gated, ids)
-    return methods, tokens, W.stream_flops(executed=False) * tokens / W.STREAM_TOKENS
+    if compiled:
+        fast = W.build_ours(copy.deepcopy(base), segment).eval().compile_layers()
+        methods["compiled"] = lambda: W.ours_stream(fast, ids)
+    return methods, tokens, W.stream_flops(executed=True) * tokens / W.STREAM_TOKENS
 
 
 def check_equal(official_module):
@@ -107,6 +120,7 @@ def main():
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts, interleaved")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round, 16k tokens streamed")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the compiled variants (model.compile_layers())")
     parser.add_argument("--workloads", default="train-16x128,train-4x512,stream-128",
                         help="comma-separated subset of train-16x128, train-4x512, stream-128")
     args = parser.parse_args()
@@ -129,9 +143,9 @@ def main():
         if name in W.TRAIN:
             segment, n = W.TRAIN[name]
             for labels in ("lm", "qa"):
-                workloads[f"{name} {labels}"] = training_methods(official_module, labels, segment, n)
+                workloads[f"{name} {labels}"] = training_methods(official_module, labels, segment, n, not args.no_compile)
         elif name == "stream-128":
-            workloads[f"stream-128 {stream_tokens // 1024}k"] = streaming_methods(official_module, stream_tokens)
+            workloads[f"stream-128 {stream_tokens // 1024}k"] = streaming_methods(official_module, stream_tokens, not args.no_compile)
         else:
             raise SystemExit(f"unknown workload {name!r}")
 
