@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads as W  # noqa: E402
 
 
-def training_methods(official_module, labels: str, segment: int, n_segments: int, compiled: bool):
+def training_methods(official_module, labels: str, segment: int, n_segments: int, compiled: bool, bf16: bool):
     """{name: (step function, tokens per step, nominal FLOPs)} for one training workload."""
     base = W.build_base(segment)
     ours = W.build_ours(base, segment).train()
@@ -59,17 +59,17 @@ def training_methods(official_module, labels: str, segment: int, n_segments: int
     if official_module is not None:
         official = W.build_official(official_module, ours, segment, n_segments).train()
         opt = W.frozen_adamw(official)
-        methods["official"] = partial(W.train_step, opt, lambda: official(input_ids=ids, labels=target)["loss"])
+        methods["official"] = partial(W.train_step, opt, bf16=bf16, loss_fn=lambda: official(input_ids=ids, labels=target)["loss"])
     opt = W.frozen_adamw(ours)
-    methods["floor"] = partial(W.train_step, opt, lambda: W.floor_train_loss(base, ours.memory, ids, target, segment))
-    methods["ours"] = partial(W.train_step, opt, lambda: ours(ids, labels=target).loss)
-    methods["ours nologits"] = partial(W.train_step, opt, lambda: ours(ids, labels=target, output_logits=False).loss)
+    methods["floor"] = partial(W.train_step, opt, bf16=bf16, loss_fn=lambda: W.floor_train_loss(base, ours.memory, ids, target, segment))
+    methods["ours"] = partial(W.train_step, opt, bf16=bf16, loss_fn=lambda: ours(ids, labels=target).loss)
+    methods["ours nologits"] = partial(W.train_step, opt, bf16=bf16, loss_fn=lambda: ours(ids, labels=target, output_logits=False).loss)
     gated_opt = W.frozen_adamw(gated)
-    methods["gated nologits"] = partial(W.train_step, gated_opt, lambda: gated(ids, labels=target, output_logits=False).loss)
+    methods["gated nologits"] = partial(W.train_step, gated_opt, bf16=bf16, loss_fn=lambda: gated(ids, labels=target, output_logits=False).loss)
     if compiled:
         fast = W.build_ours(copy.deepcopy(base), segment).train().compile_layers()
         fast_opt = W.frozen_adamw(fast)
-        methods["compiled nologits"] = partial(W.train_step, fast_opt, lambda: fast(ids, labels=target, output_logits=False).loss)
+        methods["compiled nologits"] = partial(W.train_step, fast_opt, bf16=bf16, loss_fn=lambda: fast(ids, labels=target, output_logits=False).loss)
     return methods, ids.numel(), W.train_flops(segment, n_segments, labels, executed=True)
 
 
@@ -121,6 +121,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 round, 16k tokens streamed")
     parser.add_argument("--no-compile", action="store_true", help="leave out the compiled variants (model.compile_layers())")
+    parser.add_argument("--bf16", action="store_true",
+                        help="run every method under torch.autocast(bfloat16) (rmt train --mixed-precision bf16); the roofline in bf16")
     parser.add_argument("--workloads", default="train-16x128,train-4x512,stream-128",
                         help="comma-separated subset of train-16x128, train-4x512, stream-128")
     args = parser.parse_args()
@@ -129,11 +131,13 @@ def main():
     stream_tokens = 16384 if args.quick else W.STREAM_TOKENS
     chosen = [w for w in args.workloads.split(",") if w]
     official_module = W.load_official(args.official) if args.official else None
+    dtype = torch.bfloat16 if args.bf16 else torch.float32
     load_before = W.load_average()
 
     from tqdm import tqdm
 
-    print(f"GPT-2 {W.LAYERS} x {W.HIDDEN}, vocabulary {W.VOCAB}, {W.MEM} memory tokens, fp32; threads {threads}; "
+    print(f"GPT-2 {W.LAYERS} x {W.HIDDEN}, vocabulary {W.VOCAB}, {W.MEM} memory tokens, "
+          f"{'bf16 autocast' if args.bf16 else 'fp32'}; threads {threads}; "
           f"{rounds} interleaved rounds; load average {load_before}")
     print("equality before timing:")
     check_equal(official_module)
@@ -143,11 +147,20 @@ def main():
         if name in W.TRAIN:
             segment, n = W.TRAIN[name]
             for labels in ("lm", "qa"):
-                workloads[f"{name} {labels}"] = training_methods(official_module, labels, segment, n, not args.no_compile)
+                workloads[f"{name} {labels}"] = training_methods(official_module, labels, segment, n, not args.no_compile, args.bf16)
         elif name == "stream-128":
             workloads[f"stream-128 {stream_tokens // 1024}k"] = streaming_methods(official_module, stream_tokens, not args.no_compile)
         else:
             raise SystemExit(f"unknown workload {name!r}")
+    if args.bf16:  # streaming under autocast too (training: the forward, in train_step)
+        def autocast(fn):
+            def run():
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return fn()
+            return run
+
+        workloads = {w: ({m: autocast(fn) if w.startswith("stream") else fn for m, fn in methods.items()}, tokens, flops)
+                     for w, (methods, tokens, flops) in workloads.items()}
 
     times = {}  # (threads, workload, method) -> [(wall, cpu)]
     roofline = {t: [] for t in threads}
@@ -160,7 +173,7 @@ def main():
     with tqdm(total=rounds * len(jobs), desc="bench", unit="run") as bar:
         for _ in range(rounds):
             for t in threads:
-                roofline[t].append(W.matmul_flops_per_second(t))
+                roofline[t].append(W.matmul_flops_per_second(t, dtype))
                 torch.set_num_threads(t)
                 for w, (methods, _, _) in workloads.items():
                     for m, fn in methods.items():
@@ -168,10 +181,11 @@ def main():
                         bar.update(1)
     load_after = W.load_average()
 
-    summary = {"load_average_before": load_before, "load_average_after": load_after, "rounds": rounds}
+    summary = {"load_average_before": load_before, "load_average_after": load_after, "rounds": rounds,
+               "dtype": "bf16 autocast" if args.bf16 else "fp32"}
     for t in threads:
         rate = W.median(roofline[t])
-        print(f"\n{t} thread(s): matmul {rate / 1e9:.1f} GFLOP/s (1024^3 fp32, median of rounds)")
+        print(f"\n{t} thread(s): matmul {rate / 1e9:.1f} GFLOP/s (1024^3 {'bf16' if args.bf16 else 'fp32'}, median of rounds)")
         print(f"{'workload':<22}{'method':<17}{'tokens/s':>10}{'x official':>12}{'(cpu)':>7}{'x floor':>9}{'(cpu)':>7}"
               f"{'roofline':>10}")
         per_thread = {}

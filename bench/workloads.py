@@ -124,10 +124,12 @@ def ours_stream(model, ids: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     return model.stream(ids[:, i : i + chunk] for i in range(0, ids.shape[1], chunk)).memory
 
 
-def train_step(optimizer, loss_fn):
-    """One training step: forward (``loss_fn``), backward, optimizer step. The optimizer has lr=0,
-    so every method of every round sees the same weights."""
-    loss = loss_fn()
+def train_step(optimizer, loss_fn, bf16: bool = False):
+    """One training step: forward (``loss_fn``; under bf16 autocast with ``bf16``, as accelerate's
+    mixed precision runs it), backward, optimizer step. The optimizer has lr=0, so every method of
+    every round sees the same weights."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = loss_fn()
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

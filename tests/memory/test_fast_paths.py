@@ -250,3 +250,17 @@ def test_compile_layers_is_for_decoders():
     model = RecurrentMemoryTransformer.wrap(tiny_bert(), RMTConfig(num_mem_tokens=3, segment_size=6, cls_token_id=CLS, sep_token_id=SEP))
     with pytest.raises(ValueError, match="compile_layers"):
         model.compile_layers()
+
+
+def test_activation_checkpointing_with_output_logits_false_gives_the_same_gradients():
+    grads = []
+    for checkpointing in (False, True):
+        model = _case("gpt2")
+        if checkpointing:
+            model.base_model.activation_checkpointing_enable()
+        ids = random_ids(2, 30, seed=9)
+        target = torch.full_like(ids, -100)
+        target[:, -2:] = ids[:, -2:]
+        model(ids, labels=target, output_logits=False).loss.backward()  # the last layer keeps a few rows, checkpointed
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    close(grads[1], grads[0])
