@@ -12,6 +12,8 @@ the load of a shared machine hits them alike.
   the sequential loop (``diagonal=False``), ``armt-diag`` diagonal batching (``diagonal=True``).
 * full: the base model's own forward on the whole input at once (SDPA, no KV cache), at lengths up
   to ``--full-max`` (its learned position table is sized to that, default 32k).
+* rmt at 10M tokens (``10 x 2^20``; leave it out with ``--no-10m``): tokens/s and peak RSS against
+  its 1M row (constant memory: the ratio should be ~1).
 
 Runs shorter than ``--min-seconds`` are repeated and averaged. Beside wall time the CPU time of
 the measuring process is reported, split into user and system time: system time is mostly page
@@ -19,11 +21,11 @@ faults from large temporary tensors (glibc returns freed memory to the OS and ta
 which diagonal batching's larger batched tensors trigger more.
 
 Prints a table and ends with one JSON line: speedup over full attention per length (wall, CPU),
-peak-memory and time-per-token ratios 1M/16k per memory kind, and ARMT's diagonal speed-up over
-sequential per length (wall and CPU).
+peak-memory and time-per-token ratios 1M/16k per memory kind, ARMT's diagonal speed-up over
+sequential per length (wall and CPU), and RMT's tokens/s and peak RSS at 1M and 10M.
 Targets: mem ratio <= 1.1 (issues 2 and 10), diagonal >= 1.5x sequential ARMT at 64k (issue 10).
 
-    python bench/scaling.py                 # ~15-25 minutes on one CPU thread
+    python bench/scaling.py                 # ~20-30 minutes on one CPU thread (10M: ~5 of them)
     python bench/scaling.py --quick         # lengths up to 64k, for a smoke run
 """
 
@@ -38,6 +40,7 @@ import time
 CONFIG = dict(n_layer=2, n_head=2, n_embd=128, vocab_size=1024)
 SEGMENT, MEM_TOKENS, CHUNK = 512, 16, 8192
 LENGTHS = [4096, 8192, 16384, 32768, 65536, 262144, 1048576]
+TEN_MILLION = 10 * 1048576  # RMT only (issue 12): the other memories' rows stop at 1M
 MEMORY_METHODS = ["rmt", "rmt-r", "armt", "armt-diag"]
 KIND_OF = {"rmt": "rmt", "rmt-r": "rmt-r", "armt": "armt", "armt-diag": "armt"}
 
@@ -127,6 +130,7 @@ def main():
     parser.add_argument("--min-seconds", type=float, default=4.0, help="repeat a run until this much wall time has passed")
     parser.add_argument("--quick", action="store_true", help="lengths up to 64k only (no 1M ratios)")
     parser.add_argument("--methods", default=",".join(MEMORY_METHODS + ["full"]), help="comma-separated subset of methods")
+    parser.add_argument("--no-10m", action="store_true", help="leave out RMT's 10M-token run")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.length, args.full_max, args.threads, args.min_seconds)))
@@ -138,6 +142,8 @@ def main():
     lengths = [n for n in LENGTHS if not args.quick or n <= 65536]
     # Interleaved: every length runs all methods back to back.
     jobs = [(method, n) for n in lengths for method in methods if method != "full" or n <= args.full_max]
+    if "rmt" in methods and not args.quick and not args.no_10m:
+        jobs.append(("rmt", TEN_MILLION))
     rows = {}
     started = time.perf_counter()
     for method, n in tqdm(jobs, desc="bench", unit="run"):
@@ -148,7 +154,7 @@ def main():
     print(f"{'method':<10}{'tokens':>8}{'runs':>6}{'s/run':>9}{'tokens/s':>11}{'us/token':>10}{'cpu us/tok':>12}"
           f"{'user':>8}{'sys':>7}{'peak RSS MiB':>14}")
     for method in methods:
-        for n in lengths:
+        for n in lengths + [TEN_MILLION]:
             r = rows.get((method, n))
             if r is None:
                 continue
@@ -181,6 +187,12 @@ def main():
             summary[f"{method}_time_per_token_ratio_{_label(top)}_over_16k"] = round(base["tokens_per_s"] / rows[(method, top)]["tokens_per_s"], 3)
             summary[f"{method}_cpu_time_per_token_ratio_{_label(top)}_over_16k"] = round(
                 (rows[(method, top)]["cpu_seconds"] / top) / (base["cpu_seconds"] / 16384), 3)
+    if ("rmt", TEN_MILLION) in rows and ("rmt", 1048576) in rows:
+        one, ten = rows[("rmt", 1048576)], rows[("rmt", TEN_MILLION)]
+        summary["rmt_1M"] = {"tokens_per_s": round(one["tokens_per_s"]), "peak_rss_mib": round(one["peak_rss_mib"])}
+        summary["rmt_10M"] = {"tokens_per_s": round(ten["tokens_per_s"]), "peak_rss_mib": round(ten["peak_rss_mib"])}
+        summary["rmt_mem_ratio_10M_over_1M"] = round(ten["peak_rss_mib"] / one["peak_rss_mib"], 3)
+        summary["rmt_time_per_token_ratio_10M_over_1M"] = round(one["tokens_per_s"] / ten["tokens_per_s"], 3)
     print(json.dumps(summary))
 
 

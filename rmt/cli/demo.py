@@ -12,7 +12,8 @@ def _peak_rss_mib() -> float:
 
 
 def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidden: int, vocab: int,
-             self_retrieval: bool, checkpoint: str | None, chunk: int, seed: int, threads: int | None, progress: bool = True) -> dict:
+             self_retrieval: bool, checkpoint: str | None, chunk: int, seed: int, threads: int | None, progress: bool = True,
+             compile: bool = False) -> dict:
     """Stream `tokens` seeded random token ids through an RMT (a small random GPT-2, or `checkpoint`)."""
     if tokens < 1:
         raise ValueError(f"--tokens must be >= 1, got {tokens}")
@@ -42,6 +43,8 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
                                           n_positions=segment_size + 2 * mem_tokens))
         model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))
     model.eval()
+    if compile:
+        model.compile_layers()  # opt-in: equal up to float rounding; the first segments compile (seconds)
     vocab_size = model.adapter.vocab_size
     generator = torch.Generator().manual_seed(seed)
     bar = tqdm(total=tokens, unit="tok", unit_scale=True, desc="streaming", disable=not progress)
@@ -86,11 +89,14 @@ def register(app):
         chunk: int = typer.Option(4096, "--chunk", help="Tokens per chunk fed to model.stream()."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random model and the random input."),
         threads: int = typer.Option(None, "--threads", help="torch CPU threads. Default: one per core not already busy."),
+        compile: bool = typer.Option(False, "--compile", help="torch.compile each layer's MLP (model.compile_layers(): "
+                                     "equal up to float rounding; compiling takes seconds, so it pays on long streams)."),
     ):
         """Stream a long random input through a small RMT; print throughput and peak memory (RSS)."""
         import json
 
-        result = run_demo(tokens, segment_size, mem_tokens, layers, hidden, vocab, self_retrieval, checkpoint, chunk, seed, threads)
+        result = run_demo(tokens, segment_size, mem_tokens, layers, hidden, vocab, self_retrieval, checkpoint, chunk, seed, threads,
+                          compile=compile)
         print(f"streamed {result['tokens']:,} tokens in {result['segments']:,} segments: "
               f"{result['tokens_per_s']:,.0f} tokens/s, {result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB")
         print(json.dumps(result))

@@ -14,6 +14,9 @@ import torch
 
 # Causal LMs whose forward is exactly `lm_head(inner_model(...).last_hidden_state)`.
 DECODER_MODEL_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3"}
+# Decoder layers whose forward DecoderLayers._run_rows follows (pre-norm attention, then pre-norm MLP,
+# each added to the residual); any other layer class runs whole and is sliced.
+_ROW_LAYERS = {"GPT2Block", "LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer", "Qwen3DecoderLayer"}
 # Sequence-classification encoders whose input layout is [CLS] ... [SEP].
 ENCODER_MODEL_TYPES = {"bert"}
 
@@ -136,13 +139,57 @@ class DecoderLayers:
             context["position_embeddings"] = self.inner.rotary_emb(hidden, position_ids=position_ids)
         return hidden, context
 
-    def run(self, i: int, hidden: torch.Tensor, context: dict) -> torch.Tensor:
-        """Layer ``i`` on ``hidden`` (its own activation checkpointing, if enabled, applies)."""
+    def run(self, i: int, hidden: torch.Tensor, context: dict, keep_from: int = 0) -> torch.Tensor:
+        """Layer ``i`` on ``hidden`` (its own activation checkpointing, if enabled, applies).
+
+        ``keep_from`` > 0: only rows ``keep_from:`` of the output are wanted (the last layer of a
+        segment whose earlier outputs nobody reads: RMT's write positions, the tokens that need
+        logits). Attention still runs on every row, since those rows read every row's keys and
+        values; the residual adds and the MLP (two thirds of a layer's matmuls) run on the wanted
+        rows only. Row by row these are the same operations as the whole layer's; a matmul kernel
+        may round a product of a few rows differently from one of many (equal up to float rounding,
+        tested; bit for bit with GPT-2's Conv1D on this project's CPU for 4+ rows)."""
         layer, mask, cache = self.layers[i], context["masks"][self.mask_type(i)], context["cache"]
+        if keep_from and self._can_keep_rows(layer, cache):
+            if layer.gradient_checkpointing and layer.training:
+                from torch.utils.checkpoint import checkpoint
+
+                return checkpoint(self._run_rows, layer, hidden, mask, context, keep_from, use_reentrant=False)
+            return self._run_rows(layer, hidden, mask, context, keep_from)
         if self.is_gpt2:
-            return layer(hidden, cache, mask, None, use_cache=cache is not None, position_ids=context["position_ids"])
-        return layer(hidden, attention_mask=mask, position_embeddings=context["position_embeddings"],
-                     position_ids=context["position_ids"], past_key_values=cache, use_cache=cache is not None)
+            out = layer(hidden, cache, mask, None, use_cache=cache is not None, position_ids=context["position_ids"])
+        else:
+            out = layer(hidden, attention_mask=mask, position_embeddings=context["position_embeddings"],
+                        position_ids=context["position_ids"], past_key_values=cache, use_cache=cache is not None)
+        return out[:, keep_from:] if keep_from else out
+
+    @staticmethod
+    def _can_keep_rows(layer, cache) -> bool:
+        """Whether ``_run_rows`` computes exactly what ``layer`` does: one of the layer classes whose
+        forward it follows, no KV cache, and no dropout after the MLP in training (it would draw
+        its random mask for fewer rows: the same distribution, but not the same numbers)."""
+        if cache is not None or type(layer).__name__ not in _ROW_LAYERS:
+            return False
+        if getattr(layer, "crossattention", None) is not None:
+            return False
+        dropout = getattr(layer.mlp, "dropout", None)
+        return not (layer.training and dropout is not None and dropout.p > 0)
+
+    def _run_rows(self, layer, hidden, mask, context, keep_from):
+        """``layer``'s forward (GPT2Block / the Llama family's decoder layer, in their order of
+        operations) with the rows before ``keep_from`` dropped after attention. (Attention itself
+        stays whole: the HF module with its own masks and kernels. Cutting its queries too would
+        save little more, and SDPA rounds a few queries differently from many.)"""
+        if self.is_gpt2:
+            attn, _ = layer.attn(layer.ln_1(hidden), past_key_values=None, attention_mask=mask, use_cache=False,
+                                 position_ids=context["position_ids"])
+            hidden = attn[:, keep_from:] + hidden[:, keep_from:]
+            return hidden + layer.mlp(layer.ln_2(hidden))
+        attn, _ = layer.self_attn(hidden_states=layer.input_layernorm(hidden), attention_mask=mask,
+                                  position_ids=context["position_ids"], past_key_values=None, use_cache=False,
+                                  position_embeddings=context["position_embeddings"])
+        hidden = hidden[:, keep_from:] + attn[:, keep_from:]
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.norm(hidden)

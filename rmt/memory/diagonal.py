@@ -222,11 +222,11 @@ class _InFlight:
 
 
 @torch.no_grad()
-def run_diagonal(kind, base_model, state: ARMTState, segments, with_logits, output_states=False):
+def run_diagonal(kind, base_model, state: ARMTState, segments, logits_from, output_states=False):
     """ARMT over ``segments`` [(tokens (B, w), lengths (B,)), ...] on the diagonal schedule.
 
     Yields ``(logits or None, state or None)`` per segment, in segment order, as the sequential
-    loop does (``with_logits[s]``: compute segment s's logits); the state is given after every
+    loop does (``logits_from[s]``: segment s's logits from that position on, None: none); the state is given after every
     segment with ``output_states``, else after the last one only. Segments of the same width run
     as one batched call; a narrower one (the last segment of a call can be) runs beside them.
     """
@@ -284,9 +284,9 @@ def run_diagonal(kind, base_model, state: ARMTState, segments, with_logits, outp
             done = t - n_layers + 1
             item = in_flight.pop(done)
             logits = None
-            if with_logits[done]:
+            if logits_from[done] is not None:
                 width = segments[done][0].shape[1]
-                logits = base_model.get_output_embeddings()(layers.final_norm(item.hidden[:, :width]))
+                logits = base_model.get_output_embeddings()(layers.final_norm(item.hidden[:, logits_from[done] : width]))
             out_state = None
             if output_states:
                 out_state = ARMTState(torch.stack([a for a, _ in item.states], dim=1), torch.stack([zz for _, zz in item.states], dim=1))

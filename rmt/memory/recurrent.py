@@ -153,6 +153,21 @@ class RecurrentMemoryTransformer(nn.Module):
         """What ``memory=None`` means: the ``.memory`` value before the first segment."""
         return self.memory_kind.public(self.memory_kind.initial_state(batch_size))[0]
 
+    def compile_layers(self, **compile_kwargs) -> "RecurrentMemoryTransformer":
+        """Opt-in fast path: ``torch.compile`` each decoder layer's MLP in place (its activation,
+        GPT-2's seven-operation ``gelu_new`` or Llama's gated SiLU, fused with the bias adds into
+        one pass over the MLP's largest tensor; the matmuls stay as they are). Returns the model.
+
+        Results equal the plain model up to float rounding, not bit for bit (the fused activation
+        rounds differently; tested at 1e-5 relative). The first segment of each new shape compiles
+        (seconds; torch's inductor needs a C++ compiler), so this pays on long streams and training
+        runs, not on a few calls. ``compile_kwargs`` go to ``torch.compile``. Decoders only."""
+        if not self.adapter.is_decoder:
+            raise ValueError(f"compile_layers() is for causal LMs; {type(self.base_model).__name__} is a sequence classifier")
+        for layer in DecoderLayers(self.base_model).layers:
+            layer.mlp.compile(**compile_kwargs)
+        return self
+
     # ----------------------------------------------------------------- the segment loop
     def _use_diagonal(self, diagonal: bool | None, n_segments: int) -> bool:
         """Diagonal batching (ARMT inference): None picks it where it applies (ARMT, no gradient,
@@ -166,7 +181,7 @@ class RecurrentMemoryTransformer(nn.Module):
             raise ValueError(f"diagonal=True is not possible here: {reason}")
         return True
 
-    def _sequential(self, segments, state, with_logits):
+    def _sequential(self, segments, state, logits_from):
         """Segment by segment; yields (logits, state after the segment)."""
         depth = self.config.bptt_depth
         n_segments = len(segments)
@@ -175,17 +190,20 @@ class RecurrentMemoryTransformer(nn.Module):
             # through memory; everything that flows into segment n-depth is detached.
             if depth != -1 and 0 < s <= n_segments - depth:
                 state = state.detach()
-            logits, written = self.memory_kind.segment(self.base_model, state, seg_tokens, seg_lengths, with_logits[s])
+            logits, written = self.memory_kind.segment(self.base_model, state, seg_tokens, seg_lengths, logits_from[s])
             state = written.where(seg_lengths > 0, state)
             yield logits, state
 
-    def _run_segments(self, tokens, lengths, state, keep_logits=True, output_memories=False, diagonal=None):
+    def _run_segments(self, tokens, lengths, state, logits_from="all", output_memories=False, diagonal=None):
         """The recurrence over compact ``tokens`` (batch, L; row i has ``lengths[i]`` real tokens first).
 
         Rows are segmented from their own start; a row whose tokens have run out keeps its state
-        unchanged, so each row gets exactly what it would get alone. ``keep_logits=False`` computes
-        and returns the last segment's logits only. Returns (logits, state, states after every
-        segment or None, mean write rate or None).
+        unchanged, so each row gets exactly what it would get alone. ``logits_from`` says which
+        logits to compute: ``"all"``, ``"last"`` (the last segment's only), or one entry per
+        segment (a position within the segment to compute its logits from, or None for none).
+        Returns (logits, state, states after every segment or None, mean write rate or None);
+        decoders' logits are a list of ``(first position, logits (batch, n, vocab))`` pieces, one
+        per segment that computed any (see ``_joined``), encoders' the classifier logits.
 
         The write rate (gated writes, ``RMTState.write_rate``) is averaged over the (row, segment)
         pairs that had tokens: the training loss adds it times ``write_sparsity``.
@@ -194,15 +212,18 @@ class RecurrentMemoryTransformer(nn.Module):
         n_segments = max(1, math.ceil(int(lengths.max()) / seg))
         segments = [(tokens[:, s * seg : (s + 1) * seg], (lengths - s * seg).clamp(0, seg)) for s in range(n_segments)]
         is_decoder = self.adapter.is_decoder
-        with_logits = [keep_logits or s == n_segments - 1 or not is_decoder for s in range(n_segments)]
+        if not is_decoder or logits_from == "all":
+            logits_from = [0] * n_segments
+        elif logits_from == "last":
+            logits_from = [None] * (n_segments - 1) + [0]
         if is_decoder and self._use_diagonal(diagonal, n_segments):
-            results = run_diagonal(self.memory_kind, self.base_model, state, segments, with_logits, output_memories)
+            results = run_diagonal(self.memory_kind, self.base_model, state, segments, logits_from, output_memories)
         else:
-            results = self._sequential(segments, state, with_logits)
-        logits_per_segment, memories = [], []
+            results = self._sequential(segments, state, logits_from)
+        pieces, memories = [], []
         cls_logits = None
         rate_sum, rate_count = None, 0
-        for (_, seg_lengths), (logits, new_state) in zip(segments, results):
+        for s, ((_, seg_lengths), (logits, new_state)) in enumerate(zip(segments, results)):
             state = new_state if new_state is not None else state
             rate = getattr(new_state, "write_rate", None)
             if rate is not None:
@@ -215,16 +236,36 @@ class RecurrentMemoryTransformer(nn.Module):
             if logits is None:
                 continue
             if is_decoder:
-                if bool((seg_lengths < logits.shape[1]).any()):  # zero the padding positions
-                    is_pad = torch.arange(logits.shape[1], device=logits.device)[None, :] >= seg_lengths[:, None]
+                first = logits_from[s]
+                if bool((seg_lengths - first < logits.shape[1]).any()):  # zero the padding positions
+                    is_pad = torch.arange(first, first + logits.shape[1], device=logits.device)[None, :] >= seg_lengths[:, None]
                     logits = logits.masked_fill(is_pad[:, :, None], 0.0)
-                logits_per_segment.append(logits)
+                pieces.append((s * seg + first, logits))
             else:
                 active = seg_lengths > 0
                 cls_logits = logits if cls_logits is None else torch.where(active[:, None], logits, cls_logits)
-        out_logits = torch.cat(logits_per_segment, dim=1) if is_decoder else cls_logits
         write_rate = rate_sum / max(1, rate_count) if rate_sum is not None else None
-        return out_logits, state, tuple(memories) if output_memories else None, write_rate
+        return pieces if is_decoder else cls_logits, state, tuple(memories) if output_memories else None, write_rate
+
+    @staticmethod
+    def _joined(pieces) -> torch.Tensor:
+        """Decoder logits pieces of consecutive segments as one (batch, positions, vocab) tensor."""
+        return pieces[0][1] if len(pieces) == 1 else torch.cat([logits for _, logits in pieces], dim=1)
+
+    @staticmethod
+    def _first_labelled(labels, lengths, seg: int, n_segments: int) -> list:
+        """Per segment, the first position (within it) whose logits a loss on ``labels`` reads, or
+        None: position t is read when label t + 1 is not -100 (compact layout; padding ignored)."""
+        longest = labels.shape[1]
+        target = torch.full_like(labels, -100)
+        target[:, :-1] = labels[:, 1:]
+        real = torch.arange(longest, device=labels.device)[None, :] + 1 < lengths[:, None]
+        read = ((target != -100) & real).any(dim=0).tolist()
+        firsts = []
+        for s in range(n_segments):
+            inside = read[s * seg : (s + 1) * seg]
+            firsts.append(inside.index(True) if True in inside else None)
+        return firsts
 
     # ----------------------------------------------------------------- forward
     def forward(
@@ -236,12 +277,19 @@ class RecurrentMemoryTransformer(nn.Module):
         retrieval_store: RetrievalStore | None = None,
         output_memories: bool = False,
         diagonal: bool | None = None,
+        output_logits: bool = True,
     ) -> RMTOutput:
         """Process the whole input segment by segment. ``attention_mask`` may pad rows on either side:
         each row is processed from its first real token, exactly as if it were alone. ``memory`` /
         ``retrieval_store``: the ``.memory`` / ``.retrieval_store`` of an earlier call, to continue
         it. ``diagonal``: ARMT inference schedule (None: diagonal batching where it applies, see
-        diagonal.py; False: segment by segment; True: diagonal or a ValueError)."""
+        diagonal.py; False: segment by segment; True: diagonal or a ValueError).
+
+        ``output_logits=False`` (decoders): ``.logits`` is None, and only the logits the loss reads
+        are computed (the positions before a label that is not -100), with nothing that only the
+        others need (the last layer's MLP of those rows). Training with labels on a few positions
+        (BABILong answers) then skips the output layer almost everywhere; the loss equals the one
+        with ``output_logits=True`` up to the order of its sum."""
         input_ids = _check_token_ids(input_ids, self.adapter.vocab_size).to(self.device)
         batch, total = input_ids.shape
         if attention_mask is not None:
@@ -267,43 +315,88 @@ class RecurrentMemoryTransformer(nn.Module):
         longest = int(lengths.max())
         compact = compact[:, :longest]
         state = self.memory_kind.state_from(memory, retrieval_store, batch)
+        is_decoder = self.adapter.is_decoder
 
-        logits, state, memories, write_rate = self._run_segments(compact, lengths, state, output_memories=output_memories,
-                                                                 diagonal=diagonal)
-        memory, store = self.memory_kind.public(state)
-
-        loss = None
+        compact_labels = None
         if labels is not None:
             labels = labels.to(self.device)
-            if self.adapter.is_decoder:
+            if is_decoder:
                 if tuple(labels.shape) != (batch, total):
                     raise ValueError(f"labels must have the shape of input_ids {(batch, total)}, got {tuple(labels.shape)}")
-                loss = self._lm_loss(logits, labels, order, lengths, longest)
-            else:
+                compact_labels = self._compact_labels(labels, order, lengths, longest)
+        logits_from = "all"
+        if is_decoder and not output_logits:
+            n_segments = max(1, math.ceil(longest / self.config.segment_size))
+            logits_from = [None] * n_segments if compact_labels is None else \
+                self._first_labelled(compact_labels, lengths, self.config.segment_size, n_segments)
+
+        logits, state, memories, write_rate = self._run_segments(compact, lengths, state, logits_from=logits_from,
+                                                                 output_memories=output_memories, diagonal=diagonal)
+        memory, store = self.memory_kind.public(state)
+
+        pieces = None
+        if is_decoder:  # the pieces of output_logits=False, or all the logits joined
+            pieces, logits = (None, self._joined(logits)) if output_logits else (logits, None)
+        loss = None
+        if labels is not None:
+            if not is_decoder:
                 loss = self._classification_loss(logits, labels)
+            elif output_logits:
+                loss = self._lm_loss(logits, compact_labels)
+            else:
+                loss = self._lm_loss_on_pieces(pieces, compact_labels, self.adapter.vocab_size)
             if write_rate is not None and self.training and self.config.write_sparsity:
                 # Gated writes: the pressure that shuts the gates the task does not need (RMTKind.write).
                 loss = loss + self.config.write_sparsity * write_rate
-        if self.adapter.is_decoder and order is not None:
+        if is_decoder and output_logits and order is not None:
             # Back to the caller's layout (logits at padding positions are 0).
             full = logits.new_zeros(batch, total, logits.shape[-1])
             full[:, :longest] = logits
             right_padded = bool((order == torch.arange(total, device=order.device)).all())
             logits = full if right_padded else torch.zeros_like(full).scatter(1, order[:, :, None].expand_as(full), full)
+        if not output_logits:
+            logits = None
         return RMTOutput(loss=loss, logits=logits, memory=memory, retrieval_store=store, memories=memories,
                          write_rate=write_rate)
 
     @staticmethod
-    def _lm_loss(logits, labels, order, lengths, longest):
+    def _compact_labels(labels, order, lengths, longest):
+        """``labels`` in the compact layout of ``forward`` (each row's real positions first), -100 at padding."""
+        if order is None:
+            return labels
+        labels = labels.gather(1, order)[:, :longest]
+        pad = torch.arange(longest, device=labels.device)[None, :] >= lengths[:, None]
+        return labels.masked_fill(pad, -100)
+
+    @staticmethod
+    def _lm_loss(logits, labels):
         """HF causal-LM loss over the whole (compacted) sequence: token t predicts label t+1, across
         segment boundaries; -100 and padding are ignored; mean over all label tokens."""
-        if order is not None:
-            labels = labels.gather(1, order)[:, :longest]
-            pad = torch.arange(longest, device=labels.device)[None, :] >= lengths[:, None]
-            labels = labels.masked_fill(pad, -100)
         shift_logits = logits[:, :-1].float()
         shift_labels = labels[:, 1:]
         return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+
+    @staticmethod
+    def _lm_loss_on_pieces(pieces, labels, vocab_size: int):
+        """``_lm_loss`` from the logits pieces of ``output_logits=False`` (the positions it reads):
+        summed piece by piece, each small enough to stay in cache, and divided by the label count
+        (no (batch, length, vocab) tensor is joined, shifted or copied)."""
+        target = torch.full_like(labels, -100)
+        target[:, :-1] = labels[:, 1:]
+        total, count = None, 0
+        for start, logits in pieces:
+            t = target[:, start : start + logits.shape[1]]
+            keep = t != -100
+            n = int(keep.sum())
+            if n == 0:
+                continue
+            rows = logits[keep] if n < keep.numel() else logits.reshape(-1, logits.shape[-1])
+            piece = F.cross_entropy(rows.float(), t[keep] if n < keep.numel() else t.reshape(-1), reduction="sum")
+            total = piece if total is None else total + piece
+            count += n
+        if total is None:  # no label at all: the mean over nothing, as F.cross_entropy gives it
+            return F.cross_entropy(torch.zeros(0, vocab_size, device=labels.device), labels.new_zeros(0))
+        return total / count
 
     def _classification_loss(self, logits, labels):
         """Same rules as HF's *ForSequenceClassification (problem_type from the base config)."""
@@ -334,8 +427,10 @@ class RecurrentMemoryTransformer(nn.Module):
         store excepted, which grows by num_mem_tokens vectors per segment). Returns the final memory
         and the last segment's logits; equal to ``forward`` on the concatenated input.
 
-        Full segments run as soon as they are complete; with diagonal batching (ARMT, see
-        ``forward``) up to ``DIAGONAL_BLOCK`` segments per layer are buffered and run as one block."""
+        A full segment runs as soon as a token after it has arrived (so the last segment, whose
+        logits are returned, is known to be the last: no other segment computes logits); with
+        diagonal batching (ARMT, see ``forward``) up to ``DIAGONAL_BLOCK`` segments per layer are
+        buffered and run as one block."""
         seg = self.config.segment_size
         block = 1
         if diagonal is not False:
@@ -349,11 +444,15 @@ class RecurrentMemoryTransformer(nn.Module):
         batch = None
         result = {"state": None, "logits": None, "segments": 0, "tokens": 0}
 
-        def run(tokens):
+        def run(tokens, last):
             lengths = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long, device=self.device)
-            result["logits"], result["state"], _, _ = self._run_segments(tokens, lengths, result["state"], keep_logits=False,
-                                                                      diagonal=diagonal)
-            result["segments"] += math.ceil(tokens.shape[1] / seg)
+            n_segments = math.ceil(tokens.shape[1] / seg)
+            logits, result["state"], _, _ = self._run_segments(tokens, lengths, result["state"],
+                                                               logits_from="last" if last else [None] * n_segments,
+                                                               diagonal=diagonal)
+            if last:
+                result["logits"] = logits[-1][1] if self.adapter.is_decoder else logits
+            result["segments"] += n_segments
 
         for chunk in chunks:
             if isinstance(chunk, torch.Tensor) and chunk.numel() == 0:
@@ -367,16 +466,15 @@ class RecurrentMemoryTransformer(nn.Module):
             pending.append(chunk)
             pending_len += chunk.shape[1]
             result["tokens"] += chunk.shape[1]
-            if pending_len >= block * seg:
+            if pending_len > block * seg:
                 buffered = torch.cat(pending, dim=1)
-                n_full = buffered.shape[1] // seg
-                run(buffered[:, : n_full * seg])
+                n_full = (buffered.shape[1] - 1) // seg  # at least one token stays: these segments are not the last
+                run(buffered[:, : n_full * seg], last=False)
                 rest = buffered[:, n_full * seg :]
-                pending, pending_len = ([rest], rest.shape[1]) if rest.shape[1] else ([], 0)
+                pending, pending_len = [rest], rest.shape[1]
         if batch is None:
             raise ValueError("stream got no tokens: the chunks are empty")
-        if pending_len:
-            run(torch.cat(pending, dim=1))
+        run(torch.cat(pending, dim=1), last=True)
         memory, store = self.memory_kind.public(result["state"])
         return StreamState(memory, result["logits"], store, result["tokens"], result["segments"])
 
@@ -433,7 +531,8 @@ class RecurrentMemoryTransformer(nn.Module):
             padded = torch.zeros(batch, longest, dtype=torch.long, device=self.device)
             for i, r in enumerate(rows):
                 padded[i, : full_lengths[i]] = r[: full_lengths[i]]
-            _, state, _, _ = self._run_segments(padded, full_lengths, state, keep_logits=False, diagonal=diagonal)
+            n_full = math.ceil(int(full_lengths.max()) / seg)
+            _, state, _, _ = self._run_segments(padded, full_lengths, state, logits_from=[None] * n_full, diagonal=diagonal)
 
         # 2. All rows together: decode within each row's current segment.
         currents = [row[int(full_lengths[i]) :].tolist() for i, row in enumerate(rows)]
@@ -492,7 +591,7 @@ class RecurrentMemoryTransformer(nn.Module):
                 # Write the state of the rows whose segment is full (the others pass no tokens and
                 # keep theirs); the new token opens their next segment.
                 ids, lengths = padded([c if f else [] for c, f in zip(currents, full)])
-                _, written = kind.segment(base, state, ids, lengths, with_logits=False)
+                _, written = kind.segment(base, state, ids, lengths, logits_from=None)
                 state = written.where(lengths > 0, state)
                 for i, token in enumerate(tokens):
                     currents[i] = [token] if full[i] else currents[i] + [token]

@@ -189,22 +189,26 @@ class ARMTKind(MemoryKind):
             mask = torch.cat([token_valid, torch.ones(batch, m, dtype=torch.bool, device=device)], dim=1).long()
         return embeds, mask, positions
 
-    def segment(self, base_model, state, tokens, lengths, with_logits=True):
+    def segment(self, base_model, state, tokens, lengths, logits_from=0):
         layers = DecoderLayers(base_model)
         m = self.config.num_mem_tokens
+        seg_len = tokens.shape[1]
         embeds, mask, positions = self.segment_inputs(base_model, tokens, lengths)
         hidden, context = layers.start(embeds, mask, positions)
+        # The last layer computes only the rows something reads: the memory tokens (they write) and
+        # the token positions that need logits (DecoderLayers.run's keep_from).
+        keep_from = seg_len if logits_from is None else logits_from
         new_A, new_z = [], []
         for i in range(len(layers)):
             hidden = hidden + self.read(i, state, hidden)
-            hidden = layers.run(i, hidden, context)
+            hidden = layers.run(i, hidden, context, keep_from if i == len(layers) - 1 else 0)
             A, z = self.write(i, state, hidden[:, -m:])
             new_A.append(A)
             new_z.append(z)
         state = ARMTState(torch.stack(new_A, dim=1), torch.stack(new_z, dim=1))
-        if not with_logits:
+        if logits_from is None:
             return None, state
-        return base_model.get_output_embeddings()(layers.final_norm(hidden[:, : tokens.shape[1]])), state
+        return base_model.get_output_embeddings()(layers.final_norm(hidden[:, : seg_len - keep_from])), state
 
     # ------------------------------------------------------------------ generation
     def _run_reading(self, base_model, state, embeds, mask, positions, cache):

@@ -109,12 +109,14 @@ class MemoryKind(nn.Module):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ one segment
-    def segment(self, base_model, state: MemoryState, tokens: torch.Tensor, lengths: torch.Tensor, with_logits: bool = True):
+    def segment(self, base_model, state: MemoryState, tokens: torch.Tensor, lengths: torch.Tensor, logits_from: int | None = 0):
         """Run one compact segment (``tokens`` (batch, L), row i's ``lengths[i]`` real tokens first;
         0 means the row has no tokens left) and return ``(logits, written state)``. Decoders: logits
-        (batch, L, vocab), or None when ``with_logits`` is False (the loop needs no logits of this
-        segment); encoders: (batch, num_labels), always. The loop keeps the old state for rows with
-        no tokens (``MemoryState.where``), so their written state may be anything finite."""
+        of the token positions ``logits_from:`` (batch, L - logits_from, vocab), or None when
+        ``logits_from`` is None (the loop needs no logits of this segment: computing none of them,
+        and nothing only they need, is where streaming and training save time); encoders:
+        (batch, num_labels), always. The loop keeps the old state for rows with no tokens
+        (``MemoryState.where``), so their written state may be anything finite."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ generation

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from rmt.memory.adapters import inner_model
+from rmt.memory.adapters import DecoderLayers, inner_model
 from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
 
 
@@ -45,16 +45,24 @@ def _attention_mask(valid: torch.Tensor) -> torch.Tensor | None:
     return None if bool(valid.all()) else valid.long()
 
 
-def decoder_segment(base_model, memory: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, with_logits: bool = True):
-    """Run ``[memory; tokens; memory]`` and return (logits (B, L, V) or None, hidden at the write positions (B, m, H)).
+def decoder_segment(base_model, memory: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, logits_from: int | None = 0):
+    """Run ``[memory; tokens; memory]`` and return (logits (B, L - logits_from, V) of the token
+    positions ``logits_from:``, or None when ``logits_from`` is None; hidden at the write positions (B, m, H)).
 
     The written hidden is the *final-normed* last hidden state at the write positions (what HF calls
     ``last_hidden_state``): the norm bounds its scale, so it cannot drift over thousands of
     recurrent steps, and each layer's own pre-norm rescales it on the next read anyway
     (docs/memory.md, "Which hidden state becomes memory").
+
+    When not every token's logits are wanted, the last layer computes only the rows something
+    reads: the write positions and the token positions that need logits (``DecoderLayers.run``'s
+    ``keep_from``; row by row the same arithmetic as the whole layer). A segment of a stream needs
+    no logits, so its last layer runs its MLP on the ``m`` write rows alone.
     """
     batch, seg_len = tokens.shape
     m = memory.shape[1]
+    if m == 0 and logits_from is None:
+        return None, memory  # no memory and no logits wanted: nothing of this segment is read
     device = tokens.device
     token_embeds = base_model.get_input_embeddings()(tokens)
     inputs_embeds = torch.cat([memory, token_embeds, memory], dim=1) if m else token_embeds
@@ -69,14 +77,18 @@ def decoder_segment(base_model, memory: torch.Tensor, tokens: torch.Tensor, leng
     read_pos = torch.arange(m, device=device)[None, :].expand(batch, -1)
     position_ids = torch.cat([read_pos, token_pos, write_pos], dim=1)
 
-    hidden = inner_model(base_model)(
-        inputs_embeds=inputs_embeds,
-        attention_mask=_attention_mask(valid),
-        position_ids=position_ids,
-        use_cache=False,
-    ).last_hidden_state
-    logits = base_model.get_output_embeddings()(hidden[:, m : m + seg_len]) if with_logits else None
-    return logits, hidden[:, m + seg_len :]
+    layers = DecoderLayers(base_model)
+    hidden, context = layers.start(inputs_embeds, _attention_mask(valid), position_ids)
+    # Every token's logits wanted: the whole last layer (the read rows it would skip are few, and
+    # their zero gradients take part in the weight gradients' sums: skipping them changes rounding).
+    keep_from = 0 if logits_from == 0 else m + (seg_len if logits_from is None else logits_from)
+    for i in range(len(layers)):
+        hidden = layers.run(i, hidden, context, keep_from if i == len(layers) - 1 else 0)
+    hidden = layers.final_norm(hidden)  # rows keep_from.. of [memory; tokens; memory]
+    logits = None
+    if logits_from is not None:
+        logits = base_model.get_output_embeddings()(hidden[:, m + logits_from - keep_from : m + seg_len - keep_from])
+    return logits, hidden[:, hidden.shape[1] - m :]
 
 
 def encoder_segment(base_model, memory: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, cls_id: int, sep_id: int, pad_id: int):
@@ -186,10 +198,10 @@ class RMTKind(MemoryKind):
         memory = torch.where(logit > 0, written, old) + (probability - probability.detach()) * (written - old)
         return RMTState(memory, write_rate=probability.mean(dim=(1, 2)))
 
-    def segment(self, base_model, state, tokens, lengths, with_logits=True):
+    def segment(self, base_model, state, tokens, lengths, logits_from=0):
         read = self.read(state)
         if self.adapter.is_decoder:
-            logits, written = decoder_segment(base_model, read, tokens, lengths, with_logits)
+            logits, written = decoder_segment(base_model, read, tokens, lengths, logits_from)
         else:
             logits, written = encoder_segment(base_model, read, tokens, lengths, self.cls_token_id, self.sep_token_id, self.pad_token_id)
         return logits, self.write(state, written, lengths)
