@@ -82,7 +82,7 @@ def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
                              f"{str(exc).splitlines()[0]}") from None
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
-        return model
+        return causal_lm_loss(model)
     if cfg.arch == "llama":
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=cfg.n_embd, intermediate_size=4 * cfg.n_embd,
@@ -90,13 +90,21 @@ def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
             max_position_embeddings=n_positions, tie_word_embeddings=True,
             bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         )
-        return LlamaForCausalLM(config)
+        return causal_lm_loss(LlamaForCausalLM(config))
     config = GPT2Config(
         vocab_size=len(tokenizer), n_positions=n_positions, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
         n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
-    return GPT2LMHeadModel(config)
+    return causal_lm_loss(GPT2LMHeadModel(config))
+
+
+def causal_lm_loss(model):
+    """Name the loss HF already falls back to for classes it cannot infer it from (GPT2LMHeadModel):
+    the same loss, without a "`loss_type=None` ... unrecognized" warning in every training's output."""
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = "ForCausalLM"
+    return model
 
 
 def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):

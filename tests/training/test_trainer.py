@@ -159,3 +159,16 @@ def test_the_saved_config_reproduces_the_run(tiny_config, tmp_path):
     again.train()
     a, b = _weights(first.model), _weights(again.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_model_without_memory_trains_without_a_loss_type_warning(tiny_config, caplog):
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.warning_once.cache_clear()  # transformers warns once per process: forget earlier tests' warnings
+    trainer = Trainer(tiny_config(memory=False, stage_steps=1))
+    with caplog.at_level(logging.WARNING):
+        trainer.train()
+    assert trainer.model.loss_type == "ForCausalLM"
+    assert not [r for r in caplog.records if "loss_type" in r.getMessage()]
