@@ -172,3 +172,14 @@ def test_a_model_without_memory_trains_without_a_loss_type_warning(tiny_config, 
         trainer.train()
     assert trainer.model.loss_type == "ForCausalLM"
     assert not [r for r in caplog.records if "loss_type" in r.getMessage()]
+
+
+def test_a_training_step_with_memory_computes_only_the_logits_its_loss_reads(tiny_config):
+    from rmt.training.trainer import forward
+
+    trainer = Trainer(tiny_config(stage_steps=1))
+    batch = trainer.data.batch("train", 0, 2, 4)
+    fast = forward(trainer.model, batch, trainer.window, memory=True)
+    full = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert fast.logits is None and full.logits is not None
+    assert abs(float(fast.loss) - float(full.loss)) <= 1e-5 * max(1.0, abs(float(full.loss)))
