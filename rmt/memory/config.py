@@ -9,6 +9,24 @@ from dataclasses import asdict, dataclass, fields
 MEMORY_WRITES = ("replace", "gated")  # RMT / RMT-R write rules (kinds/rmt.py, RMTKind.write)
 
 
+def check_memory_write(memory_kind: str, memory_write: str, write_gate_bias, write_sparsity) -> tuple[float, float]:
+    """The write-rule settings checked (one ``ValueError`` line naming the bad value), the two
+    numbers as floats. Shared by ``RMTConfig`` and ``rmt train``'s ``TrainConfig``."""
+    if memory_write not in MEMORY_WRITES:
+        raise ValueError(f"unknown memory_write {memory_write!r}; allowed: {', '.join(MEMORY_WRITES)}")
+    if memory_write != "replace" and memory_kind not in ("rmt", "rmt-r"):
+        raise ValueError(f"memory_write={memory_write!r} is a write rule of memory_kind 'rmt' and 'rmt-r'; "
+                         f"memory_kind={memory_kind!r} writes with its own rule: use memory_write='replace'")
+    numbers = []
+    for name, value in (("write_gate_bias", write_gate_bias), ("write_sparsity", write_sparsity)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        numbers.append(float(value))
+    if numbers[1] < 0:
+        raise ValueError(f"write_sparsity must be >= 0, got {numbers[1]!r}")
+    return numbers[0], numbers[1]
+
+
 def memory_kind_names() -> tuple[str, ...]:
     """The allowed ``memory_kind`` values: the keys of the registry ``rmt.memory.kinds.MEMORY_KINDS``."""
     from rmt.memory.kinds import MEMORY_KINDS
@@ -92,18 +110,8 @@ class RMTConfig:
             raise ValueError("memory_kind='rmt-r' (self_retrieval=True) needs num_mem_tokens >= 1, got num_mem_tokens=0")
         if self.memory_kind == "armt" and self.num_mem_tokens == 0:
             raise ValueError("memory_kind='armt' needs num_mem_tokens >= 1 (they write the associative memory), got num_mem_tokens=0")
-        if self.memory_write not in MEMORY_WRITES:
-            raise ValueError(f"unknown memory_write {self.memory_write!r}; allowed: {', '.join(MEMORY_WRITES)}")
-        if self.memory_write != "replace" and self.memory_kind not in ("rmt", "rmt-r"):
-            raise ValueError(f"memory_write={self.memory_write!r} is a write rule of memory_kind 'rmt' and 'rmt-r'; "
-                             f"memory_kind={self.memory_kind!r} writes with its own rule: use memory_write='replace'")
-        for name in ("write_gate_bias", "write_sparsity"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-            setattr(self, name, float(value))
-        if self.write_sparsity < 0:
-            raise ValueError(f"write_sparsity must be >= 0, got {self.write_sparsity!r}")
+        self.write_gate_bias, self.write_sparsity = check_memory_write(
+            self.memory_kind, self.memory_write, self.write_gate_bias, self.write_sparsity)
         if not _is_int(self.retrieval_heads) or self.retrieval_heads < 1:
             raise ValueError(f"retrieval_heads must be an integer >= 1, got {self.retrieval_heads!r}")
         if not _is_int(self.d_mem) or self.d_mem < 1:

@@ -145,18 +145,10 @@ class TrainConfig:
                                                        f"memory_kind={self.memory_kind!r}; set only memory_kind")
             self.memory_kind = "rmt-r"
         self.self_retrieval = self.memory_kind == "rmt-r"
-        from rmt.memory.config import MEMORY_WRITES
+        from rmt.memory.config import check_memory_write
 
-        need(self.memory_write in MEMORY_WRITES,
-             f"unknown memory_write {self.memory_write!r}; allowed: {', '.join(MEMORY_WRITES)}")
-        need(self.memory_write == "replace" or self.memory_kind in ("rmt", "rmt-r"),
-             f"memory_write={self.memory_write!r} is a write rule of memory_kind 'rmt' and 'rmt-r', "
-             f"not {self.memory_kind!r}; use memory_write='replace'")
-        for name in ("write_gate_bias", "write_sparsity"):
-            value = getattr(self, name)
-            need(not isinstance(value, bool) and isinstance(value, (int, float)) and value == value
-                 and abs(value) != float("inf"), f"{name} must be a finite number, got {value!r}")
-        need(self.write_sparsity >= 0, f"write_sparsity must be >= 0, got {self.write_sparsity!r}")
+        self.write_gate_bias, self.write_sparsity = check_memory_write(
+            self.memory_kind, self.memory_write, self.write_gate_bias, self.write_sparsity)
         need(is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; allowed: {', '.join(ARCHS)}")

@@ -211,9 +211,9 @@ def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int
         batch = data.batch("eval", index, segments, n)
         if device is not None:
             batch = {k: v.to(device) for k, v in batch.items()}
-        if window is not None and int(batch["attention_mask"].sum(dim=1).max()) > window:
-            truncated = True
-            batch = last_window(batch, window)
+        read = last_window(batch, window)  # the batch itself when every row fits
+        truncated = truncated or read is not batch
+        batch = read
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         loss_sum += float(out.loss) * n
         count += n
