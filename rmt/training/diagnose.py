@@ -345,6 +345,21 @@ def check_arguments(segments, samples, batch_size: int = 16) -> None:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def check_replaceable(out: Path) -> None:
+    """The files ``rmt diagnose`` writes into ``out`` may be replaced only when they are its own
+    output (a ``diagnose.json`` it wrote): a user's file of the same name is never overwritten."""
+    names = [name for name in (JSON_NAME, PNG_NAME, TEXT_NAME) if (out / name).exists()]
+    if not names:
+        return
+    try:
+        ours = {"checkpoint", "per_segment"} <= set(json.loads((out / JSON_NAME).read_text()))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise FileExistsError(f"--out {out} holds {', '.join(names)} not written by rmt diagnose; choose another dir "
+                              f"(nothing in it is changed)")
+
+
 def diagnose(checkpoint, segments: int = 1024, samples: int = 16, out=None, batch_size: int = 16,
              threads: int | None = 1, progress: bool = True, log=print) -> dict:
     """Run the diagnostic of ``checkpoint`` and write ``diagnose.json``, ``diagnose.png`` and
@@ -359,6 +374,7 @@ def diagnose(checkpoint, segments: int = 1024, samples: int = 16, out=None, batc
         raise ValueError(f"checkpoint {checkpoint} was trained on task lm; rmt diagnose needs a question-answering task "
                          f"(qa1..qa20, memorize, detect, reason)")
     out = check_output(out if out is not None else default_out(model_dir), "--out", kind="dir")
+    check_replaceable(out)
 
     start = time.time()
     from rmt.threads import set_threads

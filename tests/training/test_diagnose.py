@@ -180,6 +180,14 @@ def test_bad_input_is_one_line(trained, capsys, tmp_path):
         code, out, err = run_cli(capsys, "diagnose", *args, "--no-progress")
         assert expected in one_error_line(code, err)
     assert snapshot(trained["gated"]) == before
+    # A dir holding a user's file named like an output: refused, nothing in it changed.
+    users = tmp_path / "users"
+    users.mkdir()
+    for name, text in (("diagnose.json", '{"mine": 1}'), ("diagnose.txt", "mine")):
+        (users / name).write_text(text)
+        code, out, err = run_cli(capsys, "diagnose", trained["gated"], "--out", users, "--no-progress")
+        assert "not written by rmt diagnose" in one_error_line(code, err)
+        assert (users / name).read_text() == text
     # A model dir copied without its run's train_config.json: the task is unknown.
     import shutil
 
