@@ -253,13 +253,18 @@ class RecurrentMemoryTransformer(nn.Module):
         return pieces[0][1] if len(pieces) == 1 else torch.cat([logits for _, logits in pieces], dim=1)
 
     @staticmethod
+    def _next_labels(labels) -> torch.Tensor:
+        """What position t's logits predict: label t + 1 (-100 at the last position)."""
+        target = torch.full_like(labels, -100)
+        target[:, :-1] = labels[:, 1:]
+        return target
+
+    @staticmethod
     def _first_labelled(labels, lengths, seg: int, n_segments: int) -> list:
         """Per segment, the first position (within it) whose logits a loss on ``labels`` reads, or
         None: position t is read when label t + 1 is not -100 (compact layout; padding ignored)."""
-        longest = labels.shape[1]
-        target = torch.full_like(labels, -100)
-        target[:, :-1] = labels[:, 1:]
-        real = torch.arange(longest, device=labels.device)[None, :] + 1 < lengths[:, None]
+        target = RecurrentMemoryTransformer._next_labels(labels)
+        real = torch.arange(labels.shape[1], device=labels.device)[None, :] + 1 < lengths[:, None]
         read = ((target != -100) & real).any(dim=0).tolist()
         firsts = []
         for s in range(n_segments):
@@ -381,8 +386,7 @@ class RecurrentMemoryTransformer(nn.Module):
         """``_lm_loss`` from the logits pieces of ``output_logits=False`` (the positions it reads):
         summed piece by piece, each small enough to stay in cache, and divided by the label count
         (no (batch, length, vocab) tensor is joined, shifted or copied)."""
-        target = torch.full_like(labels, -100)
-        target[:, :-1] = labels[:, 1:]
+        target = RecurrentMemoryTransformer._next_labels(labels)
         total, count = None, 0
         for start, logits in pieces:
             t = target[:, start : start + logits.shape[1]]
