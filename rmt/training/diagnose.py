@@ -35,14 +35,14 @@ from rmt.atomic import atomic_file
 JSON_NAME = "diagnose.json"
 PNG_NAME = "diagnose.png"
 TEXT_NAME = "diagnose.txt"
-RMT_CONFIG_FILE = "rmt_config.json"  # written by RecurrentMemoryTransformer.save_pretrained
-TRAIN_CONFIG_FILE = "train_config.json"  # written by rmt train (run dir and every checkpoint)
 
 
 # --------------------------------------------------------------------- the checkpoint
 def find_checkpoint(checkpoint) -> tuple[Path, Path]:
     """(model dir, its train_config.json) for ``checkpoint``: an RMT model dir (``OUT/final``, a
     ``checkpoints/step-N`` dir) or the output dir of ``rmt train`` (its ``final/``)."""
+    from rmt.training.trainer import CONFIG_NAME as TRAIN_CONFIG_FILE, RMT_CONFIG_FILE
+
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
