@@ -20,7 +20,7 @@ def _no_type_for_flags(self, ctx):
 
 typer.core.TyperOption.display_type_rich = _no_type_for_flags
 
-from rmt.cli import demo, evaluate, generate, reproduce, train
+from rmt.cli import demo, evaluate, generate, models, reproduce, train
 
 app = typer.Typer(
     name="rmt",
@@ -45,7 +45,7 @@ def _root(
         raise typer.Exit()
 
 
-for _module in (demo, generate, train, evaluate, reproduce):
+for _module in (demo, generate, train, evaluate, reproduce, models):
     _module.register(app)
 
 

@@ -13,8 +13,11 @@ def _peak_rss_mib() -> float:
 
 def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidden: int, vocab: int,
              self_retrieval: bool, checkpoint: str | None, chunk: int, seed: int, threads: int | None, progress: bool = True,
-             compile: bool = False) -> dict:
-    """Stream `tokens` seeded random token ids through an RMT (a small random GPT-2, or `checkpoint`)."""
+             compile: bool = False, model_name: str | None = None) -> dict:
+    """Stream `tokens` seeded random token ids through an RMT: a small random GPT-2, a saved RMT
+    (`checkpoint`), or fresh memory around a pretrained model (`model_name`, e.g. smollm2-135m)."""
+    if checkpoint and model_name:
+        raise ValueError("give --checkpoint (a saved RMT) or --model (a pretrained base model), not both")
     if tokens < 1:
         raise ValueError(f"--tokens must be >= 1, got {tokens}")
     if chunk < 1:
@@ -35,6 +38,13 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
     torch.manual_seed(seed)
     if checkpoint:
         model = RecurrentMemoryTransformer.from_pretrained(checkpoint)
+    elif model_name:
+        from transformers import AutoModelForCausalLM
+
+        from rmt import models
+
+        base = AutoModelForCausalLM.from_pretrained(models.resolve(model_name))
+        model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))
     else:
         heads = max(1, hidden // 64)
         if hidden % heads:
@@ -86,6 +96,8 @@ def register(app):
         vocab: int = typer.Option(1024, "--vocab", help="Vocabulary size of the random GPT-2 base model."),
         self_retrieval: bool = typer.Option(False, "--self-retrieval", help="Use RMT-R (its store grows with the input)."),
         checkpoint: str = typer.Option(None, "--checkpoint", help="Stream through a saved RMT instead of a random one."),
+        model: str = typer.Option(None, "--model", help="Stream through fresh memory around a pretrained model (e.g. "
+                                  "smollm2-135m, a local dir or .gguf file, a hub name) instead of a random GPT-2."),
         chunk: int = typer.Option(4096, "--chunk", help="Tokens per chunk fed to model.stream()."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random model and the random input."),
         threads: int = typer.Option(None, "--threads", help="torch CPU threads. Default: one per core not already busy."),
@@ -96,7 +108,7 @@ def register(app):
         import json
 
         result = run_demo(tokens, segment_size, mem_tokens, layers, hidden, vocab, self_retrieval, checkpoint, chunk, seed, threads,
-                          compile=compile)
+                          compile=compile, model_name=model)
         print(f"streamed {result['tokens']:,} tokens in {result['segments']:,} segments: "
               f"{result['tokens_per_s']:,.0f} tokens/s, {result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB")
         print(json.dumps(result))

@@ -242,13 +242,19 @@ def check_device(device: str | None) -> str | None:
 
 def load_local_model(spec: str, device: str | None = None):
     """An RMT checkpoint (a dir with ``rmt_config.json``) or an HF causal LM (dir or hub name)."""
-    from rmt import hub
+    from rmt import models
     from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
 
     if spec.startswith(ENDPOINT_PREFIX):
         raise ValueError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
     device = check_device(device)
-    hub.prepare(spec)  # a hub name with no network: fail at once instead of retrying for a minute
+    name, spec = spec, models.resolve(spec)  # registered names and .gguf files: their cached conversion
+    if spec != name:
+        from rmt.evaluation.hf import HFModel
+
+        model = HFModel(spec, device=device)
+        model.name = name  # results are stored under the name the user gave, not the cache path
+        return model
     if is_rmt_checkpoint(spec):
         return RMTModel(spec, device=device)
     if is_rmt_checkpoint(Path(spec) / "final"):  # the output dir of `rmt train`: its trained model

@@ -48,17 +48,19 @@ def rmt_checkpoint_of(spec) -> Path | None:
 
 
 def build_tokenizer(cfg: TrainConfig):
-    """The configured HF tokenizer; else the tokenizer saved with an RMT checkpoint given as
-    ``--model`` (its embeddings were trained for it); else a word-level one trained on this task's text."""
-    from rmt import hub
+    """The configured HF tokenizer; else the tokenizer saved with the model given as ``--model`` (a
+    pretrained model's or an RMT checkpoint's: its embeddings were trained for it); else (a model
+    built from scratch) a word-level one trained on this task's text."""
+    from rmt import models
     from rmt.training.tokenizer import load_tokenizer, train_word_tokenizer
 
     if cfg.tokenizer:
-        hub.prepare(cfg.tokenizer)  # a hub name with no network: fail at once, not after a minute of retries
-        return load_tokenizer(cfg.tokenizer)
+        return load_tokenizer(models.resolve(cfg.tokenizer))
     checkpoint = rmt_checkpoint_of(cfg.model)
     if checkpoint is not None:
         return load_tokenizer(str(checkpoint))
+    if cfg.model:
+        return load_tokenizer(models.resolve(cfg.model))
     return train_word_tokenizer(TaskData(cfg).corpus(seed=cfg.seed), cfg.vocab_size)
 
 
@@ -72,11 +74,11 @@ def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     if cfg.model:
-        from rmt import hub
+        from rmt import models
 
-        hub.prepare(cfg.model)  # a hub name with no network: fail at once, not after a minute of retries
+        where = models.resolve(cfg.model)  # a registered name is fetched and converted once; no hub: fails at once
         try:
-            model = AutoModelForCausalLM.from_pretrained(cfg.model)
+            model = AutoModelForCausalLM.from_pretrained(where)
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot load base model {cfg.model!r} (a hub name or a local dir): "
                              f"{str(exc).splitlines()[0]}") from None
