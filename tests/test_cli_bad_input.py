@@ -77,6 +77,15 @@ CASES = [
     ("diagnose", ["mine"], "mine is not an RMT checkpoint"),
     ("diagnose", ["CKPT", "--segments", "0"], "--segments must be an integer >= 1"),
     ("diagnose", ["CKPT"], "no train_config.json"),
+    # model names (rmt.models): nothing local, not registered, no hub
+    ("eval", ["no-such-model-xyz", "--samples", "1", "--lengths", "0k"], "unknown model 'no-such-model-xyz': not a local path"),
+    ("train", ["--model", "no-such-model-xyz", "--output-dir", "run"], "registered name (smollm2-135m)"),
+    ("demo", ["--model", "no-such-model-xyz"], "unknown model 'no-such-model-xyz'"),
+    ("demo", ["--model", "x.gguf"], "model file not found: x.gguf"),
+    ("serve", ["notes.txt"], "model 'notes.txt' is a file; accepted"),
+    # rmt models
+    ("models", ["pull", "nope"], "'nope' is not a registered model; registered: smollm2-135m"),
+    ("models", ["fetch"], "No such command 'fetch'"),
 ]
 
 
@@ -142,6 +151,6 @@ def test_bad_input_is_one_line_and_changes_nothing(capsys, tmp_path, monkeypatch
 def test_the_table_covers_every_command():
     from rmt.cli import app
 
-    commands = {c.name for c in app.registered_commands}
+    commands = {c.name for c in app.registered_commands} | {g.typer_instance.info.name for g in app.registered_groups}
     assert commands == {case.values[0] if hasattr(case, "values") else case[0] for case in CASES}
     assert len(CASES) >= 15
