@@ -49,6 +49,12 @@ def register(app):
         batch_size: int = typer.Option(8, help="Samples per batch for local models."),
         max_new_tokens: int = typer.Option(20, help="Answer length limit (greedy decoding)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... Default: cuda when available."),
+        dtype: Optional[str] = typer.Option(None, help="Weights of local models: float32, bfloat16 or float16. "
+                                            "Default: as saved."),
+        chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template",
+                                                     help="Ask local models through their tokenizer's chat template "
+                                                     "(the benchmark prompt is the user turn). Default: on when the "
+                                                     "tokenizer has one. Recorded with every answer."),
         prompt_style: Optional[str] = typer.Option(None, help="benchmark (instruction, examples, post-prompt), plain "
                                                    "('input question', the rmt train format) or auto (plain for rmt "
                                                    "train checkpoints). Default: auto."),
@@ -98,6 +104,11 @@ def register(app):
         if prompt not in STYLES:
             raise ValueError(f"unknown --prompt-style {prompt!r}; allowed: {', '.join(STYLES)}")
         check_device(device)
+        if dtype is not None:
+            from rmt.evaluation.hf import DTYPES
+
+            if dtype not in DTYPES:
+                raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
         # only the parts switched off, so that each style keeps its own defaults
         switches = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
                     "context_tags": context_tags}
@@ -124,7 +135,9 @@ def register(app):
                     prompt_options=prompt_options, prompt_style=prompt,
                     api_key_env=api_key_env, concurrency=concurrency, max_retries=retries, timeout=timeout,
                     cache=cache or store.with_name(store.name + ".endpoint-cache"), rag_top_k=top_k,
-                    rag_split=rag_split, rag_chunk_words=rag_chunk_words, name=name)
+                    rag_split=rag_split, rag_chunk_words=rag_chunk_words, name=name,
+                    dtype=dtype if not spec.startswith(ENDPOINT_PREFIX) else None,
+                    chat_template=chat_template if not spec.startswith(ENDPOINT_PREFIX) else None)
                 # The store is created only once a model has loaded, and removed again when the
                 # first model fails before storing anything: a typo leaves no file behind.
                 new_store, empty = not store.exists(), False
@@ -145,6 +158,7 @@ def register(app):
                 acc = summary.accuracy()
                 print(f"{summary.model}: {summary.done} answered, {summary.skipped} already done, "
                       f"{summary.over_window} over window"
+                      + (f", {summary.truncated} read as the last window" if summary.truncated else "")
                       + (f", accuracy {100 * acc:.1f}% on the new answers" if acc is not None else ""))
         with ResultsStore(store, create=False) as results:
             print()
@@ -158,6 +172,10 @@ def register(app):
         port: int = typer.Option(8000, help="Port (0: a free one, printed)."),
         model_id: Optional[str] = typer.Option(None, help="Model name clients use. Default: the model argument."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, ... Default: cuda when available."),
+        dtype: Optional[str] = typer.Option(None, help="Weights: float32, bfloat16 or float16. Default: as saved."),
+        chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template",
+                                                     help="Render /v1/chat/completions messages with the tokenizer's "
+                                                     "chat template. Default: on when the tokenizer has one."),
         max_batch_size: int = typer.Option(32, help="Most prompts (requests x n) decoded together in one batch."),
         max_requests: Optional[int] = typer.Option(None, help="Exit after this many requests (tests, batch jobs)."),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads. Default: one per core not already busy."),
@@ -173,14 +191,21 @@ def register(app):
             raise ValueError(f"--max-requests must be >= 1, got {max_requests}")
         if max_batch_size < 1:
             raise ValueError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+        if dtype is not None:
+            from rmt.evaluation.hf import DTYPES
+
+            if dtype not in DTYPES:
+                raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
         print(f"rmt serve: loading {model} (importing torch and transformers, then the weights) ...", flush=True)
         _set_threads(threads)
         from rmt.evaluation.evaluate import load_local_model
         from rmt.serving.server import serve
 
-        loaded = load_local_model(model, device=device)
+        loaded = load_local_model(model, device=device, dtype=dtype, chat_template=chat_template)
         window = f"window {loaded.window} tokens" if loaded.window else "no window (RMT streams any length)"
-        print(f"rmt serve: loaded {type(loaded).__name__} on {getattr(loaded, 'device', 'cpu')}, {window}, "
+        chat = ("chat template on" if loaded.uses_chat_template else
+                "chat template off" if loaded.has_chat_template else "no chat template")
+        print(f"rmt serve: loaded {type(loaded).__name__} on {getattr(loaded, 'device', 'cpu')}, {window}, {chat}, "
               f"in {time.perf_counter() - start:.1f} s", flush=True)
         serve(loaded, host=host, port=port, model_id=model_id or model, max_requests=max_requests,
               max_batch=max_batch_size)

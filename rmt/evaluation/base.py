@@ -5,8 +5,12 @@ A runner turns BABILong records into raw answers. Evaluation asks it two things:
 * ``runner.prompt(record)`` — exactly what the model will be asked (a string, or chat messages),
   deterministic and cheap: its hash identifies a cell's question, so a rerun skips done cells and
   redoes cells whose prompt changed;
-* ``runner.answer(records)`` — one :class:`Answer` per record, ``status="over_window"`` where the
-  input does not fit the model's context window (never truncated).
+* ``runner.answer(records)`` — one :class:`Answer` per record. Where the input does not fit a local
+  model's context window, the haystack is cut from the left until the whole prompt (instruction,
+  question and chat template intact) plus the answer fits, and the answer says so
+  (``status="truncated"``): the model read the last window, as its users would run it. A prompt that
+  does not fit even without its haystack (and an endpoint that refuses a long prompt) is
+  ``status="over_window"``, unanswered.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ PromptFn = Callable[[dict, bool], Prompt]
 DEFAULT_MAX_NEW_TOKENS = 20  # BABILong answers are a word or two; the reference evaluates with 20
 
 
+OK, TRUNCATED, OVER_WINDOW = "ok", "truncated", "over_window"
+ANSWERED = (OK, TRUNCATED)  # statuses with an answer to score
+
+
 @dataclass
 class Answer:
     output: str | None
-    status: str = "ok"  # "ok" | "over_window"
-    n_tokens: int | None = None
+    status: str = OK  # "ok" | "truncated" (answered from the input's last window) | "over_window"
+    n_tokens: int | None = None  # prompt tokens of the whole input (before any truncation)
 
 
 class Runner:
@@ -67,16 +75,31 @@ class LocalModel:
     tokenizer = None
     window: int | None = None  # None: no limit (RMT streams any length)
     max_batch_tokens: int = 16384  # padded tokens per forward batch
+    chat_template_on: bool = True  # apply the tokenizer's chat template, when it has one
 
     @property
     def has_chat_template(self) -> bool:
+        """The tokenizer has a chat template (whether or not it is used)."""
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    @property
+    def uses_chat_template(self) -> bool:
+        """Chat messages go through the tokenizer's chat template (it has one, and it is on)."""
+        return self.has_chat_template and self.chat_template_on
+
+    def set_chat_template(self, on: bool | None) -> None:
+        """``None``: the default (on when the tokenizer has one); ``True``: on (an error when the
+        tokenizer has none); ``False``: off (messages are joined as plain text)."""
+        if on and not self.has_chat_template:
+            raise ValueError(f"--chat-template: the tokenizer of {self.name} has no chat template; "
+                             "leave the flag out (its prompts are plain text)")
+        self.chat_template_on = on is not False
+
     def encode(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt: chat messages through the chat template when the tokenizer has
-        one (plain concatenation otherwise), strings as they are."""
+        """Token ids of a prompt: chat messages through the chat template when it is used (plain
+        concatenation otherwise), strings as they are."""
         if not isinstance(prompt, str):
-            if self.has_chat_template:
+            if self.uses_chat_template:
                 text = self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
                 return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             prompt = messages_to_text(prompt)
@@ -118,8 +141,7 @@ class LocalModel:
         return outputs
 
     def eos_ids(self) -> set[int]:
-        eos = getattr(self.tokenizer, "eos_token_id", None)
-        return {eos} if isinstance(eos, int) else set(eos or [])
+        return _ids(getattr(self.tokenizer, "eos_token_id", None))
 
     def _generate(self, batch_ids: list[list[int]], max_new_tokens: int, **sampling) -> list[list[int]]:
         """The new token ids of each row (anything after an end-of-sequence token is ignored)."""
@@ -129,34 +151,84 @@ class LocalModel:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
 
+def _ids(value) -> set[int]:
+    """Token ids from an int, a list of ints, or None."""
+    if isinstance(value, int):
+        return {value}
+    return {v for v in (value or []) if isinstance(v, int)}
+
+
+CHAT_TEMPLATE, NO_CHAT_TEMPLATE = "chat template", "no chat template"
+NO_CHAT_SUFFIX = f" ({NO_CHAT_TEMPLATE})"  # the model's name in the store when its chat template is off
+
+
 class LocalRunner(Runner):
-    """Runner for a :class:`LocalModel`: benchmark prompt (chat form when the model has a chat
-    template), window check, batched greedy decoding."""
+    """Runner for a :class:`LocalModel`: benchmark prompt (chat messages through the tokenizer's
+    chat template when it has one and it is on), batched greedy decoding; an input longer than the
+    model's window is read as its last window (the haystack cut from the left, ``truncate=True``)
+    or left unanswered as ``over_window`` (``truncate=False``).
+
+    ``prompt_set`` (recorded with every answer) says which prompts were asked and, for a model
+    whose tokenizer has a chat template, whether it was used: ``builtin, chat template`` or
+    ``builtin, no chat template``. With the template off (not the default) answers are stored as
+    ``MODEL (no chat template)``, beside the default's; and the two settings ask different prompts
+    (chat messages vs one string), so their prompt hashes differ too: a rerun with the other
+    setting never reuses the first one's answers."""
 
     def __init__(self, model: LocalModel, prompt_fn: PromptFn | None = None, batch_size: int = 8,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, name: str | None = None):
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, name: str | None = None, truncate: bool = True):
         from rmt.evaluation.prompting import benchmark_prompt
 
         self.model = model
         self.prompt_fn = prompt_fn or benchmark_prompt
         self.prompt_set = getattr(self.prompt_fn, "prompt_set", "builtin")
+        if self.model.has_chat_template and getattr(self.prompt_fn, "chat_form", True):
+            self.prompt_set += ", " + (CHAT_TEMPLATE if self.model.uses_chat_template else NO_CHAT_TEMPLATE)
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.name = name or model.name
+        self.truncate = truncate
+        # Off is not the model's default: its answers are stored under their own name, beside the
+        # default's, so a report shows both and neither run's answers replace the other's.
+        off = self.model.has_chat_template and not self.model.uses_chat_template and getattr(self.prompt_fn, "chat_form", True)
+        self.name = name or (model.name + NO_CHAT_SUFFIX if off else model.name)
 
     def prompt(self, record: dict) -> Prompt:
-        return self.prompt_fn(record, self.model.has_chat_template)
+        return self.prompt_fn(record, self.model.uses_chat_template)
 
     def answer(self, records: Sequence[dict]) -> list[Answer]:
         answers: list[Answer | None] = [None] * len(records)
-        runnable, ids = [], []
+        runnable, ids, statuses = [], [], []
         for i, record in enumerate(records):
             tokens = self.model.encode(self.prompt(record))
+            status = OK
             if not self.model.fits(len(tokens), self.max_new_tokens):
-                answers[i] = Answer(None, "over_window", len(tokens))
-            else:
-                runnable.append(i)
-                ids.append(tokens)
-        for i, tokens, text in zip(runnable, ids, self.model.generate(ids, self.max_new_tokens)):
-            answers[i] = Answer(text, "ok", len(tokens))
+                cut = self.last_window(record) if self.truncate else None
+                if cut is None:
+                    answers[i] = Answer(None, OVER_WINDOW, len(tokens))
+                    continue
+                status = TRUNCATED
+            runnable.append(i)
+            ids.append(cut if status == TRUNCATED else tokens)
+            statuses.append((status, len(tokens)))
+        for i, (status, n), text in zip(runnable, statuses, self.model.generate(ids, self.max_new_tokens)):
+            answers[i] = Answer(text, status, n)
         return answers  # type: ignore[return-value]
+
+    def last_window(self, record: dict) -> list[int] | None:
+        """Token ids of ``record``'s prompt with its haystack cut from the left so that the whole
+        prompt (instruction, examples, question, chat template intact) and ``max_new_tokens`` fit
+        the model's window; None when even an empty haystack does not fit."""
+        window, tokenizer = self.model.window, self.model.tokenizer
+        if window is None:
+            return self.model.encode(self.prompt(record))
+        context = list(tokenizer(record["input"], add_special_tokens=False)["input_ids"])
+        empty = len(self.model.encode(self.prompt({**record, "input": ""})))
+        keep = min(len(context), window - self.max_new_tokens - empty)
+        while keep > 0:
+            text = tokenizer.decode(context[-keep:], skip_special_tokens=True).lstrip("\ufffd").lstrip()
+            ids = self.model.encode(self.prompt({**record, "input": text}))
+            over = len(ids) + self.max_new_tokens - window
+            if over <= 0:
+                return ids
+            keep -= over  # token boundaries moved at the cut: take that many fewer
+        return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from rmt.evaluation.base import Runner
+from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, Runner
 from rmt.evaluation.store import Result, ResultsStore, prompt_hash
 
 ENDPOINT_PREFIX = "openai:"
@@ -25,6 +25,7 @@ class Summary:
     done: int = 0  # answered now
     skipped: int = 0  # already in the store with the same prompt
     over_window: int = 0
+    truncated: int = 0  # answered from the last window of an input longer than the model's
     correct: int = 0
     seconds: float = 0.0
     by_cell: dict = field(default_factory=dict)  # (task, length) -> [correct, scored]
@@ -94,13 +95,16 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
             per_sample = (time.perf_counter() - t0) / len(batch)
             for (record, (task, length, sid), phash), answer in zip(batch, answers):
                 correct = strict = None
-                if answer.status == "ok":
+                if answer.status in ANSWERED:
+                    summary.truncated += answer.status == TRUNCATED
                     kwargs = dict(target=record["target"], question=record["question"], task=record_task(record))
                     correct = int(score(answer.output, mode="official", **kwargs))
                     strict = int(score(answer.output, mode="strict", **kwargs))
                     summary.correct += correct
-                else:
+                elif answer.status == OVER_WINDOW:
                     summary.over_window += 1
+                else:
+                    raise ValueError(f"runner {runner.name} answered with unknown status {answer.status!r}")
                 store.put(Result(model=model, task=task, length=length, sample_id=sid, prompt_hash=phash,
                                  status=answer.status, output=answer.output, target=record["target"],
                                  correct=correct, correct_strict=strict, n_tokens=answer.n_tokens,
@@ -240,35 +244,41 @@ def check_device(device: str | None) -> str | None:
     return device
 
 
-def load_local_model(spec: str, device: str | None = None):
-    """An RMT checkpoint (a dir with ``rmt_config.json``) or an HF causal LM (dir or hub name)."""
+def load_local_model(spec: str, device: str | None = None, dtype: str | None = None,
+                     chat_template: bool | None = None):
+    """An RMT checkpoint (a dir with ``rmt_config.json``) or an HF causal LM (dir or hub name).
+
+    ``dtype``: float32, bfloat16 or float16 weights (default: as saved). ``chat_template``: None
+    applies the tokenizer's chat template when it has one, False never, True requires one."""
     from rmt import models
+    from rmt.evaluation.hf import torch_dtype
     from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
 
     if spec.startswith(ENDPOINT_PREFIX):
         raise ValueError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
     device = check_device(device)
+    if dtype is not None:
+        torch_dtype(dtype)  # an unknown name: one line before any loading
     name, spec = spec, models.resolve(spec)  # registered names and .gguf files: their cached conversion
-    if spec != name:
+    if spec == name and (is_rmt_checkpoint(spec) or is_rmt_checkpoint(Path(spec) / "final")):
+        # the output dir of `rmt train`: its trained model
+        model = RMTModel(spec if is_rmt_checkpoint(spec) else Path(spec) / "final", device=device)
+        if dtype is not None:
+            model.model.to(torch_dtype(dtype))
+    else:
         from rmt.evaluation.hf import HFModel
 
-        model = HFModel(spec, device=device)
+        model = HFModel(spec, device=device, dtype=dtype)
         model.name = name  # results are stored under the name the user gave, not the cache path
-        return model
-    if is_rmt_checkpoint(spec):
-        return RMTModel(spec, device=device)
-    if is_rmt_checkpoint(Path(spec) / "final"):  # the output dir of `rmt train`: its trained model
-        return RMTModel(Path(spec) / "final", device=device)
-    from rmt.evaluation.hf import HFModel
-
-    return HFModel(spec, device=device)
+    model.set_chat_template(chat_template)
+    return model
 
 
 def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, max_new_tokens: int = 20,
                 prompt_options: dict | None = None, prompt_style: str = "auto", api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4,
                 max_retries: int = 5, timeout: float = 60.0, cache: str | Path | None = None,
                 rag_top_k: int = 0, rag_split: str = "sentences", rag_chunk_words: int = 64,
-                name: str | None = None) -> Runner:
+                name: str | None = None, dtype: str | None = None, chat_template: bool | None = None) -> Runner:
     """A runner from a model spec:
 
     * ``openai:MODEL@BASE_URL`` — an OpenAI-compatible endpoint (key from ``api_key_env``);
@@ -279,6 +289,8 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     ``rag_top_k > 0`` puts the retrieval baseline in front of the model (the reader).
     ``prompt_style``: ``benchmark`` (instruction, examples, post-prompt), ``plain`` (``input
     question``, what ``rmt train`` trains on) or ``auto`` (plain for ``rmt train`` checkpoints).
+    ``dtype`` and ``chat_template``: local models only (see :func:`load_local_model`); endpoints
+    apply their own chat template.
     """
     from rmt.evaluation.prompting import prompt_fn, resolve_style
 
@@ -286,6 +298,10 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     prompts = prompt_fn(resolve_style(prompt_style, style_spec), **(prompt_options or {}))
     if spec.startswith(ENDPOINT_PREFIX):
         from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
+
+        if dtype is not None or chat_template is not None:
+            raise ValueError(f"--dtype and --chat-template/--no-chat-template apply to local models; {spec} is an "
+                             "endpoint (its server chooses both)")
 
         model, sep, url = spec[len(ENDPOINT_PREFIX):].rpartition("@")
         if not sep or not model or not url:
@@ -296,7 +312,7 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     else:
         from rmt.evaluation.base import LocalRunner
 
-        runner = LocalRunner(load_local_model(spec, device=device), prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+        runner = LocalRunner(load_local_model(spec, device=device, dtype=dtype, chat_template=chat_template), prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                              name=name if not rag_top_k else None)
     if rag_top_k:
         from rmt.evaluation.rag import RAGRunner, Retriever

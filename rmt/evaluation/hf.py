@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rmt.evaluation.base import LocalModel, LocalRunner
+from rmt.evaluation.base import LocalModel, LocalRunner, _ids
 
 # Config attributes under which HF models state their context window.
 _WINDOW_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
@@ -41,6 +41,18 @@ def _unknown_model_message(name_or_path: str, exc: Exception) -> str:
     return f"unknown model {name_or_path!r}: neither a {where}"
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def torch_dtype(dtype: str):
+    """A torch dtype from its name (float32, bfloat16, float16); one-line ValueError otherwise."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
+
 def pick_device(device: str | None = None) -> str:
     if device:
         return device
@@ -60,7 +72,7 @@ class HFModel(LocalModel):
         self.name = str(name_or_path)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name_or_path)
         if model is None:
-            kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+            kwargs = {"dtype": torch_dtype(dtype)} if dtype else {}
             try:
                 model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
             except (OSError, ValueError) as exc:
@@ -78,8 +90,8 @@ class HFModel(LocalModel):
         # Left padding: every row's answer starts at the same position.
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch_ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in batch_ids], device=self.device)
-        # eos: the tokenizer's when it has one, else the model's generation config decides
-        eos = {"eos_token_id": self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else {}
+        # stop at any end token: the generation config's (an instruct model's end of turn) and the tokenizer's
+        eos = {"eos_token_id": sorted(self.eos_ids())} if self.eos_ids() else {}
         sample = {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": 0} if do_sample else {"do_sample": False}
         if seed is not None:
             torch.manual_seed(seed)
@@ -89,10 +101,10 @@ class HFModel(LocalModel):
         return [row[width:] for row in out.tolist()]
 
     def eos_ids(self) -> set[int]:
-        eos = self.tokenizer.eos_token_id
-        if eos is None:  # the model's generation config decides when to stop
-            eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        return {eos} if isinstance(eos, int) else set(eos or [])
+        """Where an answer ends: the generation config's end token(s) (an int or a list; an instruct
+        model's end of turn, ``<|im_end|>`` for SmolLM2) and the tokenizer's eos."""
+        config = getattr(self.model, "generation_config", None)
+        return _ids(getattr(config, "eos_token_id", None)) | _ids(self.tokenizer.eos_token_id)
 
 
 def hf_runner(name_or_path: str, device: str | None = None, dtype: str | None = None, **runner_kwargs) -> LocalRunner:

@@ -12,8 +12,10 @@ from pathlib import Path
 
 
 def benchmark_prompt(record: dict, chat: bool, **options):
-    """The benchmark prompt for ``record``: chat messages when ``chat`` (the model has a chat
-    template, or is an endpoint), one string otherwise. ``options`` go to ``rmt.babilong.prompts``
+    """The benchmark prompt for ``record``: chat messages when ``chat`` (the model's chat template
+    is used, or it is an endpoint), one string otherwise. As in the official BABILong code, the
+    whole benchmark prompt (instruction, examples, post-prompt, context, question) is the one user
+    message; the chat template adds the turns around it. ``options`` go to ``rmt.babilong.prompts``
     (``prompts=`` a prompt file or dict, ``instruction=False``, ``examples=False``,
     ``post_prompt=False``, ``context_tags=False``, ``template=...``)."""
     from rmt.babilong import prompts
@@ -71,4 +73,5 @@ def prompt_fn(style: str = "benchmark", **options):
     off = [part.replace("_", "-") for part in ("instruction", "examples", "post_prompt", "context_tags")
            if options.get(part) is False]
     fn.prompt_set = name + (f" (no {', no '.join(off)})" if off and style != "plain" else "")
+    fn.chat_form = style != "plain"  # asks chat messages of a model with a chat template
     return fn

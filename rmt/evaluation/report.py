@@ -18,6 +18,7 @@ MARKDOWN_SUFFIXES = (".md", ".markdown")
 PNG_SUFFIXES = (".png",)
 
 OVER_WINDOW = "OW"
+TRUNCATED_MARK = "*"  # some answers of the cell were made from the last window of a longer input
 _UNITS = {"": 1, "k": 1000, "K": 1000, "m": 10**6, "M": 10**6}
 
 
@@ -37,6 +38,7 @@ class Cell:
     correct: int = 0
     scored: int = 0
     over_window: int = 0
+    truncated: int = 0  # scored answers made from the input's last window (input longer than the window)
 
     @property
     def accuracy(self) -> float | None:
@@ -44,7 +46,7 @@ class Cell:
 
     def label(self) -> str:
         if self.scored:
-            return f"{self.accuracy:.0f}"
+            return f"{self.accuracy:.0f}" + (TRUNCATED_MARK if self.truncated else "")
         return OVER_WINDOW if self.over_window else "-"
 
 
@@ -74,7 +76,12 @@ class Table:
             total.correct += c.correct
             total.scored += c.scored
             total.over_window += c.over_window
+            total.truncated += c.truncated
         return total
+
+    @property
+    def any_truncated(self) -> bool:
+        return any(c.truncated for c in self.cells.values())
 
 
 def build_table(results: Iterable[Result], mode: str = "official", models: list[str] | None = None) -> Table:
@@ -93,6 +100,7 @@ def build_table(results: Iterable[Result], mode: str = "official", models: list[
             cell.over_window += 1
         else:
             cell.scored += 1
+            cell.truncated += r.status == "truncated"
             cell.correct += int((r.correct if mode == "official" else r.correct_strict) or 0)
     if models:
         unknown = [m for m in models if m not in seen_models]
@@ -122,6 +130,10 @@ def _rows(table: Table, model: str) -> list[list[str]]:
     return rows
 
 
+TRUNCATED_NOTE = (f"{TRUNCATED_MARK}: answered from the last window: the input was longer than the model's context "
+                  "window, so its haystack was cut from the left to fit (instruction, question and chat template kept)")
+
+
 def format_terminal(table: Table) -> str:
     """Plain aligned text: one block per model (accuracy %, OW = over the model's window)."""
     blocks = []
@@ -135,12 +147,19 @@ def format_terminal(table: Table) -> str:
             if n == 0:
                 lines.append("  ".join("-" * w for w in widths))
         blocks.append("\n".join(lines))
+    if table.any_truncated:
+        blocks.append(TRUNCATED_NOTE)
     return "\n\n".join(blocks)
 
 
+def _md(label: str) -> str:
+    return label.replace(TRUNCATED_MARK, "\\" + TRUNCATED_MARK)
+
+
 def format_markdown(table: Table) -> str:
+    note = f" `{TRUNCATED_MARK}`: {TRUNCATED_NOTE[len(TRUNCATED_MARK) + 2:]}." if table.any_truncated else ""
     parts = [f"# BABILong results\n\nAccuracy (%), {table.mode} scoring. `OW`: input longer than the model's "
-             "context window. `-`: not evaluated.\n"]
+             f"context window (not answered). `-`: not evaluated.{note}\n"]
     for model in table.models:
         parts.append(f"## {model}\n")
         parts.append(f"Prompts: {table.prompts_of(model)}.\n")
@@ -148,14 +167,14 @@ def format_markdown(table: Table) -> str:
         parts.append("|---|" + "---:|" * len(table.lengths))
         for row in _rows(table, model):
             name = f"**{row[0]}**" if row[0] == "avg" else row[0]
-            parts.append("| " + " | ".join([name] + row[1:]) + " |")
+            parts.append("| " + " | ".join([name] + [_md(v) for v in row[1:]]) + " |")
         parts.append("")
     if len(table.models) > 1:
         parts.append("## Side by side (average over tasks)\n")
         parts.append("| model | " + " | ".join(table.lengths) + " |")
         parts.append("|---|" + "---:|" * len(table.lengths))
         for model in table.models:
-            parts.append("| " + " | ".join([model] + [table.average(model, l).label() for l in table.lengths]) + " |")
+            parts.append("| " + " | ".join([model] + [_md(table.average(model, l).label()) for l in table.lengths]) + " |")
         parts.append("")
     return "\n".join(parts)
 

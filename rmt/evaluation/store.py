@@ -35,15 +35,16 @@ CREATE TABLE IF NOT EXISTS results (
     length         TEXT NOT NULL,
     sample_id      TEXT NOT NULL,
     prompt_hash    TEXT NOT NULL,
-    status         TEXT NOT NULL,      -- 'ok' | 'over_window'
+    status         TEXT NOT NULL,      -- 'ok' | 'truncated' (answered from the input's last window) | 'over_window'
     output         TEXT,               -- raw model output (NULL when over window)
     target         TEXT,
     correct        INTEGER,            -- official scoring rule, 1/0 (NULL when over window)
     correct_strict INTEGER,            -- strict (whole-word) rule
-    n_tokens       INTEGER,            -- prompt tokens as the model counts them, when known
+    n_tokens       INTEGER,            -- prompt tokens as the model counts them (whole input), when known
     seconds        REAL,
     created        REAL NOT NULL,
-    prompt_set     TEXT,               -- which prompts: builtin, lm-eval, file:NAME, plain (+ parts off)
+    prompt_set     TEXT,               -- which prompts: builtin, lm-eval, file:NAME, plain (+ parts off),
+                                       -- then ", chat template" / ", no chat template" for a model with one
     PRIMARY KEY (model, task, length, sample_id)
 );
 """
