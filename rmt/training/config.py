@@ -60,6 +60,13 @@ class TrainConfig:
         stage_steps: optimizer steps per stage at most; ``stage_threshold`` (0..1) moves on earlier
             once the validation accuracy reaches it (checked every ``eval_every`` steps).
         vary_n_segments: each batch draws its number of segments uniformly from 1..stage segments.
+    Speed and memory:
+        mixed_precision: ``no``, ``fp16`` or ``bf16``: accelerate's autocast (also on CPU for bf16);
+            weights and optimizer state stay fp32.
+        gradient_checkpointing: recompute every decoder layer's activations in the backward pass
+            instead of keeping them (HF's activation checkpointing of the base model, which the
+            segment loop's layer calls honour): memory for ``segments x layers`` activations
+            becomes memory for one layer's, for about one more forward pass of time. Same gradients.
     """
 
     task: str = "qa1"
@@ -100,6 +107,7 @@ class TrainConfig:
     log_every: int = 10
     tensorboard: bool = False
     mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
     threads: int | None = None
     progress: bool = True
 
@@ -140,6 +148,8 @@ class TrainConfig:
         need(self.memory_kind in memory_kind_names(),
              f"unknown memory_kind {self.memory_kind!r}; allowed: {', '.join(memory_kind_names())}")
         need(isinstance(self.self_retrieval, bool), f"self_retrieval must be true or false, got {self.self_retrieval!r}")
+        need(isinstance(self.gradient_checkpointing, bool),
+             f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
         if self.self_retrieval:  # the v0.1 spelling of memory_kind="rmt-r"
             need(self.memory_kind in ("rmt", "rmt-r"), f"self_retrieval=True means memory_kind='rmt-r' and conflicts with "
                                                        f"memory_kind={self.memory_kind!r}; set only memory_kind")

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -153,6 +154,19 @@ def build_model(cfg: TrainConfig, tokenizer):
                            write_gate_bias=cfg.write_gate_bias, write_sparsity=cfg.write_sparsity)
     base = build_base_model(cfg, tokenizer, cfg.segment_size + 2 * cfg.num_mem_tokens)
     return RecurrentMemoryTransformer.wrap(base, rmt_config)
+
+
+def enable_gradient_checkpointing(model) -> None:
+    """Activation checkpointing of every decoder layer (``--gradient-checkpointing``): HF's own, on
+    the base model. The segment loop calls the HF layers one by one (``adapters.DecoderLayers``),
+    and each layer checkpoints itself while training, so this covers every kind and the no-memory
+    baseline alike; gradients equal those without it (tested)."""
+    from rmt.memory import RecurrentMemoryTransformer
+
+    base = model.base_model if isinstance(model, RecurrentMemoryTransformer) else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ValueError(f"--gradient-checkpointing: {type(base).__name__} does not support activation checkpointing")
+    base.activation_checkpointing_enable()
 
 
 def model_window(model) -> int | None:
@@ -339,6 +353,8 @@ class Trainer:
         self.data = TaskData(cfg, self.tokenizer)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, self.tokenizer)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
         self.window = model_window(self.model)
         self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
         # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step
@@ -421,8 +437,12 @@ class Trainer:
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", unit="step",
                    disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
         done_here = 0
+        # Seconds per optimizer step (batch, forward, backward, update; not evaluation or saving),
+        # averaged over the steps since the last train record.
+        step_seconds, timed_steps = 0.0, 0
         self.model.train()
         while not self.curriculum.finished and (stop_after is None or done_here < stop_after):
+            started = time.perf_counter()
             segments = self.curriculum.segments_for_step(self.step)
             batch = self._local_rows(self.data.batch("train", self.step, segments, cfg.batch_size))
             out = forward(self.model, batch, self.window, self.cfg.memory)
@@ -435,14 +455,18 @@ class Trainer:
             self.step += 1
             done_here += 1
             loss = float(acc.reduce(out.loss.detach(), reduction="mean"))
+            seconds = time.perf_counter() - started
+            step_seconds, timed_steps = step_seconds + seconds, timed_steps + 1
             write_rate = getattr(out, "write_rate", None)  # gated writes: how much memory this step rewrote
             bar.update(1)
-            bar.set_postfix(stage=self.curriculum.segments, loss=f"{loss:.3f}")
+            bar.set_postfix(stage=self.curriculum.segments, loss=f"{loss:.3f}", s_per_step=f"{seconds:.2f}")
             if self.step % cfg.log_every == 0 or self.step == 1:
                 self.metrics.write({"type": "train", "step": self.step, "stage": self.curriculum.stage,
                                     "stage_segments": self.curriculum.segments, "segments": segments,
                                     "loss": loss, "lr": self.scheduler.get_last_lr()[0], "processes": acc.num_processes,
+                                    "seconds_per_step": round(step_seconds / timed_steps, 4),
                                     **({"write_rate": round(float(write_rate.detach()), 6)} if write_rate is not None else {})})
+                step_seconds, timed_steps = 0.0, 0
             stage_ends = self.step - self.curriculum.stage_start >= cfg.stage_steps
             result = None
             if self.step % cfg.eval_every == 0 or stage_ends:

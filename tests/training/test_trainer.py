@@ -14,7 +14,11 @@ def _weights(model):
 
 
 def _metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    """The metrics records without their timing (seconds_per_step differs from run to run)."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        record.pop("seconds_per_step", None)
+    return records
 
 
 def test_a_few_steps_lower_the_loss(tiny_config):
@@ -183,3 +187,44 @@ def test_a_training_step_with_memory_computes_only_the_logits_its_loss_reads(tin
     full = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
     assert fast.logits is None and full.logits is not None
     assert abs(float(fast.loss) - float(full.loss)) <= 1e-5 * max(1.0, abs(float(full.loss)))
+
+
+def test_every_train_record_says_the_seconds_per_step(tiny_config, tmp_path):
+    Trainer(tiny_config(curriculum=[1], stage_steps=3, log_every=2, eval_every=100)).train()
+    train = [r for r in _raw_metrics(tmp_path / "run") if r["type"] == "train"]
+    assert [r["step"] for r in train] == [1, 2]
+    assert all(isinstance(r["seconds_per_step"], float) for r in train)  # its value is the machine's business
+
+
+def _raw_metrics(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("memory_kind, memory", [("rmt", True), ("armt", True), ("rmt", False)])
+def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, tmp_path, memory_kind, memory):
+    """--gradient-checkpointing recomputes every layer in the backward pass (counted) and changes no gradient."""
+    from rmt.training.trainer import forward
+
+    grads, calls = [], []
+    for on in (False, True):
+        cfg = tiny_config(arch="llama", n_layer=2, n_head=2, memory_kind=memory_kind, memory=memory,
+                          gradient_checkpointing=on, output_dir=str(tmp_path / f"run-{on}"))
+        trainer = Trainer(cfg)
+        model = trainer.model
+        base = model.base_model if memory else model
+        if memory_kind == "armt":  # W_v = 0 writes nothing: give it trained-like values, so memory carries gradient
+            with torch.no_grad():
+                model.memory_kind.w_value.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+        layer_calls, mlp = [], base.model.layers[0].mlp
+        plain = mlp.forward  # counted inside the layer (module hooks do not run again in a recompute)
+        mlp.forward = lambda x: (layer_calls.append(1), plain(x))[1]
+        model.train()
+        batch = trainer.data.batch("train", 0, 2, 4)
+        forward(model, batch, trainer.window, memory).loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+        calls.append(len(layer_calls))
+    assert calls[1] > calls[0]  # the layers ran again in the backward pass
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        scale = max(1e-3, float(grads[0][name].abs().max()))
+        assert float((grads[1][name] - grads[0][name]).abs().max()) <= 1e-5 * scale, name
