@@ -221,12 +221,17 @@ class LocalRunner(Runner):
         window, tokenizer = self.model.window, self.model.tokenizer
         if window is None:
             return self.model.encode(self.prompt(record))
-        context = list(tokenizer(record["input"], add_special_tokens=False)["input_ids"])
+        haystack = record["input"]
+        try:  # where each token starts in the text: the kept haystack is a suffix of the original
+            starts = [a for a, _ in tokenizer(haystack, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+            tail = lambda keep: haystack[starts[-keep]:]  # noqa: E731
+        except (NotImplementedError, TypeError, KeyError, ValueError):  # a slow tokenizer: no offsets
+            starts = tokenizer(haystack, add_special_tokens=False)["input_ids"]
+            tail = lambda keep: tokenizer.decode(starts[-keep:], skip_special_tokens=True)  # noqa: E731
         empty = len(self.model.encode(self.prompt({**record, "input": ""})))
-        keep = min(len(context), window - self.max_new_tokens - empty)
+        keep = min(len(starts), window - self.max_new_tokens - empty)
         while keep > 0:
-            text = tokenizer.decode(context[-keep:], skip_special_tokens=True).lstrip("\ufffd").lstrip()
-            ids = self.model.encode(self.prompt({**record, "input": text}))
+            ids = self.model.encode(self.prompt({**record, "input": tail(keep).lstrip()}))
             over = len(ids) + self.max_new_tokens - window
             if over <= 0:
                 return ids

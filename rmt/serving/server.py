@@ -5,6 +5,11 @@ lm-eval's ``local-chat-completions`` / ``local-completions`` and the official ``
 send), with ``stream`` (server-sent events), ``n``, ``stop``, ``max_tokens``, ``temperature`` /
 ``top_p`` / ``seed``. Greedy at ``temperature`` 0 (the benchmark's decoding), sampling above it.
 
+Chat messages go through the tokenizer's chat template when the model uses it
+(:attr:`LocalModel.uses_chat_template`; ``rmt serve --no-chat-template`` turns it off), and a
+completion ends at the model's end of turn (any of :meth:`LocalModel.eos_ids`, e.g. ``<|im_end|>``),
+which is cut off the text; ``finish_reason`` is ``"stop"`` there, ``"length"`` at ``max_tokens``.
+
 Concurrent requests are batched: request handlers run in FastAPI's thread pool and hand their
 prompts to one decoding thread (:class:`Batcher`), which takes everything queued while the model was
 busy and decodes requests with the same settings together. Streaming sends the completion token by

@@ -12,7 +12,7 @@ from .conftest import OracleRunner
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, tiny_hf_dir, records_0k, records_1k):
-    """Two real stores: an oracle (every 4th answer wrong) in one; the tiny GPT-2 (over window at 1k)
+    """Two real stores: an oracle (every 4th answer wrong) in one; the tiny GPT-2 (past its window at 1k)
     and the oracle again under another name in the other."""
     root = tmp_path_factory.mktemp("stores")
     records = records_0k + records_1k
@@ -42,7 +42,8 @@ def test_table_has_every_cell(stores, records_0k, records_1k, tiny_hf_dir):
         mine = [r for r in rows if (r.task, r.length) == (task, length)]
         assert cell.scored == len(group) and cell.correct == sum(r.correct for r in mine)
         assert table.cell("rag-top5(oracle)", task, length).accuracy == 100.0
-    assert table.cell(str(tiny_hf_dir), "qa1", "1k").label() == "OW"  # over the 512-token window
+    over = table.cell(str(tiny_hf_dir), "qa1", "1k")  # over the 512-token window: read as its last window
+    assert over.truncated == over.scored == len(records_1k) and over.label().endswith("*")
     assert table.cell(str(tiny_hf_dir), "qa2", "1k").label() == "-"  # never evaluated
 
     text = format_terminal(table)
@@ -83,3 +84,20 @@ def test_strict_mode_and_model_selection(stores):
 
 def test_length_order():
     assert sorted(["1M", "128k", "0k", "4k", "2000", "16k"], key=length_value) == ["0k", "2000", "4k", "16k", "128k", "1M"]
+
+
+def test_truncated_and_over_window_cells_are_marked():
+    from rmt.evaluation.store import Result
+
+    def row(sid, length, status, correct):
+        return Result("m", "qa1", length, sid, "h", status, None if status == "over_window" else "x", "x",
+                      correct, correct, prompt_set="builtin, chat template")
+
+    table = build_table([row("0", "0k", "ok", 1), row("1", "0k", "ok", 0),
+                         row("0", "8k", "truncated", 1), row("1", "8k", "ok", 1), row("2", "8k", "ok", 0),
+                         row("0", "16k", "over_window", None)])
+    assert [table.cell("m", "qa1", l).label() for l in table.lengths] == ["50", "67*", "OW"]
+    text, md = format_terminal(table), format_markdown(table)
+    assert "prompts: builtin, chat template" in text and "67*" in text and "answered from the last window" in text
+    assert "| qa1 | 50 | 67\\* | OW |" in md and "`*`: answered from the last window" in md
+    assert "answered from the last window" not in format_terminal(build_table([row("0", "0k", "ok", 1)]))
