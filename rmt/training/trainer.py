@@ -325,6 +325,19 @@ class MetricsLog:
             self.tb.close()
 
 
+def _forget_other_precision(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide state, and refuses an ``Accelerator`` with another mixed
+    precision than the first one of the process had. In one process (no launcher) that state is
+    only an earlier run's, e.g. an fp32 run before a bf16 one in the same Python session: drop it
+    so this run gets the precision it asks for. (Under a launcher every process runs one training.)"""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    earlier = shared.get("_mixed_precision")
+    if earlier is not None and earlier != mixed_precision and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        AcceleratorState._reset_state()
+
+
 # --------------------------------------------------------------------- the loop
 class Trainer:
     """``Trainer(cfg, resume=False).train()``; see ``docs/training.md``."""
@@ -337,6 +350,8 @@ class Trainer:
         # Launched as several processes (torchrun / accelerate launch) on a machine without CUDA:
         # tell accelerate to run data-parallel on CPU (gloo); it only does so when asked.
         cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        if accelerator is None:
+            _forget_other_precision(cfg.mixed_precision)
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu_ddp)
         self.out = Path(cfg.output_dir)
         # Read-only checks first (every process, same answer): a run that cannot start leaves
