@@ -65,6 +65,13 @@ def messages_to_text(messages: Messages) -> str:
     return "\n\n".join(str(m.get("content", "")) for m in messages if m.get("content"))
 
 
+def check_chat_template(name: str, tokenizer, on: bool | None) -> None:
+    """``--chat-template`` asks for a template the tokenizer does not have: one-line ValueError."""
+    if on and not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"--chat-template: the tokenizer of {name} has no chat template; "
+                         "leave the flag out (its prompts are plain text)")
+
+
 class LocalModel:
     """A model that runs in this process: a tokenizer, a context window, greedy batched decoding.
 
@@ -90,9 +97,7 @@ class LocalModel:
     def set_chat_template(self, on: bool | None) -> None:
         """``None``: the default (on when the tokenizer has one); ``True``: on (an error when the
         tokenizer has none); ``False``: off (messages are joined as plain text)."""
-        if on and not self.has_chat_template:
-            raise ValueError(f"--chat-template: the tokenizer of {self.name} has no chat template; "
-                             "leave the flag out (its prompts are plain text)")
+        check_chat_template(self.name, self.tokenizer, on)
         self.chat_template_on = on is not False
 
     def encode(self, prompt: Prompt) -> list[int]:

@@ -266,9 +266,12 @@ def load_local_model(spec: str, device: str | None = None, dtype: str | None = N
         if dtype is not None:
             model.model.to(torch_dtype(dtype))
     else:
-        from rmt.evaluation.hf import HFModel
+        from rmt.evaluation.base import check_chat_template
+        from rmt.evaluation.hf import HFModel, load_tokenizer
 
-        model = HFModel(spec, device=device, dtype=dtype)
+        tokenizer = load_tokenizer(spec)
+        check_chat_template(name, tokenizer, chat_template)  # before the weights load
+        model = HFModel(spec, device=device, dtype=dtype, tokenizer=tokenizer)
         model.name = name  # results are stored under the name the user gave, not the cache path
     model.set_chat_template(chat_template)
     return model

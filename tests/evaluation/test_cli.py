@@ -70,6 +70,8 @@ def run_main(capsys, *args):
     (["report", "/no/such/store.sqlite"], "error: results store not found: /no/such/store.sqlite"),
     (["eval", "x", "--public", "--samples", "1", "--lengths", "0k"],  # tests run with HF_*_OFFLINE=1
      "error: cannot load qa1/0k of the public BABILong dataset"),
+    (["eval", "x", "--dtype", "fp8"], "error: unknown --dtype 'fp8'; allowed: float32, bfloat16, float16"),
+    (["serve", "x", "--dtype", "fp8"], "error: unknown --dtype 'fp8'; allowed: float32, bfloat16, float16"),
 ])
 def test_user_errors_are_one_line(capsys, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
@@ -117,3 +119,10 @@ def test_public_source_goes_through_load_public(monkeypatch):
     records = load_records_for_eval(["qa1", "qa2"], ["0k", "4k"], samples=2, public=True)
     assert calls == [("qa1", "0k", 2), ("qa2", "0k", 2), ("qa1", "4k", 2), ("qa2", "4k", 2)]
     assert len(records) == 8 and {r["length"] for r in records} == {"0k", "4k"}
+
+
+def test_chat_template_flag_on_a_model_without_one_is_one_line(capsys, tmp_path, tiny_hf_dir):
+    code, err = run_main(capsys, "eval", tiny_hf_dir, "--chat-template", "--samples", "1", "--lengths", "0k",
+                         "--store", tmp_path / "r.sqlite", "--no-progress")
+    assert code == 2 and len(err.splitlines()) == 1 and "has no chat template" in err, err
+    assert not (tmp_path / "r.sqlite").exists()
