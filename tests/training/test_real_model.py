@@ -1,8 +1,9 @@
 """`rmt train` on the real pretrained model (SmolLM2-135M-Instruct, the registered name
 ``smollm2-135m``): the whole path a user takes (train -> checkpoint -> `rmt eval` -> `rmt serve`),
-and one step each under bf16 autocast on CPU and with activation checkpointing. Short segments,
-batches of 2, a step or two: about a minute on 2 shared cores, most of it writing the checkpoints
-(540 MB of weights, 1 GB of optimizer state)."""
+and one step each under bf16 autocast on CPU (ARMT) and with activation checkpointing (RMT-R), so
+every memory kind trains through `rmt train` on it. Short segments, batches of 2, a step or two:
+about a minute on 2 shared cores, half of it writing the checkpoints (540 MB of weights, 1 GB of
+optimizer state)."""
 
 import json
 import math
@@ -70,12 +71,12 @@ def _one_step(tmp_path, **settings):
 
 
 def test_one_bf16_step_on_cpu(smollm2, tmp_path):
-    record, dtypes, _ = _one_step(tmp_path, mixed_precision="bf16")
+    record, dtypes, _ = _one_step(tmp_path, mixed_precision="bf16", memory_kind="armt")
     assert record["segments"] == 2 and math.isfinite(record["loss"])
     assert dtypes and set(dtypes) == {torch.bfloat16}  # accelerate's autocast, on CPU too
 
 
 def test_one_step_with_gradient_checkpointing(smollm2, tmp_path):
-    record, dtypes, layer = _one_step(tmp_path, gradient_checkpointing=True)
+    record, dtypes, layer = _one_step(tmp_path, gradient_checkpointing=True, memory_kind="rmt-r")
     assert record["segments"] == 2 and math.isfinite(record["loss"])
     assert layer.gradient_checkpointing and set(dtypes) == {torch.float32}
