@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -228,3 +229,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(tiny_config, tmp_path, 
     for name in grads[0]:
         scale = max(1e-3, float(grads[0][name].abs().max()))
         assert float((grads[1][name] - grads[0][name]).abs().max()) <= 1e-5 * scale, name
+
+
+def test_runs_of_other_mixed_precisions_in_one_process(tiny_config, tmp_path):
+    """accelerate keeps one state per process; a bf16 run after an fp32 one (and back) gets its own precision."""
+    for precision in ("no", "bf16", "no"):
+        trainer = Trainer(tiny_config(mixed_precision=precision, output_dir=str(tmp_path / precision / "run"), stage_steps=1,
+                                      curriculum=[1]))
+        assert trainer.accelerator.mixed_precision == precision
+        shutil.rmtree(tmp_path / precision)
