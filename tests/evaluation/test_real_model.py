@@ -62,6 +62,24 @@ def test_benchmark_prompt_is_the_user_turn_and_long_inputs_keep_it(model):
     assert len(kept) > 500 and record["input"].endswith(kept)  # the end of the haystack, as it was
 
 
+def test_lm_eval_prompts_are_the_user_turn_too(model):
+    pytest.importorskip("lm_eval")
+    from rmt.babilong import generate
+    from rmt.babilong.prompts import prompt_parts
+    from rmt.evaluation.base import LocalRunner
+    from rmt.evaluation.prompting import prompt_fn
+
+    record = generate(task="qa2", length="0k", samples=1, seed=0)[0]
+    runner = LocalRunner(model, prompt_fn(prompts="lm-eval"), max_new_tokens=20)
+    (turn,) = runner.prompt(record)  # lm-eval's wording, all of it in the one user turn
+    parts = prompt_parts("qa2", "lm-eval")
+    assert turn["role"] == "user" and runner.prompt_set == "lm-eval, chat template"
+    content = turn["content"]
+    assert content.index(parts["instruction"]) < content.index(parts["examples"]) < content.index(record["input"])
+    assert model.tokenizer.decode(model.encode([turn])).endswith(
+        record["question"] + "<|im_end|>\n<|im_start|>assistant\n")
+
+
 def rmt(capsys, *args):
     """`rmt ARGS` in this process (torch and transformers are imported once for the whole file)."""
     from rmt.cli import main
