@@ -41,7 +41,9 @@ class TrainConfig:
             (two facts, the question needs both) over background text, or ``lm`` (language
             modelling over segments; evaluation reports perplexity per segment position).
         n_facts: facts per story (lo, hi) for the BABILong tasks (None: the generator's default).
-        background: a directory of books for background text (None: the built-in fallback text).
+        background: a directory of books for background text (None: the built-in fallback text);
+            ``"none"``: no background at all, the BABILong tasks' inputs are the facts alone (the
+            "0k" length of ``rmt eval``: in-context QA), whatever the segment size.
     Model:
         model: HF hub name or local path of the base causal LM; None builds a small model from
             scratch: ``arch`` ``gpt2`` (learned positions) or ``llama`` (rotary positions), with
@@ -120,6 +122,9 @@ class TrainConfig:
             return isinstance(v, int) and not isinstance(v, bool)
 
         need(self.task in TASKS, f"unknown task {self.task!r}; allowed: {', '.join(TASKS)}")
+        need(not (self.background == "none" and self.task in LM_TASKS),
+             f"background='none' gives the QA tasks facts without background text; task {self.task!r} "
+             f"is language modelling on background text and needs some (a books dir, or leave it out)")
         if isinstance(self.curriculum, (int, str)):
             self.curriculum = [int(x) for x in str(self.curriculum).split(",")]
         self.curriculum = list(self.curriculum)

@@ -6,6 +6,7 @@ the same global batch and takes its own rows.
 
 * ``qa1``..``qa20``: BABILong records from ``rmt.babilong.generate`` (facts hidden in background
   text), then ``input question answer[EOS]``; the loss is on the answer tokens (and EOS) only.
+  ``background="none"``: the facts alone (length 0, as ``rmt eval --lengths 0k``).
 * ``memorize`` / ``detect`` / ``reason`` (arXiv 2304.11062, section 4): one fact at the start of
   the background, one fact at a random position, or two facts at random positions whose question
   needs both (bAbI qa1 facts for the first two, qa2 facts for the last).
@@ -63,8 +64,10 @@ class TaskData:
             task, n_facts = "qa1", 1
         elif task == "reason":
             task, n_facts = "qa2", 2
-        records = generate(task=task, length=max(1, length), samples=samples, seed=seed,
-                           background=self.cfg.background, tokenizer=counter or self.counter, n_facts=n_facts)
+        no_background = self.cfg.background == "none"  # the facts alone: generate's length 0
+        records = generate(task=task, length=0 if no_background else max(1, length), samples=samples, seed=seed,
+                           background=None if no_background else self.cfg.background,
+                           tokenizer=counter or self.counter, n_facts=n_facts)
         if self.cfg.task == "memorize":  # the fact goes to the very start of the input
             for r in records:
                 fact = r["facts"][0]

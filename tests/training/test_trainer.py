@@ -131,6 +131,26 @@ def test_qa_tasks_put_the_loss_on_the_answer_only(tiny_config, task):
         assert any(verb in text for verb in ("moved", "went", "travelled", "journeyed"))
 
 
+def test_background_none_gives_the_facts_alone(tiny_config):
+    # In-context QA (the 0k length): the input is the story's facts, question and answer, nothing else.
+    cfg = tiny_config(task="qa2", n_facts=[2, 4], background="none")
+    tok = build_tokenizer(cfg)
+    data = TaskData(cfg, tok)
+    records = data.records("train", 0, 4, 3)
+    for record in records:
+        assert record["background"] == "none" and record["input"] == " ".join(record["facts"])
+        example = data.example(record, 4)
+        assert example["trimmed"] == 0
+        assert tok.decode(example["ids"][:example["question_start"]]) == tok.decode(tok(record["input"])["input_ids"])
+    batch = data.batch("train", 0, 4, 3)
+    assert int(batch["attention_mask"].sum(dim=1).max()) < 4 * 16  # not filled up to 4 segments
+
+
+def test_background_none_is_refused_for_language_modelling(tiny_config):
+    with pytest.raises(ValueError, match="background='none'"):
+        tiny_config(task="lm", background="none")
+
+
 def test_answer_accuracy_needs_every_answer_token():
     ids = torch.tensor([[5, 6, 7, 8]])
     answer = torch.tensor([[False, False, True, True]])
