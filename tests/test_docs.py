@@ -104,4 +104,7 @@ def test_marked_bash_blocks_run(path, index, tmp_path, monkeypatch):
 
 def test_the_readme_starts_with_the_two_commands():
     first = blocks(REPO / "README.md", "bash")[0][1].splitlines()
-    assert first[:2] == ['pip install -e . && rmt quickstart', 'pip install -e ".[test]" && python -m pytest']
+    assert first[:2] == ['pip install -e . -c constraints.txt && rmt quickstart',
+                         'pip install -e ".[test]" -c constraints.txt && python -m pytest']
+    ci = (REPO / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci == first[1]  # CI runs the README's test command, exactly
