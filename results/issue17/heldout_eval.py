@@ -60,15 +60,15 @@ def main():
     # Every story the run trained on: step s used batch("train", s, segments_for_step(s), batch_size).
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     n_steps = max(r["step"] for r in steps)
-    seen = set()
-    cur2 = Curriculum(cfg.curriculum, cfg.stage_steps, cfg.stage_threshold, cfg.vary_n_segments, cfg.seed)
+    seen = set()  # the curriculum replays the stage moves the run made (its "stage" records)
+    curriculum = Curriculum(cfg.curriculum, cfg.stage_steps, cfg.stage_threshold, cfg.vary_n_segments, cfg.seed)
     stage_moves = {r["step"]: r["finished_stage"] + 1 for r in steps if r["type"] == "stage"}
     for s in range(n_steps):
-        segs = cur2.segments_for_step(s)
+        segs = curriculum.segments_for_step(s)
         for rec in data.records("train", s, segs, cfg.batch_size):
             seen.add(story(rec))
         if s + 1 in stage_moves and stage_moves[s + 1] < len(cfg.curriculum):
-            cur2.stage, cur2.stage_start = stage_moves[s + 1], s + 1
+            curriculum.stage, curriculum.stage_start = stage_moves[s + 1], s + 1
 
     correct, unseen_correct, unseen, truncated = [], 0, 0, False
     started = time.perf_counter()
