@@ -46,6 +46,9 @@ CASES = [
     ("eval", ["x", "--data", "bad.jsonl"], "bad.jsonl, line 2: not valid JSON"),
     ("eval", ["x", "--data", "latin1.jsonl"], "latin1.jsonl, line 1: not UTF-8"),
     ("eval", ["x", "--batch-size", "0"], "--batch-size must be >= 1"),
+    ("eval", ["x", "--dtype", "int3"], "unknown --dtype 'int3'; allowed: float32, bfloat16, float16"),
+    ("eval", ["openai:m@http://127.0.0.1:9", "--dtype", "bfloat16"], "--dtype applies to local models"),
+    ("eval", ["openai:m@http://127.0.0.1:9", "--no-chat-template"], "--chat-template/--no-chat-template applies"),
     ("eval", ["openai:gpt-4o", "--samples", "1", "--lengths", "0k"], "endpoint spec must be openai:MODEL@BASE_URL"),
     # rmt report
     ("report", ["results.sqlite", "--png", "mine"], "--png mine is a directory"),
@@ -65,6 +68,7 @@ CASES = [
     ("train", ["--config", "latin1.jsonl", "--output-dir", "run"], "config file latin1.jsonl, line 1: not UTF-8"),
     # rmt serve, rmt demo, rmt quickstart
     ("serve", ["x", "--port", "70000"], "--port must be in 0..65535"),
+    ("serve", ["x", "--dtype", "int3"], "unknown --dtype 'int3'; allowed: float32, bfloat16, float16"),
     ("serve", ["x", "--device", "cuda:x"], "is not a device"),
     ("demo", ["--tokens", "0"], "--tokens must be >= 1"),
     ("quickstart", ["--output-dir", "a_file"], "--output-dir a_file is a file"),

@@ -109,6 +109,12 @@ def register(app):
 
             if dtype not in DTYPES:
                 raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+        if all(spec.startswith(ENDPOINT_PREFIX) for spec in models):
+            # an endpoint's server decides both; silently ignoring the flag would mislabel the results
+            for flag, value in (("--dtype", dtype), ("--chat-template/--no-chat-template", chat_template)):
+                if value is not None:
+                    raise ValueError(f"{flag} applies to local models; every model given is an endpoint "
+                                     f"({ENDPOINT_PREFIX}...), whose server decides it")
         # only the parts switched off, so that each style keeps its own defaults
         switches = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
                     "context_tags": context_tags}
