@@ -10,7 +10,8 @@ import typer
 def register(app):
     @app.command("reproduce")
     def reproduce_command(
-        recipes: Optional[str] = typer.Option(None, "--recipes", help="Comma list of recipes (memorize, detect, reason, qa1, qa2). Default: all."),
+        recipes: Optional[str] = typer.Option(None, "--recipes", help="Comma list of recipes: memorize, detect, reason, qa1, qa2 (small models from scratch; the default), smol-qa1 .. smol-qa5 (the pretrained smollm2-135m with memory)."),
+        rows: Optional[str] = typer.Option(None, "--rows", help="Comma list of rows to run, e.g. rmt,armt,no-memory,rag,llm (llm: the pretrained base zero-shot, smol-* recipes). Default: every row of each recipe."),
         seeds: str = typer.Option("0,1,2", "--seeds", help="Comma list of seeds; the tables show mean and min over them."),
         output_dir: str = typer.Option("runs/reproduce", "--output-dir", help="Where to write; rerun the same command to resume."),
         quick: bool = typer.Option(False, "--quick", help="Tiny models, a few steps, short inputs: a smoke test of the whole pipeline."),
@@ -19,14 +20,14 @@ def register(app):
         diagnose: bool = typer.Option(True, "--diagnose/--no-diagnose", help="Also run rmt diagnose on seed 0 of each memory row."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
-        """Train and evaluate every recipe x row x seed (RMT, RMT-R, ARMT, no memory, RAG), resumably;
+        """Train and evaluate every recipe x row x seed (RMT, RMT-R, ARMT, no memory, RAG, LLM), resumably;
         write the summary table (mean and min over seeds), the rmt report table and heatmap."""
         import json
 
         from rmt.training.reproduce import reproduce
 
         result = reproduce(recipes=recipes, seeds=seeds, output_dir=output_dir, quick_settings=quick, threads=threads,
-                           jobs=jobs, diagnose=diagnose, progress=progress)
+                           jobs=jobs, diagnose=diagnose, progress=progress, rows=rows)
         print(json.dumps(result))
 
     @app.command("diagnose")

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rmt.atomic import atomic_file
-from rmt.training.recipes import NO_MEMORY, RAG, RECIPES, ROWS, Recipe, quick
+from rmt.training.recipes import DEFAULT_RECIPES, LLM, NO_MEMORY, RAG, RECIPES, ROWS, Recipe, quick
 
 MARKER = "reproduce.json"  # says that an output dir was written by rmt reproduce (and with which settings)
 JOB_FILE = "job.json"
 MAX_NEW_TOKENS = 5  # bAbI answers here are one word, then the end-of-answer token
+LLM_MAX_NEW_TOKENS = 20  # an instruct model answers in a sentence (the benchmark's own setting)
 
 
 def row_dir_name(row: str) -> str:
@@ -69,13 +70,22 @@ class Job:
         return self.out / "runs" / self.recipe.name / row_dir_name(self.row) / f"seed{self.seed}"
 
     @property
+    def trains(self) -> bool:
+        return self.recipe.trains(self.row)
+
+    @property
     def train_row(self) -> str:
-        """The row whose trained model this job evaluates (RAG: the no-memory model)."""
-        return NO_MEMORY if self.row == RAG else self.row
+        """The row whose settings make this job's data and (RAG: the no-memory model) whose model it reads."""
+        return self.recipe.data_row(self.row)
 
     @property
     def model_dir(self) -> Path:
         return self.out / "runs" / self.recipe.name / row_dir_name(self.train_row) / f"seed{self.seed}"
+
+    @property
+    def base_model(self) -> str:
+        """The LLM row's model: the recipe's pretrained base, as the user names it."""
+        return self.recipe.train["model"]
 
     @property
     def store(self) -> Path:
@@ -86,7 +96,8 @@ class Job:
 
     @property
     def runs_diagnose(self) -> bool:
-        return self.diagnose and self.row not in (RAG, NO_MEMORY) and self.recipe.rows[self.row].get("memory", True)
+        return (self.diagnose and self.trains and self.row != NO_MEMORY
+                and self.recipe.rows[self.row].get("memory", True))
 
     def spec(self) -> dict:
         """Everything the job's results depend on: a finished job with another spec is redone (its
@@ -97,6 +108,9 @@ class Job:
         spec = {"recipe": self.recipe.name, "row": self.row, "seed": self.seed, "train": train,
                 "eval": {str(n): self.recipe.samples_at(n, self.row) for n in self.recipe.lengths_of(self.row)},
                 "max_new_tokens": MAX_NEW_TOKENS}
+        if self.row == LLM:  # no training: the base model, the benchmark prompts in its chat template
+            spec["llm"] = {"model": self.base_model, "prompts": "benchmark, chat template"}
+            spec["max_new_tokens"] = LLM_MAX_NEW_TOKENS
         if self.row == RAG:
             spec["rag_top_k"] = self.recipe.rag_top_k
         if self.runs_diagnose:
@@ -118,19 +132,42 @@ class Job:
         return record if have == want else None
 
 
-def plan(recipes: list[Recipe], seeds: list[int], out: Path, threads: int = 1, diagnose: bool = True) -> list[Job]:
+def row_key(row: str) -> str:
+    """How --rows names a row: lower case, hyphens for spaces ("no memory" -> no-memory)."""
+    return row_dir_name(row)
+
+
+def parse_rows(spec: str | None, recipes: list[Recipe]) -> set[str] | None:
+    """The rows --rows selects (None: every row); a name no chosen recipe has is one error line."""
+    if spec is None:
+        return None
+    names = [x.strip().lower() for x in str(spec).split(",") if x.strip()]
+    known = {row_key(row): row for recipe in recipes for row in recipe.row_names}
+    unknown = [n for n in names if n not in known]
+    if not names or unknown:
+        raise ValueError(f"unknown row {(unknown or [spec])[0]!r} in --rows; the chosen recipes have: {', '.join(known)}")
+    chosen = {known[n] for n in names}
+    if RAG in chosen and NO_MEMORY not in chosen:
+        raise ValueError(f"--rows {row_key(RAG)} reads with the {row_key(NO_MEMORY)} row's model: add {row_key(NO_MEMORY)}")
+    return chosen
+
+
+def plan(recipes: list[Recipe], seeds: list[int], out: Path, threads: int = 1, diagnose: bool = True,
+         rows: set[str] | None = None) -> list[Job]:
     """Jobs in the order they run: seed by seed (a third of the run gives every recipe one seed),
-    recipe by recipe, row by row (RAG after its reader)."""
+    recipe by recipe, row by row (RAG after its reader); only ``rows`` when given."""
     jobs = []
     diagnose_seed = 0 if 0 in seeds else seeds[0]
     for seed in seeds:
         for recipe in recipes:
             trained = {}
             for row in recipe.row_names:
+                if rows is not None and row not in rows:
+                    continue
                 job = Job(recipe, row, seed, out, threads, diagnose and seed == diagnose_seed)
                 if row == RAG:
                     job.needs = [trained[NO_MEMORY]]
-                else:
+                elif job.trains:
                     trained[row] = job
                 jobs.append(job)
     return jobs
@@ -150,7 +187,7 @@ def check_trained(job: Job) -> None:
     from rmt.training.trainer import CONFIG_NAME
 
     out = job.model_dir
-    if job.row == RAG or not (out / CONFIG_NAME).is_file():
+    if not job.trains or not (out / CONFIG_NAME).is_file():
         return
     if not ((out / "final").is_dir() or ckpt.latest_checkpoint(out) is not None):
         return  # nothing kept: the job starts its training again
@@ -194,6 +231,11 @@ def _runner(job: Job, model_dir: Path):
     from rmt.evaluation.prompting import prompt_fn
     from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
 
+    if job.row == LLM:  # the base model as its users run it: benchmark prompts, chat template, bf16 as trained
+        from rmt.evaluation.evaluate import load_local_model
+
+        model = load_local_model(job.base_model, dtype="bfloat16" if job.config().mixed_precision == "bf16" else None)
+        return LocalRunner(model, prompt_fn("benchmark"), batch_size=8, max_new_tokens=LLM_MAX_NEW_TOKENS, name=LLM)
     prompts = prompt_fn("plain")  # what rmt train trains on: "input question", then the answer
     if is_rmt_checkpoint(model_dir):
         # The whole input streams through memory: rows of a length go in one batch.
@@ -225,7 +267,7 @@ def _evaluate(job: Job, model_dir: Path, progress: bool) -> tuple[dict, float]:
 
     start = time.time()
     cfg = job.config()
-    data = TaskData(cfg, AutoTokenizer.from_pretrained(model_dir))
+    data = TaskData(cfg, AutoTokenizer.from_pretrained(model_dir))  # the base's tokenizer for the LLM row
     runner = _runner(job, model_dir)
     accuracy = {}
     job.store.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +299,14 @@ def run_job(job: Job, progress: bool = False, log=print) -> dict:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    model_dir, train_seconds = (job.model_dir / "final", 0.0) if job.row == RAG else _train(job, progress, log)
+    if job.row == LLM:
+        from rmt import models
+
+        model_dir, train_seconds = Path(models.resolve(job.base_model)), 0.0
+    elif job.row == RAG:
+        model_dir, train_seconds = job.model_dir / "final", 0.0
+    else:
+        model_dir, train_seconds = _train(job, progress, log)
     accuracy, eval_seconds = _evaluate(job, model_dir, progress)
     record = {"spec": job.spec(), "accuracy": accuracy, "train_seconds": round(train_seconds, 1),
               "eval_seconds": round(eval_seconds, 1)}
@@ -345,7 +394,7 @@ def write_reports(out: Path, jobs: list[Job], recipes: list[Recipe], seeds: list
     names = {r.name for r in recipes}
     results = [r for r in results if r.task in names]
     if results:
-        order = [row for row in list(ROWS) + [RAG] if any(r.model == row for r in results)]
+        order = [row for row in list(ROWS) + [RAG, LLM] if any(r.model == row for r in results)]
         order += sorted({r.model for r in results} - set(order))
         report = build_table(results, models=order)
         files["report"] = str(write_markdown(report, out / "report.md"))
@@ -356,7 +405,7 @@ def write_reports(out: Path, jobs: list[Job], recipes: list[Recipe], seeds: list
 
 # --------------------------------------------------------------------- the command
 def parse_recipes(spec: str | None, quick_settings: bool = False) -> list[Recipe]:
-    names = list(RECIPES) if not spec else [x.strip() for x in str(spec).split(",") if x.strip()]
+    names = list(DEFAULT_RECIPES) if not spec else [x.strip() for x in str(spec).split(",") if x.strip()]
     if not names:
         raise ValueError(f"--recipes must be a comma-separated list, got {spec!r}; allowed: {', '.join(RECIPES)}")
     unknown = [n for n in names if n not in RECIPES]
@@ -425,20 +474,22 @@ def _check_rag(jobs: list[Job]) -> None:
 
 
 def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reproduce", quick_settings: bool = False,
-              threads: int = 1, jobs: int | None = None, diagnose: bool = True, progress: bool = True, log=print) -> dict:
+              threads: int = 1, jobs: int | None = None, diagnose: bool = True, progress: bool = True, log=print,
+              rows: str | None = None) -> dict:
     """Run every job not yet done, then write the tables; returns what the CLI prints as JSON."""
     from tqdm.auto import tqdm
 
     start = time.time()
     chosen = parse_recipes(recipes, quick_settings)
     seed_list = parse_seeds(seeds)
+    row_set = parse_rows(rows, chosen)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"--threads must be an integer >= 1, got {threads!r}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"--jobs must be an integer >= 1, got {jobs!r}")
     out = Path(output_dir).expanduser()
     _check_output_dir(out, quick_settings)
-    all_jobs = plan(chosen, seed_list, out, threads, diagnose)
+    all_jobs = plan(chosen, seed_list, out, threads, diagnose, row_set)
     for job in all_jobs:
         job.config()  # every setting checked before any work
     done = {id(job): job.done() for job in all_jobs}
@@ -460,7 +511,7 @@ def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reprod
     def report(job: Job, record: dict):
         done[id(job)] = record
         accuracy = ", ".join(f"{n}: {a:.2f}" if a is not None else f"{n}: -" for n, a in record["accuracy"].items())
-        parts = [f"train {record['train_seconds']:.0f} s"] if job.row != RAG else []
+        parts = [f"train {record['train_seconds']:.0f} s"] if job.trains else []
         parts.append(f"eval {record['eval_seconds']:.0f} s")
         if "diagnose_seconds" in record:
             parts.append(f"diagnose {record['diagnose_seconds']:.0f} s")

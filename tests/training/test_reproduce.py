@@ -164,6 +164,9 @@ def test_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
         (["--jobs", "0"], "--jobs"),
         (["--output-dir", a_file], "is a file"),
         (["--output-dir", foreign], "not written by rmt reproduce"),
+        (["--recipes", "detect", "--rows", "rmt,bogus"], "unknown row 'bogus' in --rows; the chosen recipes have: rmt,"),
+        (["--recipes", "detect", "--rows", "llm"], "unknown row 'llm'"),  # from-scratch recipes have no base to ask
+        (["--recipes", "detect", "--rows", "rag"], "reads with the no-memory row's model: add no-memory"),
     ]
     for args, expected in cases:
         code, out, err = run_cli(capsys, "reproduce", "--quick", "--no-progress", *(["--output-dir", tmp_path / "new"]
@@ -190,10 +193,15 @@ def test_recipes_are_checked_data():
     from rmt.training.reproduce import plan
 
     for recipe in RECIPES.values():
-        assert recipe.rows.keys() >= {"RMT", "RMT-R", "ARMT", NO_MEMORY} and recipe.rag
+        kinds = {"RMT", "ARMT", NO_MEMORY} if recipe.llm else {"RMT", "RMT-R", "ARMT", NO_MEMORY}
+        assert recipe.rows.keys() >= kinds and recipe.rag
         for row in recipe.rows:
             assert recipe.train_config(row, 0, "x").task == recipe.train["task"]
         assert max(recipe.train["curriculum"]) <= 8
+        # a pretrained recipe trains on at most 512 tokens and is evaluated to at least 16x that
+        if recipe.llm:
+            assert max(recipe.train["curriculum"]) * recipe.train["segment_size"] <= 512
+            assert max(recipe.eval_segments) >= 16 * max(recipe.train["curriculum"])
     assert max(RECIPES["detect"].eval_segments) >= 1024 and max(RECIPES["qa1"].eval_segments) >= 64
     assert RECIPES["detect"].train_config("RMT", 0, "x").memory_write == "gated"
     assert RECIPES["detect"].train_config("RMT-R", 0, "x").memory_kind == "rmt-r"
@@ -235,3 +243,32 @@ def test_summary_is_mean_and_min_over_seeds(tmp_path):
     other["spec"] = {**other["spec"], "seed": 7}
     (jobs[0].dir / "job.json").write_text(json.dumps(other))
     assert jobs[0].done() is None
+
+
+def test_rows_select_jobs_and_the_llm_row_is_the_untrained_base(tmp_path):
+    """--rows picks rows by their CLI names; the pretrained recipes' LLM row trains nothing, evaluates
+    the recipe's base model with the benchmark prompts (its own spec, so a finished table is not
+    reused for another base), and reads the same stories as the trained rows."""
+    from rmt.training.recipes import DEFAULT_RECIPES, LLM, NO_MEMORY, RAG
+    from rmt.training.reproduce import parse_recipes, parse_rows, plan
+
+    assert all(not name.startswith("smol-") for name in DEFAULT_RECIPES)  # no download without asking
+    assert [r.name for r in parse_recipes(None)] == list(DEFAULT_RECIPES)
+    recipes = parse_recipes("smol-qa1,smol-qa2", quick_settings=True)
+    assert parse_rows(None, recipes) is None
+    rows = parse_rows("RMT, llm", recipes)
+    assert rows == {"RMT", LLM}
+    jobs = plan(recipes, [0, 1], tmp_path, rows=rows)
+    assert [(j.recipe.name, j.row, j.seed) for j in jobs] == [
+        ("smol-qa1", "RMT", 0), ("smol-qa1", LLM, 0), ("smol-qa2", "RMT", 0), ("smol-qa2", LLM, 0),
+        ("smol-qa1", "RMT", 1), ("smol-qa1", LLM, 1), ("smol-qa2", "RMT", 1), ("smol-qa2", LLM, 1)]
+    llm, rmt = jobs[1], jobs[0]
+    assert not llm.trains and rmt.trains and not llm.runs_diagnose and rmt.runs_diagnose
+    assert llm.base_model == "smollm2-135m" and llm.train_row == NO_MEMORY
+    spec = llm.spec()
+    assert spec["llm"] == {"model": "smollm2-135m", "prompts": "benchmark, chat template"} and spec["max_new_tokens"] == 20
+    # same data settings as the trained rows: the stories of a seed are the same for every row
+    data_keys = ("task", "segment_size", "seed", "n_facts", "background", "model")
+    assert {k: spec["train"][k] for k in data_keys} == {k: rmt.spec()["train"][k] for k in data_keys}
+    with_rag = plan(recipes[:1], [0], tmp_path, rows=parse_rows("no-memory,rag", recipes))
+    assert [j.row for j in with_rag] == [NO_MEMORY, RAG] and with_rag[1].needs == [with_rag[0]]
