@@ -194,7 +194,8 @@ def register(app):
         output_dir: str = typer.Option(None, "--output-dir", help="Where to write. Default: runs/quickstart/<time>."),
         steps: int = typer.Option(None, "--steps", help="Steps per curriculum stage. Default: the tuned preset."),
         eval_samples: int = typer.Option(100, "--eval-samples", help="Samples per evaluated length."),
-        max_eval_segments: int = typer.Option(256, "--max-eval-segments", help="Evaluate at 1, 2, 4, ... up to this many segments (at most 1024)."),
+        max_eval_segments: typing.Optional[int] = typer.Option(None, "--max-eval-segments", help="Evaluate at 1, 2, 4, ... up to this many segments (at most 1024). Default: 256; with --base, 16x the training length (32)."),
+        base: typing.Optional[str] = typer.Option(None, "--base", help="A pretrained causal LM (e.g. smollm2-135m, fetched and converted on first use) fine-tuned with memory on multi-fact qa1 in background text, instead of the small from-scratch model on fact detection."),
         threads: int = typer.Option(1, "--threads", help="torch CPU threads (the small model gains little from more; on a busy machine more threads can be much slower)."),
         seed: int = typer.Option(0, "--seed", help="Seed of data and models: same seed, same result."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
@@ -206,5 +207,6 @@ def register(app):
         from rmt.training.quickstart import run_quickstart
 
         result = run_quickstart(output_dir=output_dir, steps=steps, eval_samples=eval_samples,
-                                max_eval_segments=max_eval_segments, threads=threads, seed=seed, progress=progress)
+                                max_eval_segments=max_eval_segments, threads=threads, seed=seed, progress=progress,
+                                base=base)
         print(json.dumps(result))

@@ -58,10 +58,39 @@ PRESET = dict(
 EVAL_LENGTHS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # segments; up to --max-eval-segments
 CHANCE = 1 / 6  # six rooms
 
+# `rmt quickstart --base NAME`: a pretrained causal LM (e.g. smollm2-135m) fine-tuned with memory on
+# bAbI's real qa1 (2-10 facts about several people, hidden in background text) on inputs of 1-2
+# segments of 64 tokens, then evaluated to 16x that. Its own tokenizer; bf16 autocast (twice an fp32
+# step on this CPU kind); the papers' learning rate. The same settings without memory make the baseline,
+# which reads inputs up to the base model's own window in full (the last window beyond).
+BASE_PRESET = dict(
+    task="qa1",
+    segment_size=64,
+    num_mem_tokens=8,
+    memory_kind="rmt",
+    memory_write="gated",
+    write_gate_bias=1.0,
+    write_sparsity=0.05,
+    curriculum=[1, 2],
+    stage_steps=40,
+    vary_n_segments=True,
+    batch_size=8,
+    lr=1e-4,
+    warmup_steps=10,
+    scheduler="constant",
+    mixed_precision="bf16",
+    eval_every=40,
+    eval_samples=40,
+    eval_batch_size=8,
+    save_every=40,
+    log_every=5,
+)
+BASE_MAX_EVAL_FACTOR = 16  # evaluated to 16x the longest training input
+
 
 def quickstart_config(output_dir, steps: int | None = None, seed: int = 0, threads: int = 1,
-                      progress: bool = True, eval_samples: int = 100) -> TrainConfig:
-    preset = dict(PRESET)
+                      progress: bool = True, eval_samples: int = 100, base: str | None = None) -> TrainConfig:
+    preset = dict(PRESET) if base is None else dict(BASE_PRESET, model=base)
     if steps is not None:
         preset["stage_steps"] = steps
         preset["eval_every"] = min(preset["eval_every"], steps)
@@ -71,7 +100,7 @@ def quickstart_config(output_dir, steps: int | None = None, seed: int = 0, threa
 
 
 def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, train_segments: int, segment_size: int,
-                  window_segments: int) -> Path:
+                  window_segments: int, title: str = "fact detection (one qa1 fact in background text)") -> Path:
     """Accuracy vs input length for both models, written atomically (temp file, then rename)."""
     import matplotlib
 
@@ -82,8 +111,9 @@ def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, tra
     ax.plot(lengths, [rmt[str(n)] for n in lengths], "o-", label="RMT, gated writes (memory)")
     ax.plot(lengths, [baseline[str(n)] for n in lengths], "s--", label="no memory (reads its last window)")
     ax.axvspan(0.8, train_segments, color="grey", alpha=0.15, label="training lengths")
-    ax.axvline(window_segments, color="tab:orange", lw=0.8, ls="-.")
-    ax.text(window_segments * 1.05, 0.03, "no-memory window", color="tab:orange", fontsize=8)
+    if window_segments <= lengths[-1]:
+        ax.axvline(window_segments, color="tab:orange", lw=0.8, ls="-.")
+        ax.text(window_segments * 1.05, 0.03, "no-memory window", color="tab:orange", fontsize=8)
     ax.axhline(CHANCE, color="red", lw=0.8, ls=":", label="chance (1/6)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(lengths, [str(n) for n in lengths])
@@ -91,15 +121,18 @@ def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, tra
     ax.set_xlabel(f"input length (segments of {segment_size} tokens)")
     ax.set_ylabel("accuracy")
     ax.legend(loc="center left", fontsize=8)
-    ax.set_title("fact detection (one qa1 fact in background text)")
+    ax.set_title(title)
     fig.tight_layout()
     atomic_file(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return path
 
 
-def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int = 100, max_eval_segments: int = 256,
-                   threads: int = 1, seed: int = 0, progress: bool = True, log=print) -> dict:
+def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int = 100, max_eval_segments: int | None = None,
+                   threads: int = 1, seed: int = 0, progress: bool = True, log=print, base: str | None = None) -> dict:
+    """The from-scratch fact-detection run, or with ``base`` (a model name ``rmt.models`` resolves, e.g.
+    ``smollm2-135m``) that pretrained model fine-tuned with memory on multi-fact qa1 (``BASE_PRESET``).
+    ``max_eval_segments``: default 256 from scratch, 16x the training length with a base."""
     import torch
     from tqdm.auto import tqdm
 
@@ -108,24 +141,37 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
     start = time.time()
     if eval_samples < 1:
         raise ValueError(f"eval_samples must be >= 1, got {eval_samples}")
+    if max_eval_segments is None:
+        max_eval_segments = 256 if base is None else BASE_MAX_EVAL_FACTOR * max(BASE_PRESET["curriculum"])
     if not 1 <= max_eval_segments <= EVAL_LENGTHS[-1]:
         raise ValueError(f"max_eval_segments must be in 1..{EVAL_LENGTHS[-1]}, got {max_eval_segments}")
     out = Path(output_dir) if output_dir else Path("runs") / "quickstart" / time.strftime("%Y%m%d-%H%M%S")
     check_output_dir(out)
     torch.set_num_threads(threads)
-    cfg = quickstart_config(out, steps, seed, threads, progress, eval_samples)
+    cfg = quickstart_config(out, steps, seed, threads, progress, eval_samples, base)
     base_cfg = dataclasses.replace(cfg, memory=False, output_dir=str(out / "baseline"))
 
-    log("task: fact detection - one qa1 fact hidden in background text, the question at the end")
-    log("[1/4] word-level tokenizer on generated qa1 text (offline)")
-    tokenizer = build_tokenizer(cfg)
-    log(f"      vocabulary: {len(tokenizer)} tokens")
-    log(f"[2/4] RMT ({cfg.memory_write} writes): {cfg.n_layer} layers x {cfg.n_embd}, {cfg.num_mem_tokens} memory tokens, "
+    if base is None:
+        task = "detect (one qa1 fact)"
+        log("task: fact detection - one qa1 fact hidden in background text, the question at the end")
+        log("[1/4] word-level tokenizer on generated qa1 text (offline)")
+        tokenizer = build_tokenizer(cfg)
+        log(f"      vocabulary: {len(tokenizer)} tokens")
+        shape = f"{cfg.n_layer} layers x {cfg.n_embd}"
+    else:
+        task = "qa1"
+        log(f"task: bAbI qa1 - stories of 2-10 facts about several people hidden in background text, fine-tuning {base}")
+        log(f"[1/4] {base}: its own tokenizer (fetched and converted on first use)")
+        tokenizer = build_tokenizer(cfg)
+        shape = base
+    log(f"[2/4] RMT ({cfg.memory_write} writes): {shape}, {cfg.num_mem_tokens} memory tokens, "
         f"segments of {cfg.segment_size} tokens, curriculum {cfg.curriculum} x {cfg.stage_steps} steps")
     rmt_trainer = Trainer(cfg, tokenizer=tokenizer)
     rmt_summary = rmt_trainer.train()
-    window_tokens = cfg.max_segments * cfg.segment_size
-    log(f"[3/4] baseline without memory: same size, full attention over {window_tokens} tokens, same steps and batches")
+    window_tokens = cfg.max_segments * cfg.segment_size if base is None else model_window(
+        rmt_trainer.accelerator.unwrap_model(rmt_trainer.model).base_model)
+    log(f"[3/4] baseline without memory: same {'size' if base is None else 'model'}, full attention over "
+        f"{window_tokens} tokens, same steps and batches")
     base_trainer = Trainer(base_cfg, tokenizer=tokenizer)
     base_summary = base_trainer.train()
 
@@ -146,9 +192,11 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
     bar.close()
 
     png = plot_accuracy(out / "accuracy_vs_length.png", lengths, results["rmt"], results["baseline"],
-                        cfg.max_segments, cfg.segment_size, window // cfg.segment_size)
+                        cfg.max_segments, cfg.segment_size, window // cfg.segment_size,
+                        **({} if base is None else {"title": f"bAbI qa1 in background text, {base}"}))
     log("")
-    log(f"fact detection accuracy by input length (chance = 1/6 = 0.17; trained on <= {cfg.max_segments} segments):")
+    log(f"{'fact detection' if base is None else 'qa1'} accuracy by input length (chance = 1/6 = 0.17; trained on "
+        f"<= {cfg.max_segments} segments):")
     log(f"{'segments':>9} {'tokens':>7} {'RMT':>6} {'no memory':>10}")
     for n in lengths:
         note = "" if n * cfg.segment_size <= window else "  (no memory: last window only)"
@@ -158,6 +206,6 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
     log(f"baseline checkpoint: {base_summary['final']}")
     log(f"plot:                {png}")
     log(f"metrics:             {out / 'rmt' / 'metrics.jsonl'}, {out / 'baseline' / 'metrics.jsonl'}")
-    return {"task": "detect (one qa1 fact)", "seed": seed, "train_segments": cfg.max_segments,
+    return {"task": task, "base": base, "seed": seed, "train_segments": cfg.max_segments,
             "segment_size": cfg.segment_size, "baseline_window_segments": window // cfg.segment_size,
             "rmt": results["rmt"], "baseline": results["baseline"], "seconds": round(time.time() - start, 1)}
