@@ -27,6 +27,14 @@ def connect_read_only(path: str | Path) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True)
 
 
+def file_state(path: str | Path) -> tuple:
+    """What changes when a writer opens, checkpoints or closes the SQLite file ``path`` (an
+    ``immutable`` read is only right if this stayed the same while it read)."""
+    path = Path(path)
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size, path.with_name(path.name + "-wal").exists()
+
+
 def table_columns(path: str | Path) -> dict[str, set[str]]:
     """Table name -> column names of the SQLite file ``path``, read without writing to it; a file
     that is not SQLite raises ``sqlite3.DatabaseError``."""

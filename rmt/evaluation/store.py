@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from rmt.evaluation.sqlite_files import check_own_file, connect_read_only
+from rmt.evaluation.sqlite_files import check_own_file, connect_read_only, file_state
 from rmt.outputs import check_output
 
 # Bump SCHEMA_VERSION when the table layout changes, BENCHMARK_VERSION when the meaning of a score
@@ -151,7 +151,10 @@ class ResultsStore:
 
     def _check_versions(self, benchmark_version: str) -> None:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        if not meta and not self.read_only:
+        if not meta and self.read_only:
+            raise StoreVersionError(f"results store {self.path} records no schema or benchmark version (its first "
+                                    "run stopped before writing them); rerun rmt eval on it, or use a new store file")
+        if not meta:
             with self._transaction():
                 self._db.executemany(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
@@ -234,6 +237,11 @@ def read_results(paths: Iterable[str | Path], benchmark_version: str = BENCHMARK
     match the version)."""
     results: list[Result] = []
     for path in unique_stores(paths):
-        with ResultsStore(path, benchmark_version=benchmark_version, read_only=True) as store:
-            results.extend(store.results())
+        for _ in range(3):  # read again if a writer started (or finished) during the read
+            before = file_state(path)
+            with ResultsStore(path, benchmark_version=benchmark_version, read_only=True) as store:
+                rows = list(store.results())
+            if file_state(path) == before:
+                break
+        results.extend(rows)
     return results

@@ -251,3 +251,60 @@ def test_names_and_text_are_escaped_for_markdown_terminal_and_plot(tmp_path):
     assert len(lines) == len([l for l in lines if l.strip()]) + len(NASTY) - 1  # one blank line between blocks
     path = save_heatmap(table, tmp_path / "names.png", dpi=40)  # "$\nocommand$" is not parsed as mathtext
     assert path.stat().st_size > 0
+
+
+def test_a_store_without_versions_is_refused_unchanged(capsys, tmp_path):
+    """A store whose first run stopped before it wrote its versions is not completed by a read."""
+    import sqlite3
+
+    from tests.cli_util import one_error_line, run_cli, snapshot
+
+    path = small_store(tmp_path / "r.sqlite")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("DELETE FROM meta")
+    db.close()
+    before = snapshot(tmp_path)
+    line = one_error_line(*run_cli(capsys, "report", path)[::2])
+    assert "records no schema or benchmark version" in line
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0 or not __import__("shutil").which("runuser")
+                    or not __import__("os").path.exists("/usr/bin/python3"),
+                    reason="needs root to run the read as the unprivileged user nobody")
+def test_a_store_in_a_read_only_directory_is_read_by_an_unprivileged_user(tmp_path):
+    """Root writes through file modes, so the read-only directory is checked as user nobody: the
+    store reader (standard library only, so the system python runs it) reads a chmod 444 store in a
+    chmod 555 directory (a plain SQLite mode=ro reader of a WAL store fails there: "attempt to write
+    a readonly database", SQLite 3.40) and leaves nothing beside it."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import rmt.evaluation.sqlite_files as sqlite_files
+
+    root = Path(tempfile.mkdtemp(prefix="rmt-ro-"))  # outside pytest's 0700 tmp dir
+    try:
+        root.chmod(0o755)
+        folder = root / "ro"
+        folder.mkdir()
+        store = small_store(folder / "r.sqlite")
+        store.chmod(0o444)
+        folder.chmod(0o555)
+        code = ("import sys, types\n"
+                "m = types.ModuleType('sqlite_files'); exec(sys.stdin.read(), m.__dict__)\n"
+                f"db = m.connect_read_only({str(store)!r})\n"
+                "print(sorted(db.execute('SELECT output FROM results').fetchall()))\n")
+        done = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", code],
+                              input=Path(sqlite_files.__file__).read_text(), capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "[('garden',), ('kitchen',)]\n"
+        assert sorted(p.name for p in folder.iterdir()) == ["r.sqlite"]
+    finally:
+        for path in (root, root / "ro"):
+            if path.exists():
+                path.chmod(0o755)
+        import shutil
+
+        shutil.rmtree(root)
