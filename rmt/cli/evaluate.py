@@ -79,10 +79,10 @@ def register(app):
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
         """Evaluate models on BABILong; every answer is scored and stored as soon as it is known."""
+        from rmt.evaluation.endpoint import check_cache_path
         from rmt.evaluation.evaluate import ENDPOINT_PREFIX, check_device, evaluate, load_records_for_eval, load_runner
         from rmt.evaluation.prompting import STYLES
         from rmt.evaluation.report import build_table, format_terminal
-        from rmt.evaluation.endpoint import check_cache_path
         from rmt.evaluation.store import ResultsStore, check_store_path
 
         _set_threads(threads, local=any(not spec.startswith(ENDPOINT_PREFIX) for spec in models))
