@@ -27,11 +27,14 @@ def connect_read_only(path: str | Path) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True)
 
 
-def file_state(path: str | Path) -> tuple:
+def file_state(path: str | Path) -> tuple | None:
     """What changes when a writer opens, checkpoints or closes the SQLite file ``path`` (an
-    ``immutable`` read is only right if this stayed the same while it read)."""
+    ``immutable`` read is only right if this stayed the same while it read); None if missing."""
     path = Path(path)
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
     return stat.st_mtime_ns, stat.st_size, path.with_name(path.name + "-wal").exists()
 
 
