@@ -9,6 +9,8 @@
   where a directory is wanted; the current directory or one above it (``--out .``); a suffix the
   output's format does not have; a place that cannot be written (probed with a real file, since
   ``os.access`` says yes to root and says nothing about read-only or odd filesystems).
+* An existing file is replaced only when the command wrote it, or with ``--overwrite``
+  (``check_replaceable``; records and task files: ``rmt.babilong.io``, ``rmt.babilong.lm_eval``).
 * The check itself creates nothing.
 
 Standard library only: both the data side and the model side use it.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 def _describe(suffixes: Iterable[str]) -> str:
@@ -68,3 +70,16 @@ def check_output(path: str | os.PathLike, flag: str, *, kind: str = "file",
         except OSError as exc:
             raise PermissionError(f"{flag} {given} is not writable ({exc.strerror or exc} in {place})") from None
     return path
+
+
+def check_replaceable(path: str | os.PathLike, flag: str, written_here: Callable[[Path], bool],
+                      overwrite: bool = False) -> None:
+    """An existing file at ``path`` is replaced only when ``written_here(path)`` recognises it (by
+    its content) as this command's own output, when it is empty, or with ``overwrite`` (the
+    command's ``--overwrite``): a user's own file is never lost. Raises FileExistsError with one
+    line; reads at most what ``written_here`` reads, creates nothing."""
+    path = Path(path).expanduser()
+    if overwrite or not path.is_file() or path.stat().st_size == 0 or written_here(path):
+        return
+    raise FileExistsError(f"{flag} {path} is a file that rmt did not write (nothing is replaced); "
+                          f"choose a new name, or pass --overwrite to replace it")

@@ -79,11 +79,11 @@ def register(app):
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
         """Evaluate models on BABILong; every answer is scored and stored as soon as it is known."""
+        from rmt.evaluation.endpoint import check_cache_path
         from rmt.evaluation.evaluate import ENDPOINT_PREFIX, check_device, evaluate, load_records_for_eval, load_runner
         from rmt.evaluation.prompting import STYLES
         from rmt.evaluation.report import build_table, format_terminal
         from rmt.evaluation.store import ResultsStore, check_store_path
-        from rmt.outputs import check_output
 
         _set_threads(threads, local=any(not spec.startswith(ENDPOINT_PREFIX) for spec in models))
         if rag not in RAG_MODES:
@@ -127,9 +127,12 @@ def register(app):
         # Every output is checked before any work (the store is created only once a model has loaded).
         check_store_path(store, "--store")
         if store.exists():
-            ResultsStore(store, create=False).close()  # another benchmark version: fail before any work
-        if cache is not None:
-            check_output(cache, "--cache", kind="file")
+            ResultsStore(store, read_only=True).close()  # another benchmark version: fail before any work
+        if any(spec.startswith(ENDPOINT_PREFIX) for spec in models):
+            cache = cache or store.with_name(store.name + ".endpoint-cache")
+            if cache.resolve() == store.resolve():
+                raise ValueError(f"--cache {cache} is the --store; give the endpoint response cache its own file")
+            check_cache_path(cache, "--cache")
         records = load_records_for_eval(_split_list(tasks, "--tasks"), _split_list(lengths, "--lengths"), samples,
                                         seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
         for spec in models:
@@ -140,7 +143,7 @@ def register(app):
                     spec, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
                     prompt_options=prompt_options, prompt_style=prompt,
                     api_key_env=api_key_env, concurrency=concurrency, max_retries=retries, timeout=timeout,
-                    cache=cache or store.with_name(store.name + ".endpoint-cache"), rag_top_k=top_k,
+                    cache=cache, rag_top_k=top_k,
                     rag_split=rag_split, rag_chunk_words=rag_chunk_words, name=name,
                     dtype=dtype if not spec.startswith(ENDPOINT_PREFIX) else None,
                     chat_template=chat_template if not spec.startswith(ENDPOINT_PREFIX) else None)
@@ -166,7 +169,7 @@ def register(app):
                       f"{summary.over_window} over window"
                       + (f", {summary.truncated} read as the last window" if summary.truncated else "")
                       + (f", accuracy {100 * acc:.1f}% on the new answers" if acc is not None else ""))
-        with ResultsStore(store, create=False) as results:
+        with ResultsStore(store, read_only=True) as results:
             print()
             print(format_terminal(build_table(results.results())))
         print(f"\nresults: {store}")
@@ -223,20 +226,21 @@ def register(app):
         png: Optional[Path] = typer.Option(None, help="Write the heatmap (tasks x lengths per model) here."),
         models: Optional[str] = typer.Option(None, help="Comma-separated models to show, in this order. Default: all."),
         mode: str = typer.Option("official", help="Scoring rule: official (leaderboard) or strict (whole words)."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace a --markdown or --png file that rmt did "
+                                       "not write. Default: refuse (its own reports are replaced)."),
     ):
         """Accuracy tables (task x length) in the terminal and as Markdown, and a heatmap PNG."""
-        from rmt.evaluation.report import (MARKDOWN_SUFFIXES, PNG_SUFFIXES, format_terminal, load_table, save_heatmap,
-                                           write_markdown)
-        from rmt.outputs import check_output
+        from rmt.evaluation.report import (check_markdown_output, check_png_output, format_terminal, load_table,
+                                           save_heatmap, write_markdown)
 
         # Both outputs are checked before any is written: a bad --png leaves no new --markdown behind.
         if markdown:
-            check_output(markdown, "--markdown", suffixes=MARKDOWN_SUFFIXES)
+            check_markdown_output(markdown, "--markdown", overwrite)
         if png:
-            check_output(png, "--png", suffixes=PNG_SUFFIXES)
+            check_png_output(png, "--png", overwrite)
         table = load_table(stores, mode=mode, models=_split_list(models, "--models") if models else None)
         print(format_terminal(table))
         if markdown:
-            print(f"markdown: {write_markdown(table, markdown, flag='--markdown')}")
+            print(f"markdown: {write_markdown(table, markdown, flag='--markdown', overwrite=overwrite)}")
         if png:
-            print(f"heatmap: {save_heatmap(table, png, flag='--png')}")
+            print(f"heatmap: {save_heatmap(table, png, flag='--png', overwrite=overwrite)}")

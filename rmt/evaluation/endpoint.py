@@ -8,8 +8,11 @@ reached is one clear error naming its URL.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -32,12 +35,28 @@ class ContextTooLong(Exception):
     """The endpoint says the prompt exceeds the model's context window."""
 
 
+# What makes an SQLite file a response cache (another program's database is never written to).
+CACHE_TABLES = {"responses": {"key", "response"}}
+
+
+def check_cache_path(path: str | Path, flag: str | None = "--cache") -> Path:
+    """A response cache can be opened at ``path`` without touching anything that is not one (the
+    rule of ``--store``): a new file in a writable place, or an existing cache; any other file,
+    another program's SQLite database included, is refused before anything is written to it."""
+    from rmt.evaluation.sqlite_files import check_own_file
+    from rmt.outputs import check_output
+
+    path = check_output(path, flag or "endpoint response cache", kind="file")
+    check_own_file(path, flag, CACHE_TABLES, "endpoint response cache")
+    return path
+
+
 class ResponseCache:
     """SQLite map request-key -> response text, safe across threads and reruns. The file is
     created on the first stored response (a run that fails early leaves nothing behind)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.path = check_cache_path(path, None)
         self._lock = threading.Lock()
         self._db = None
         if self.path.exists():
@@ -65,6 +84,42 @@ class ResponseCache:
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """The wait a ``Retry-After`` header asks for: seconds, or an HTTP date; None when it is
+    missing or says nothing usable (negative, NaN, infinite, not a number or a date), so that the
+    client backs off on its own schedule instead of trusting it."""
+    if not value or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT; parsedate gives no zone for "-0000"
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        seconds = max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def reply_text(body) -> str:
+    """The assistant's text of a chat completion ``body`` (parsed JSON). ``content`` is a string,
+    null (no text: ""), or a list of text parts (``{"type": "text", "text": ...}``); anything
+    else raises ValueError saying what is wrong, so that no other value reaches the scorer or the
+    cache."""
+    try:
+        content = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise ValueError("no choices[0].message.content") from None
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list) and all(isinstance(part, dict) and part.get("type") == "text"
+                                         and isinstance(part.get("text"), str) for part in content):
+        return "".join(part["text"] for part in content)
+    raise ValueError(f"its message content is a {type(content).__name__}, not text")
 
 
 def _context_length_error(status: int, body: str) -> bool:
@@ -110,11 +165,9 @@ class EndpointClient:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(float(retry_after), self.max_backoff)
-            except ValueError:
-                pass
+        asked = retry_after_seconds(retry_after)
+        if asked is not None:
+            return min(asked, self.max_backoff)
         return min(self.backoff * (2**attempt), self.max_backoff)
 
     def chat(self, messages: Messages) -> str:
@@ -145,10 +198,15 @@ class EndpointClient:
             else:
                 if response.status_code == 200:
                     try:
-                        text = response.json()["choices"][0]["message"]["content"] or ""
-                    except (ValueError, KeyError, IndexError, TypeError):
-                        raise EndpointError(f"endpoint {url} returned a response that is not a chat completion: "
-                                            f"{response.text[:200]!r}") from None
+                        body = response.json()
+                    except ValueError:
+                        body = None
+                    try:
+                        text = reply_text(body)
+                    except ValueError as exc:
+                        why = exc if body is not None else "not JSON"
+                        raise EndpointError(f"endpoint {url} returned a response that is not a chat completion "
+                                            f"({why}): {response.text[:200]!r}") from None
                     if self.cache is not None:
                         self.cache.put(key, text)
                     return text
@@ -188,7 +246,13 @@ class EndpointClient:
             raise EndpointError(f"cannot reach endpoint {url}: {exc or type(exc).__name__}") from None
         if response.status_code != 200:
             raise EndpointError(f"endpoint {url} answered HTTP {response.status_code}")
-        return [m["id"] for m in response.json().get("data", [])]
+        try:
+            ids = [m["id"] for m in response.json().get("data", [])]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            ids = None
+        if ids is None or not all(isinstance(i, str) for i in ids):
+            raise EndpointError(f"endpoint {url} returned a response that is not a model list: {response.text[:200]!r}")
+        return ids
 
     def close(self) -> None:
         self._http.close()

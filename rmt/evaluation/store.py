@@ -12,11 +12,11 @@ import hashlib
 import json
 import sqlite3
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from rmt.evaluation.sqlite_files import check_own_file, connect_read_only, file_state
 from rmt.outputs import check_output
 
 # Bump SCHEMA_VERSION when the table layout changes, BENCHMARK_VERSION when the meaning of a score
@@ -78,17 +78,8 @@ class StoreVersionError(ValueError):
     """The store was written for another benchmark or schema version."""
 
 
-def _tables(path: Path) -> set[str]:
-    """The tables of the SQLite file ``path``, read without writing to it."""
-    uri = "file:" + urllib.request.pathname2url(str(path.resolve())) + "?mode=ro"
-    try:
-        db = sqlite3.connect(uri, uri=True)
-        try:
-            return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        finally:
-            db.close()
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(f"not a results store (SQLite said: {exc}): {path}") from None
+# What makes an SQLite file a results store (another program's database is never written to).
+STORE_TABLES = {"meta": {"key", "value"}, "results": {"model", "task", "length", "sample_id", "prompt_hash", "status"}}
 
 
 def check_store_path(path: str | Path, flag: str = "results store", write: bool = True) -> Path:
@@ -96,25 +87,39 @@ def check_store_path(path: str | Path, flag: str = "results store", write: bool 
     file in a writable place, or an existing results store (an SQLite file of other tables, or any
     other file, is refused before anything is written to it)."""
     path = Path(path)
-    if path.is_file() and path.stat().st_size > 0:
-        tables = _tables(path)
-        if tables and not {"meta", "results"} <= tables:
-            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-            raise ValueError(f"{path} is an SQLite database but not a results store (its tables: {shown}); "
-                             f"nothing was written to it; give a new file for the results")
+    # a flag (--store) names the path in the message; the default wording already says what it is
+    check_own_file(path, flag if flag.startswith("-") else None, STORE_TABLES, "results store")
     return check_output(path, flag, kind="file") if write else path
+
+
+def unique_stores(paths: Iterable[str | Path]) -> list[Path]:
+    """``paths`` in order, each file once: the same store named twice (or through a link) is read once."""
+    seen, unique = set(), []
+    for path in map(Path, paths):
+        real = path.resolve()
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    return unique
 
 
 class ResultsStore:
     """SQLite results store. Use as a context manager or call :meth:`close`."""
 
-    def __init__(self, path: str | Path, benchmark_version: str = BENCHMARK_VERSION, create: bool = True):
+    def __init__(self, path: str | Path, benchmark_version: str = BENCHMARK_VERSION, create: bool = True,
+                 read_only: bool = False):
+        """``create``: make the file when it is missing; ``read_only``: open an existing store
+        without changing a byte of it (``rmt report``; works on a read-only mount), writes fail."""
         self.path = Path(path)
-        if not create and not self.path.is_file():
+        self.read_only = read_only
+        if (read_only or not create) and not self.path.is_file():
             raise FileNotFoundError(f"results store not found: {self.path}")
         if self.path.is_dir():
             raise ValueError(f"results store path is a directory, expected a .sqlite file: {self.path}")
-        check_store_path(self.path, write=create)
+        check_store_path(self.path, write=create and not read_only)
+        if read_only:
+            self._open_read_only(benchmark_version)
+            return
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -130,8 +135,25 @@ class ResultsStore:
             raise ValueError(f"not a results store (SQLite said: {exc}): {self.path}") from None
         self._check_versions(benchmark_version)
 
+    def _open_read_only(self, benchmark_version: str) -> None:
+        try:
+            self._db = connect_read_only(self.path)
+            tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(f"not a results store (SQLite said: {exc}): {self.path}") from None
+        try:
+            if not set(STORE_TABLES) <= tables:
+                raise ValueError(f"not a results store (no results table): {self.path}")
+            self._check_versions(benchmark_version)
+        except BaseException:
+            self._db.close()
+            raise
+
     def _check_versions(self, benchmark_version: str) -> None:
         meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        if not meta and self.read_only:
+            raise StoreVersionError(f"results store {self.path} records no schema or benchmark version (its first "
+                                    "run stopped before writing them); rerun rmt eval on it, or use a new store file")
         if not meta:
             with self._transaction():
                 self._db.executemany(
@@ -211,9 +233,15 @@ class ResultsStore:
 
 
 def read_results(paths: Iterable[str | Path], benchmark_version: str = BENCHMARK_VERSION) -> list[Result]:
-    """All results of one or many stores (read-only use; each must exist and match the version)."""
+    """All results of one or many stores, each read once and left unchanged (each must exist and
+    match the version)."""
     results: list[Result] = []
-    for path in paths:
-        with ResultsStore(path, benchmark_version=benchmark_version, create=False) as store:
-            results.extend(store.results())
+    for path in unique_stores(paths):
+        for _ in range(3):  # read again if a writer started (or finished) during the read
+            before = file_state(path)
+            with ResultsStore(path, benchmark_version=benchmark_version, read_only=True) as store:
+                rows = list(store.results())
+            if file_state(path) == before:
+                break
+        results.extend(rows)
     return results

@@ -397,8 +397,9 @@ def write_reports(out: Path, jobs: list[Job], recipes: list[Recipe], seeds: list
         order = [row for row in list(ROWS) + [RAG, LLM] if any(r.model == row for r in results)]
         order += sorted({r.model for r in results} - set(order))
         report = build_table(results, models=order)
-        files["report"] = str(write_markdown(report, out / "report.md"))
-        files["heatmap"] = str(save_heatmap(report, out / "heatmap.png"))
+        # OUT is rmt reproduce's own (its marker was checked): its report files are replaced
+        files["report"] = str(write_markdown(report, out / "report.md", overwrite=True))
+        files["heatmap"] = str(save_heatmap(report, out / "heatmap.png", overwrite=True))
         files["stores"] = stores
     return {"table": table, "files": files}
 

@@ -139,3 +139,75 @@ def test_rmt_serve_cli_is_a_real_bounded_server(tiny_rmt_dir):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def scripted_app(replies: list):
+    """An OpenAI-like handler answering ``replies`` in turn: (status, headers, JSON body)."""
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+    app.state.calls = 0
+
+    @app.post("/v1/chat/completions")
+    def chat(body: dict):
+        status, headers, content = replies[min(app.state.calls, len(replies) - 1)]
+        app.state.calls += 1
+        return JSONResponse(status_code=status, content=content, headers=headers)
+
+    return app
+
+
+def completion(content):
+    return (200, {}, {"choices": [{"message": {"role": "assistant", "content": content}}]})
+
+
+@pytest.mark.parametrize("retry_after", ["-1", "nan", "-inf", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_a_bad_or_past_retry_after_does_not_abort_the_run(retry_after):
+    """The server's Retry-After is a wish: a negative, NaN or unparsable one falls back to the
+    client's own backoff (it used to reach time.sleep and abort the run), a past date waits 0 s."""
+    app = scripted_app([(429, {"Retry-After": retry_after}, {"error": {"message": "slow down"}}),
+                        completion("kitchen")])
+    with serve_in_thread(app) as url:
+        client = EndpointClient(url, "m", max_retries=2, backoff=0.01)
+        assert client.chat([{"role": "user", "content": "Where is Mary?"}]) == "kitchen"
+        assert app.state.calls == 2
+        client.close()
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date():
+    from rmt.evaluation.endpoint import retry_after_seconds
+
+    assert retry_after_seconds("2") == 2.0 and retry_after_seconds(" 0.5 ") == 0.5 and retry_after_seconds("0") == 0.0
+    for bad in (None, "", "-1", "nan", "inf", "-inf", "soon"):
+        assert retry_after_seconds(bad) is None, bad
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=now) == 30.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:27:00 GMT", now=now) == 0.0
+    client = EndpointClient("http://127.0.0.1:9/v1", "m", backoff=1.0, max_backoff=8.0)
+    assert client._delay(2, "-5") == 4.0 and client._delay(0, "100") == 8.0 and client._delay(0, "nan") == 1.0
+    client.close()
+
+
+@pytest.mark.parametrize("content, why", [({"text": "kitchen"}, "dict"), (5, "int"), (["kitchen"], "list"),
+                                          ([{"type": "image_url", "image_url": {}}], "list"), (True, "bool")])
+def test_a_reply_whose_content_is_not_text_is_one_error_and_not_cached(tmp_path, content, why):
+    app = scripted_app([completion(content)])
+    with serve_in_thread(app) as url:
+        client = EndpointClient(url, "m", max_retries=0, cache=tmp_path / "c.sqlite")
+        with pytest.raises(EndpointError, match=f"not a chat completion \\(its message content is a {why}, not text\\)"):
+            client.chat([{"role": "user", "content": "Where is Mary?"}])
+        client.close()
+    assert not (tmp_path / "c.sqlite").exists()  # nothing was cached
+
+
+def test_text_parts_and_null_content_are_text(tmp_path):
+    app = scripted_app([completion([{"type": "text", "text": "the "}, {"type": "text", "text": "kitchen"}]),
+                        completion(None)])
+    with serve_in_thread(app) as url:
+        client = EndpointClient(url, "m", max_retries=0, cache=tmp_path / "c.sqlite")
+        assert client.chat([{"role": "user", "content": "a"}]) == "the kitchen"
+        assert client.chat([{"role": "user", "content": "b"}]) == ""
+        assert client.chat([{"role": "user", "content": "a"}]) == "the kitchen"  # from the cache
+        assert app.state.calls == 2
+        client.close()

@@ -101,3 +101,210 @@ def test_truncated_and_over_window_cells_are_marked():
     assert "prompts: builtin, chat template" in text and "67*" in text and "answered from the last window" in text
     assert "| qa1 | 50 | 67\\* | OW |" in md and "`*`: answered from the last window" in md
     assert "answered from the last window" not in format_terminal(build_table([row("0", "0k", "ok", 1)]))
+
+
+# ------------------------------------------------------------------ no file of the user's is touched
+def small_store(path, model="m", answers=("kitchen", "garden"), prompt="h"):
+    """A results store of ``model``: one qa1/0k answer per entry of ``answers`` (target: kitchen)."""
+    from rmt.evaluation.store import Result
+
+    with ResultsStore(path) as s:
+        for i, output in enumerate(answers):
+            s.put(Result(model, "qa1", "0k", str(i), f"{prompt}{i}", "ok", output, "kitchen",
+                         int(output == "kitchen"), int(output == "kitchen"), prompt_set="builtin"))
+    return path
+
+
+def test_report_keeps_files_it_did_not_write(capsys, tmp_path):
+    """`--markdown notes.md --png pic.png` of the user's are refused (one line, nothing changed); its
+    own report files are replaced on a rerun; --overwrite replaces the user's."""
+    from PIL import Image
+
+    from tests.cli_util import one_error_line, run_cli, snapshot
+
+    store = small_store(tmp_path / "r.sqlite")
+    notes, pic = tmp_path / "notes.md", tmp_path / "pic.png"
+    notes.write_text("# my notes\n\nyears of work\n")
+    Image.new("RGB", (4, 4), "red").save(pic)
+    for args, flag in (([ "--markdown", notes], "--markdown"), (["--png", pic], "--png"),
+                       (["--markdown", tmp_path / "new.md", "--png", pic], "--png")):
+        before = snapshot(tmp_path)
+        line = one_error_line(*run_cli(capsys, "report", store, *args)[::2])
+        assert f"{flag} {args[-1]} is a file that rmt did not write" in line and "--overwrite" in line
+        assert snapshot(tmp_path) == before  # new.md was not written either
+    code, _, err = run_cli(capsys, "report", store, "--markdown", notes, "--png", pic, "--overwrite")
+    assert code == 0, err
+    assert notes.read_text().startswith("# BABILong results") and "years of work" not in notes.read_text()
+    with Image.open(pic) as image:
+        assert image.size != (4, 4)
+    # now they are rmt report's own: a rerun replaces them without --overwrite
+    small_store(tmp_path / "r.sqlite", answers=("kitchen", "kitchen"))
+    code, _, err = run_cli(capsys, "report", store, "--markdown", notes, "--png", pic)
+    assert code == 0, err
+    assert "| qa1 | 100 |" in notes.read_text()
+    # an empty file loses nothing
+    empty = tmp_path / "empty.md"
+    empty.write_text("")
+    assert run_cli(capsys, "report", store, "--markdown", empty)[0] == 0
+
+
+def _old_format_store(path, journal: str, prompt_set_column: bool):
+    """A results store as an older rmt (or sqlite3 VACUUM INTO) may have left it."""
+    import sqlite3
+
+    small_store(path)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(f"PRAGMA journal_mode={journal}")
+    if not prompt_set_column:
+        db.execute("ALTER TABLE results DROP COLUMN prompt_set")
+    db.close()
+    return path
+
+
+@pytest.mark.parametrize("journal, prompt_set_column", [("WAL", True), ("DELETE", True), ("WAL", False)],
+                         ids=["current", "rollback-journal", "before-prompt-sets"])
+def test_report_reads_stores_without_changing_them(capsys, tmp_path, journal, prompt_set_column):
+    """A store in a read-only directory (chmod 444 file, 555 dir: a read-only mount for anyone but
+    root) is read as it is: no journal switch, no column added, no -wal/-shm files left."""
+    import hashlib
+    import os
+
+    from tests.cli_util import run_cli, snapshot
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    store = _old_format_store(folder / "r.sqlite", journal, prompt_set_column)
+    store.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        before, digest = snapshot(folder), hashlib.sha256(store.read_bytes()).hexdigest()
+        code, out, err = run_cli(capsys, "report", store)
+        assert code == 0, err
+        assert "50" in out.split("qa1", 1)[1].splitlines()[0]  # 1 of 2 right
+        assert snapshot(folder) == before and hashlib.sha256(store.read_bytes()).hexdigest() == digest
+        if os.geteuid() != 0:  # root writes through the modes; anyone else gets a real read-only dir
+            assert not os.access(folder, os.W_OK)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_report_reads_a_store_being_written(tmp_path):
+    """While `rmt eval` writes (its -wal file holds the newest answers) the report sees them."""
+    from rmt.evaluation.store import Result
+
+    path = small_store(tmp_path / "r.sqlite")
+    with ResultsStore(path) as writer:
+        writer.put(Result("m", "qa1", "0k", "2", "h2", "ok", "kitchen", "kitchen", 1, 1))
+        assert (tmp_path / "r.sqlite-wal").exists()
+        assert load_table([path]).cell("m", "qa1", "0k").scored == 3
+
+
+# ------------------------------------------------------------------ reports that do not mislead
+def test_the_same_store_twice_counts_once(tmp_path):
+    path = small_store(tmp_path / "r.sqlite")
+    (tmp_path / "link.sqlite").symlink_to(path)
+    for stores in ([path, path], [path, tmp_path / "link.sqlite"], [path, tmp_path / "." / "r.sqlite"]):
+        cell = load_table(stores).cell("m", "qa1", "0k")
+        assert (cell.correct, cell.scored) == (1, 2)
+
+
+def test_stores_are_combined_sample_by_sample(tmp_path):
+    """A copy of a store adds nothing; two runs answering the same prompts differently are refused
+    (not averaged as twice the samples); the same sample ids with other prompts (another seed's
+    data, as rmt reproduce's seed stores) are more samples."""
+    import shutil
+
+    a = small_store(tmp_path / "a.sqlite")
+    shutil.copy(a, tmp_path / "copy.sqlite")
+    cell = load_table([a, tmp_path / "copy.sqlite"]).cell("m", "qa1", "0k")
+    assert (cell.correct, cell.scored) == (1, 2)
+
+    b = small_store(tmp_path / "b.sqlite", answers=("kitchen", "kitchen"))
+    with pytest.raises(ValueError, match=r"a\.sqlite and .*b\.sqlite answer the same question differently "
+                                         r"\(1 answer\(s\), e\.g\. model m, qa1 at 0k, sample 1\)"):
+        load_table([a, b])
+
+    seed1 = small_store(tmp_path / "seed1.sqlite", answers=("kitchen", "kitchen"), prompt="other")
+    cell = load_table([a, seed1]).cell("m", "qa1", "0k")
+    assert (cell.correct, cell.scored) == (3, 4)
+
+
+NASTY = ["a|b", "two\nlines", "\x1b[2J\x1b[31mred", "*bold* _it_ [x](y) <b>", "$\\nocommand$", "rtl\u202eevil"]
+
+
+def test_names_and_text_are_escaped_for_markdown_terminal_and_plot(tmp_path):
+    from rmt.evaluation.store import Result
+
+    rows = [Result(model, task, length, "0", "h", "ok", "x", "x", 1, 1, prompt_set="file:p|q\x1b[0m")
+            for model in NASTY for task, length in (("qa1", "0k"), ("qa2|x", "1k\n"))]
+    table = build_table(rows)
+    md = format_markdown(table)
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = line.count("|") - line.count("\\|")
+            assert cells == len(table.lengths) + 2, line
+    assert "\x1b" not in md and "\u202e" not in md and "<b>" not in md
+    assert f"## {'a' + chr(92) + '|b'}" in md and "two\\\\nlines" in md
+    text = format_terminal(table)
+    assert "\x1b" not in text and "\u202e" not in text and "\\x1b[31mred" in text and "two\\nlines" in text
+    lines = text.splitlines()
+    assert len(lines) == len([l for l in lines if l.strip()]) + len(NASTY) - 1  # one blank line between blocks
+    path = save_heatmap(table, tmp_path / "names.png", dpi=40)  # "$\nocommand$" is not parsed as mathtext
+    assert path.stat().st_size > 0
+
+
+def test_a_store_without_versions_is_refused_unchanged(capsys, tmp_path):
+    """A store whose first run stopped before it wrote its versions is not completed by a read."""
+    import sqlite3
+
+    from tests.cli_util import one_error_line, run_cli, snapshot
+
+    path = small_store(tmp_path / "r.sqlite")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("DELETE FROM meta")
+    db.close()
+    before = snapshot(tmp_path)
+    line = one_error_line(*run_cli(capsys, "report", path)[::2])
+    assert "records no schema or benchmark version" in line
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0 or not __import__("shutil").which("runuser")
+                    or not __import__("os").path.exists("/usr/bin/python3"),
+                    reason="needs root to run the read as the unprivileged user nobody")
+def test_a_store_in_a_read_only_directory_is_read_by_an_unprivileged_user(tmp_path):
+    """Root writes through file modes, so the read-only directory is checked as user nobody: the
+    store reader (standard library only, so the system python runs it) reads a chmod 444 store in a
+    chmod 555 directory (a plain SQLite mode=ro reader of a WAL store fails there: "attempt to write
+    a readonly database", SQLite 3.40) and leaves nothing beside it."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import rmt.evaluation.sqlite_files as sqlite_files
+
+    root = Path(tempfile.mkdtemp(prefix="rmt-ro-"))  # outside pytest's 0700 tmp dir
+    try:
+        root.chmod(0o755)
+        folder = root / "ro"
+        folder.mkdir()
+        store = small_store(folder / "r.sqlite")
+        store.chmod(0o444)
+        folder.chmod(0o555)
+        code = ("import sys, types\n"
+                "m = types.ModuleType('sqlite_files'); exec(sys.stdin.read(), m.__dict__)\n"
+                f"db = m.connect_read_only({str(store)!r})\n"
+                "print(sorted(db.execute('SELECT output FROM results').fetchall()))\n")
+        done = subprocess.run(["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", code],
+                              input=Path(sqlite_files.__file__).read_text(), capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "[('garden',), ('kitchen',)]\n"
+        assert sorted(p.name for p in folder.iterdir()) == ["r.sqlite"]
+    finally:
+        for path in (root, root / "ro"):
+            if path.exists():
+                path.chmod(0o755)
+        import shutil
+
+        shutil.rmtree(root)

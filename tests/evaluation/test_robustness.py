@@ -156,3 +156,46 @@ def test_an_unreachable_hub_fails_at_once_without_retries(capsys, tmp_path, monk
     assert "unknown model 'some-org/some-model'" in one_error_line(code, err)
     assert "loading model some-org/some-model ..." in out  # said before the (silent) loading
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("default", [False, True], ids=["--cache", "default-cache"])
+def test_a_cache_that_is_not_a_response_cache_is_refused_untouched(capsys, tmp_path, default):
+    """--cache gets --store's protection: another program's SQLite database, or a file that is not
+    SQLite, is one line before anything is read or written (it used to be modified, or a traceback);
+    so is such a file where the default cache (STORE.endpoint-cache) would go."""
+    db = tmp_path / ("r.sqlite.endpoint-cache" if default else "app.db")
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+    conn.close()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("just text\n" * 200)
+    endpoint = "openai:m@http://127.0.0.1:9/v1"
+    cases = [(db, "is an SQLite database but not an endpoint response cache (its tables: users)")]
+    if not default:
+        cases.append((notes, "is not an endpoint response cache (SQLite said: file is not a database)"))
+    for cache, message in cases:
+        before = snapshot(tmp_path)
+        args = [endpoint, "--store", tmp_path / "r.sqlite", "--samples", "1", "--lengths", "0k", "--retries", "0"]
+        line = one_error_line(*run_cli(capsys, "eval", *args, *([] if default else ["--cache", cache]))[::2])
+        assert f"--cache {cache} {message}" in line
+        assert snapshot(tmp_path) == before
+    line = one_error_line(*run_cli(capsys, "eval", endpoint, "--store", tmp_path / "x.sqlite", "--cache",
+                                   tmp_path / "x.sqlite")[::2])
+    assert "is the --store" in line
+
+
+def test_the_response_cache_refuses_a_foreign_database(tmp_path):
+    from rmt.evaluation.endpoint import ResponseCache
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE responses (id INTEGER, body TEXT)")  # the name, not the columns
+    conn.close()
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="app.db is an SQLite database but not an endpoint response cache"):
+        ResponseCache(db)
+    assert snapshot(tmp_path) == before
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    cache.put("k", "kitchen")
+    cache.close()
+    assert ResponseCache(tmp_path / "c.sqlite").get("k") == "kitchen"  # its own file opens
