@@ -8,8 +8,8 @@ from typing import Iterator
 
 from rmt.babilong.background import BooksDir, get_background
 from rmt.babilong.babi import load_babi
-from rmt.babilong.haystack import build_haystack, clause_pieces, parse_length
-from rmt.babilong.tasks import check_task
+from rmt.babilong.haystack import FactsTooLong, build_haystack, clause_pieces, facts_length, parse_length
+from rmt.babilong.tasks import TASK_SPECS, check_task
 from rmt.babilong.tokens import get_counter
 from rmt.babilong.worlds import SIMULATORS, simulate
 
@@ -52,6 +52,31 @@ class FactSource:
             return self.babi[i]
         return simulate(self.task, _rng(self.seed, self.task, i, "facts"), self.n_facts)
 
+    def fitting(self, i: int, counter, max_tokens: int, length: str):
+        """Sample ``i``, or where its facts alone are longer than ``max_tokens`` (> 0), a shorter
+        simulated story drawn from the seed (fewer facts, as many as fit): an input never exceeds
+        its length. A bAbI file's story or a fixed-shape task cannot be shortened: FactsTooLong."""
+        sample = self[i]
+        if max_tokens <= 0 or facts_length(sample.facts, counter) <= max_tokens:
+            return sample
+        spec = TASK_SPECS[self.task]
+        lo = spec.facts[0] if self.n_facts is None else self.n_facts if isinstance(self.n_facts, int) else self.n_facts[0]
+        lo = max(lo, spec.min_facts)
+        if self.babi is None and not spec.fixed_shape:
+            n_tokens = facts_length(sample.facts, counter)
+            # Start near the count that fits (tokens per fact vary little), then one fact fewer at a time.
+            for cap in range(min(len(sample.facts) - 1, len(sample.facts) * max_tokens // n_tokens + 1), lo - 1, -1):
+                shorter = simulate(self.task, _rng(self.seed, self.task, i, "facts", f"at most {cap}"), (lo, cap))
+                if facts_length(shorter.facts, counter) <= max_tokens:
+                    return shorter
+        raise FactsTooLong(
+            f"{self.task} sample {i}: its {len(sample.facts)} facts alone are {facts_length(sample.facts, counter)} "
+            f"tokens ({counter.name}), more than the {max_tokens} of length {length}"
+            + ("" if self.babi is None and not spec.fixed_shape else
+               " (a bAbI file's story is not shortened)" if self.babi is not None else
+               f" ({self.task} always has {spec.fixed_shape})")
+            + "; ask for a longer length" + (" or fewer facts (--n-facts)" if self.babi is None and not spec.fixed_shape else ""))
+
 
 def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, tokenizer=None, *,
                  babi_dir=None, split: str = "test", n_facts=None, prompt_allowance: int | None = None,
@@ -82,6 +107,11 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
         raise ValueError(f"min_sentence_tokens must be an integer >= 0, got {min_sentence_tokens!r}")
     if prompt_allowance is not None and (not isinstance(prompt_allowance, int) or prompt_allowance < 0):
         raise ValueError(f"prompt_allowance must be an integer >= 0, got {prompt_allowance!r}")
+    for name, tokens in lengths:
+        allowance = _allowance(name, prompt_allowance)
+        if 0 < tokens <= allowance:  # no room left for the input itself
+            raise ValueError(f"length {name} is {tokens} tokens and the prompt allowance {allowance} leaves none for "
+                             f"the input; give a length above {allowance} tokens or a smaller prompt allowance")
     if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
         raise ValueError(f"skip must be an integer >= 0, got {skip!r}")
     min_tokens = 3 if no_length_tell else min_sentence_tokens
@@ -97,22 +127,20 @@ def _records(tasks, lengths, samples, seed, source, counter, fact_sources, promp
     for task in tasks:
         facts_of = fact_sources[task]
         for name, tokens in lengths:
-            allowance = prompt_allowance
-            if allowance is None:
-                allowance = REFERENCE_PROMPT_ALLOWANCE if not name.isdigit() else 0
+            allowance = _allowance(name, prompt_allowance)
             for i in range(samples):
                 index += 1
                 if index < skip:
                     continue
-                sample = facts_of[i]
+                target = tokens - allowance if tokens else 0
+                sample = facts_of.fitting(i, counter, target, name)
                 rng = _rng(seed, task, name, i, "haystack")
                 stream = None
                 if tokens > 0:
                     stream = source.sentences(rng)
                     if no_length_tell:
                         stream = clause_pieces(stream, rng)
-                hay = build_haystack(sample.facts, stream, counter, max(0, tokens - allowance) if tokens else 0,
-                                     rng, min_tokens, max_tokens)
+                hay = build_haystack(sample.facts, stream, counter, target, rng, min_tokens, max_tokens)
                 yield {
                     "input": hay["input"],
                     "question": sample.question,
@@ -132,6 +160,13 @@ def _records(tasks, lengths, samples, seed, source, counter, fact_sources, promp
                     "tokenizer": counter.name,
                     "prompt_allowance": allowance if tokens else 0,
                 }
+
+
+def _allowance(name: str, prompt_allowance: int | None) -> int:
+    """Tokens left for the prompt: as given, else the reference's for named lengths, 0 for token counts."""
+    if prompt_allowance is not None:
+        return prompt_allowance
+    return REFERENCE_PROMPT_ALLOWANCE if not name.isdigit() else 0
 
 
 def generate(task: str = "qa1", length="0k", samples: int = 10, seed: int = 0, background=None, tokenizer=None,
