@@ -52,10 +52,11 @@ class FactSource:
             return self.babi[i]
         return simulate(self.task, _rng(self.seed, self.task, i, "facts"), self.n_facts)
 
-    def fitting(self, i: int, counter, max_tokens: int, length: str):
+    def fitting(self, i: int, counter, max_tokens: int, length: str, overlong: str = "error"):
         """Sample ``i``, or where its facts alone are longer than ``max_tokens`` (> 0), a shorter
         simulated story drawn from the seed (fewer facts, as many as fit): an input never exceeds
-        its length. A bAbI file's story or a fixed-shape task cannot be shortened: FactsTooLong."""
+        its length. A bAbI file's story or a fixed-shape task cannot be shortened, nor can a story
+        already at its fewest facts: FactsTooLong, or with ``overlong="keep"`` sample ``i`` as it is."""
         sample = self[i]
         if max_tokens <= 0 or facts_length(sample.facts, counter) <= max_tokens:
             return sample
@@ -69,6 +70,8 @@ class FactSource:
                 shorter = simulate(self.task, _rng(self.seed, self.task, i, "facts", f"at most {cap}"), (lo, cap))
                 if facts_length(shorter.facts, counter) <= max_tokens:
                     return shorter
+        if overlong == "keep":
+            return sample
         raise FactsTooLong(
             f"{self.task} sample {i}: its {len(sample.facts)} facts alone are {facts_length(sample.facts, counter)} "
             f"tokens ({counter.name}), more than the {max_tokens} of length {length}"
@@ -80,11 +83,15 @@ class FactSource:
 
 def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, tokenizer=None, *,
                  babi_dir=None, split: str = "test", n_facts=None, prompt_allowance: int | None = None,
-                 min_sentence_tokens: int = 10, no_length_tell: bool = False, skip: int = 0) -> Iterator[dict]:
+                 min_sentence_tokens: int = 10, no_length_tell: bool = False, skip: int = 0,
+                 overlong: str = "error") -> Iterator[dict]:
     """Records for every task x length x sample, validated up front (errors before any work).
 
-    Sample ``i`` has the same facts at every length (as in the public dataset); the background
-    depends on the length too. Each record depends only on the seed and its own (task, length,
+    Sample ``i`` has the same facts at every length (as in the public dataset) where they fit; the
+    background depends on the length too. An input is never longer than its length (minus the
+    prompt allowance): a simulated story too long for it is redrawn shorter from the seed; one that
+    cannot be (a bAbI file's, a fixed-shape task's, one at its fewest facts) raises FactsTooLong, or
+    with ``overlong="keep"`` is the input alone, longer than asked (``n_tokens`` says by how much). Each record depends only on the seed and its own (task, length,
     sample), so ``skip=k`` starts at the k-th record without building the ones before it (how a
     killed ``rmt generate`` resumes), and what follows is the same as in a full run.
     """
@@ -114,14 +121,16 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
                              f"the input; give a length above {allowance} tokens or a smaller prompt allowance")
     if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
         raise ValueError(f"skip must be an integer >= 0, got {skip!r}")
+    if overlong not in ("error", "keep"):
+        raise ValueError(f"overlong must be 'error' or 'keep', got {overlong!r}")
     min_tokens = 3 if no_length_tell else min_sentence_tokens
     # Validation is done: the records themselves are produced lazily.
     return _records(tasks, lengths, samples, seed, source, counter, fact_sources, prompt_allowance,
-                    min_tokens, no_length_tell, skip)
+                    min_tokens, no_length_tell, skip, overlong)
 
 
 def _records(tasks, lengths, samples, seed, source, counter, fact_sources, prompt_allowance, min_tokens,
-             no_length_tell, skip=0) -> Iterator[dict]:
+             no_length_tell, skip=0, overlong="error") -> Iterator[dict]:
     max_tokens = None
     index = -1
     for task in tasks:
@@ -133,10 +142,12 @@ def _records(tasks, lengths, samples, seed, source, counter, fact_sources, promp
                 if index < skip:
                     continue
                 target = tokens - allowance if tokens else 0
-                sample = facts_of.fitting(i, counter, target, name)
+                sample = facts_of.fitting(i, counter, target, name, overlong)
                 rng = _rng(seed, task, name, i, "haystack")
                 stream = None
-                if tokens > 0:
+                if target and facts_length(sample.facts, counter) > target:  # overlong="keep": the facts alone
+                    target = 0
+                elif tokens > 0:
                     stream = source.sentences(rng)
                     if no_length_tell:
                         stream = clause_pieces(stream, rng)

@@ -196,3 +196,15 @@ def test_a_story_that_cannot_be_shortened_is_one_error(babi_dir):
 def test_a_prompt_allowance_that_leaves_no_room_is_refused_up_front():
     with pytest.raises(ValueError, match="length 100 is 100 tokens and the prompt allowance 300 leaves none"):
         iter_records("qa1", [100], 1, prompt_allowance=300)
+
+
+def test_overlong_keep_gives_the_story_alone_where_none_fits():
+    """What training asks (segments smaller than one fact): the story as at length 0, longer than asked."""
+    with pytest.raises(ValueError, match="fewer facts"):
+        generate("qa1", 4, 3, seed=1, tokenizer="pretokens", n_facts=(1, 2))
+    kept = generate("qa1", 4, 3, seed=1, tokenizer="pretokens", n_facts=(1, 2), overlong="keep")
+    alone = generate("qa1", "0k", 3, seed=1, tokenizer="pretokens", n_facts=(1, 2))
+    assert [(r["input"], r["n_tokens"]) for r in kept] == [(r["input"], r["n_tokens"]) for r in alone]
+    assert all(r["n_tokens"] > 4 for r in kept)
+    with pytest.raises(ValueError, match="overlong must be 'error' or 'keep'"):
+        generate("qa1", 4, 1, overlong="cut")
