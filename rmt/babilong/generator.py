@@ -95,8 +95,7 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
     sample), so ``skip=k`` starts at the k-th record without building the ones before it (how a
     killed ``rmt generate`` resumes), and what follows is the same as in a full run.
     """
-    tasks = [check_task(t) for t in ([tasks] if isinstance(tasks, str) else tasks)]
-    lengths = [parse_length(x) for x in ([lengths] if isinstance(lengths, (str, int)) else lengths)]
+    tasks, lengths, _ = unique_tasks_and_lengths(tasks, lengths)  # a duplicate would repeat its records
     samples = check_samples(samples)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}")
@@ -171,6 +170,30 @@ def _records(tasks, lengths, samples, seed, source, counter, fact_sources, promp
                     "tokenizer": counter.name,
                     "prompt_allowance": allowance if tokens else 0,
                 }
+
+
+def unique_tasks_and_lengths(tasks, lengths) -> tuple[list[str], list[tuple[str, int]], list[str]]:
+    """Tasks as canonical names and lengths as (name, tokens), each once, in first-seen order, and a
+    note per merged duplicate: ``qa1,QA1,1`` is one task; ``4k,4K`` and ``1M,1000k`` one length each
+    (the same tokens and prompt allowance give the same records); ``4k,4000`` stay two (a named length
+    leaves a prompt allowance, a token count none). Raises on an unknown task or length."""
+    notes = []
+
+    def once(items, what, key):
+        kept: dict = {}
+        for raw, value in items:
+            if key(value) in kept:
+                first_raw, first = kept[key(value)]
+                name = first[0] if what == "length" else first
+                notes.append(f"{what}s {first_raw} and {raw} are the same: generated once, as {name}")
+            else:
+                kept[key(value)] = (raw, value)
+        return [value for _, value in kept.values()]
+
+    tasks = once([(t, check_task(t)) for t in ([tasks] if isinstance(tasks, str) else tasks)], "task", lambda v: v)
+    lengths = once([(x, parse_length(x)) for x in ([lengths] if isinstance(lengths, (str, int)) else lengths)],
+                   "length", lambda v: (v[1], v[0].isdigit()))
+    return tasks, lengths, notes
 
 
 def _allowance(name: str, prompt_allowance: int | None) -> int:
