@@ -67,7 +67,10 @@ class FactSource:
             n_tokens = facts_length(sample.facts, counter)
             # Start near the count that fits (tokens per fact vary little), then one fact fewer at a time.
             for cap in range(min(len(sample.facts) - 1, len(sample.facts) * max_tokens // n_tokens + 1), lo - 1, -1):
-                shorter = simulate(self.task, _rng(self.seed, self.task, i, "facts", f"at most {cap}"), (lo, cap))
+                try:
+                    shorter = simulate(self.task, _rng(self.seed, self.task, i, "facts", f"at most {cap}"), (lo, cap))
+                except ValueError:  # no story of so few facts can pose the question
+                    break
                 if facts_length(shorter.facts, counter) <= max_tokens:
                     return shorter
         if overlong == "keep":
