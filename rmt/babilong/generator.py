@@ -63,8 +63,9 @@ class FactSource:
         spec = TASK_SPECS[self.task]
         lo = spec.facts[0] if self.n_facts is None else self.n_facts if isinstance(self.n_facts, int) else self.n_facts[0]
         lo = max(lo, spec.min_facts)
-        if self.babi is None and not spec.fixed_shape:
-            n_tokens = facts_length(sample.facts, counter)
+        n_tokens = facts_length(sample.facts, counter)
+        shortenable = self.babi is None and not spec.fixed_shape
+        if shortenable:
             # Start near the count that fits (tokens per fact vary little), then one fact fewer at a time.
             for cap in range(min(len(sample.facts) - 1, len(sample.facts) * max_tokens // n_tokens + 1), lo - 1, -1):
                 try:
@@ -75,13 +76,12 @@ class FactSource:
                     return shorter
         if overlong == "keep":
             return sample
-        raise FactsTooLong(
-            f"{self.task} sample {i}: its {len(sample.facts)} facts alone are {facts_length(sample.facts, counter)} "
-            f"tokens ({counter.name}), more than the {max_tokens} of length {length}"
-            + ("" if self.babi is None and not spec.fixed_shape else
-               " (a bAbI file's story is not shortened)" if self.babi is not None else
-               f" ({self.task} always has {spec.fixed_shape})")
-            + "; ask for a longer length" + (" or fewer facts (--n-facts)" if self.babi is None and not spec.fixed_shape else ""))
+        why = (f"no story of {lo} or more facts fits" if shortenable else
+               "a bAbI file's story is not shortened" if self.babi is not None else
+               f"{self.task} always has {spec.fixed_shape}")
+        raise FactsTooLong(f"{self.task} sample {i}: its {len(sample.facts)} facts alone are {n_tokens} tokens "
+                           f"({counter.name}), more than the {max_tokens} of length {length} ({why}); ask for a "
+                           f"longer length" + (" or fewer facts (--n-facts)" if shortenable else ""))
 
 
 def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, tokenizer=None, *,
