@@ -56,3 +56,8 @@ def test_shared_vocabulary():
     assert "--n-facts" in flags["generate"] and "--n-facts" in flags["train"]
     assert "--prompts" in flags["eval"]
     assert "--task" not in flags["generate"] and "--facts" not in flags["generate"]  # hidden old spellings
+
+
+def test_train_background_help_says_none_trains_on_the_facts_alone():
+    (option,) = [o for o in options("train") if "--background" in o.opts]
+    assert "'none'" in option.help and "facts alone" in option.help

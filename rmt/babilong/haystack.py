@@ -8,7 +8,9 @@ one batch of sentences.
 
 The input lands at most at its target and at least 1% below it. Whole sentences are kept where they
 land there; otherwise one sentence, the last background piece, is cut at a word boundary (the
-reference always cuts the last sentence, in tokens, so it lands exactly but mid-word).
+reference always cuts the last sentence, in tokens, so it lands exactly but mid-word). Facts go only
+at sentence boundaries: never after a cut piece, which then ends the input. Facts longer than the
+target are an error (``FactsTooLong``), never an input longer than asked.
 """
 
 from __future__ import annotations
@@ -149,16 +151,31 @@ def fill_background(sentences: Iterator[str], counter: Counter, budget: int, min
     return chosen, counts
 
 
+class FactsTooLong(ValueError):
+    """The facts alone are longer than the target: no input of that length can hold them."""
+
+
+def facts_length(facts: list[str], counter: Counter) -> int:
+    """Tokens of the facts alone, as the haystack lays them out (the first without a separator)."""
+    if not facts:
+        return 0
+    return counter.count([facts[0]])[0] + sum(counter.count([SEPARATOR + f for f in facts[1:]]))
+
+
 def build_haystack(facts: list[str], background: Iterator[str] | None, counter: Counter, target_tokens: int,
                    rng: random.Random, min_sentence_tokens: int = 10, max_sentence_tokens: int | None = None) -> dict:
     """The input text with ``facts`` hidden in background sentences, ``target_tokens`` long.
 
-    With background, ``n_tokens`` is at most ``target_tokens`` and at least 99% of it (``tolerance_of``),
-    unless the facts alone are longer (they are never cut). With ``target_tokens`` 0 or no background,
-    the input is the facts alone. Returns ``input``, ``n_tokens``, ``fact_offsets`` (the token offset
-    where each fact starts), ``n_background_sentences`` and ``background_cut`` (whether the last
-    background piece is a sentence cut to land on target).
+    ``n_tokens`` is never above a ``target_tokens`` > 0, and with background at least 99% of it
+    (``tolerance_of``); facts longer than that on their own raise ``FactsTooLong`` (they are never
+    cut). With ``target_tokens`` 0 the input is the facts alone, whatever their length. Facts go
+    between background sentences, never after a cut one. Returns ``input``, ``n_tokens``,
+    ``fact_offsets`` (the token offset where each fact starts), ``n_background_sentences`` and
+    ``background_cut`` (whether the last background piece is a sentence cut to land on target).
     """
+    if target_tokens > 0 and facts_length(facts, counter) > target_tokens:
+        raise FactsTooLong(f"the {len(facts)} facts alone are {facts_length(facts, counter)} tokens, more than "
+                           f"the {target_tokens} asked for")
     fact_counts = counter.count([SEPARATOR + f for f in facts])
     budget = target_tokens - sum(fact_counts)
     hay: list[str] = []
@@ -167,7 +184,9 @@ def build_haystack(facts: list[str], background: Iterator[str] | None, counter: 
     if background is not None and budget > 0:
         hay, hay_counts, cut = _fill(background, counter, budget, min_sentence_tokens, max_sentence_tokens,
                                      tolerance_of(target_tokens))
-    positions = sorted(rng.randrange(len(hay) + 1) for _ in facts)
+    # A fact goes before background piece p (p = len(hay): at the end), never right after a cut piece:
+    # facts sit between whole sentences, as in the reference generator.
+    positions = sorted(rng.randrange(len(hay) + (0 if cut else 1)) for _ in facts)
     while True:
         pieces, counts, is_fact = _interleave(facts, fact_counts, hay, hay_counts, positions)
         if pieces:  # the first piece has no leading separator in the text
@@ -183,7 +202,7 @@ def build_haystack(facts: list[str], background: Iterator[str] | None, counter: 
             hay[last], hay_counts[last] = piece, n
         else:
             hay, hay_counts = hay[:last], hay_counts[:last]
-            positions = [min(p, last) for p in positions]
+        positions = [min(p, last) for p in positions]  # no fact after the cut piece (or past the end)
         cut = True
     offsets, total = [], 0
     for n in counts:

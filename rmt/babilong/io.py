@@ -8,6 +8,9 @@ A long generation is also resumable (``RecordsWriter``): records stream into a h
 JSONL file beside the output, flushed one record at a time, with the settings that produce them in
 a second hidden file. A run killed half way leaves the partial; a rerun with the same settings
 keeps its complete records and generates only the rest, a rerun with other settings discards it.
+What the settings name is also recorded as resolved (the tokenizer's name and vocabulary hash, the
+background's fingerprint): a rerun of the same settings that resolves to another tokenizer or
+background is refused (``ResumeMismatch``) rather than mixing the two in one output.
 The partial becomes the output once complete: renamed (JSONL), converted to parquet or a datasets
 dir, or streamed into the public layout (one parquet writer per length and task). An uninterrupted
 run takes the same path, so a resumed output is byte for byte the uninterrupted one in every format.
@@ -140,27 +143,36 @@ def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | No
     return _write_final(records, path, fmt, card=card)
 
 
+class ResumeMismatch(ValueError):
+    """A partial output of the same settings was made with another tokenizer or background."""
+
+
 class RecordsWriter:
     """Resumable writing of a long generation to ``path`` (see the module doc).
 
-        writer = RecordsWriter(path, fmt, settings)   # settings: whatever determines the records
+        writer = RecordsWriter(path, fmt, settings, resolved=...)  # settings: whatever determines the records
         records = iter_records(..., skip=writer.done)  # only the records not yet written
         n = writer.write(records)                      # total records in the output
 
     ``path`` must have passed ``check_records_output``. Only one writer per output at a time.
     ``card``: what the ``hub`` layout's dataset card says about the generation (same settings, same
-    card: it is part of the bytes a resumed run must reproduce).
+    card: it is part of the bytes a resumed run must reproduce). ``resolved``: what the settings
+    resolved to ({"tokenizer": {...}, "background": {...}}); a partial of the same settings but
+    another ``resolved`` raises ``ResumeMismatch`` naming what differs, or with ``discard_mismatch``
+    is discarded like a partial of other settings.
     """
 
-    def __init__(self, path: str | os.PathLike, fmt: str, settings: dict, card: dict | None = None):
+    def __init__(self, path: str | os.PathLike, fmt: str, settings: dict, card: dict | None = None,
+                 resolved: dict | None = None, discard_mismatch: bool = False):
         self.path, self.fmt, self.card = Path(path), fmt, card
         self.settings = json.loads(json.dumps(settings))  # as it reads back from the file
+        self.resolved = json.loads(json.dumps(resolved or {}))
         self.partial = self.path.parent / f".{self.path.name}.partial"
         self.settings_file = self.path.parent / f".{self.path.name}.partial.json"
         self.discarded = False
-        self.done = self._resume_point()
+        self.done = self._resume_point(discard_mismatch)
 
-    def _resume_point(self) -> int:
+    def _resume_point(self, discard_mismatch: bool) -> int:
         """Complete records in a partial of the same settings (read only: bad input found after
         this must leave everything as it was; ``write`` does the cleaning up)."""
         saved = None
@@ -169,7 +181,11 @@ class RecordsWriter:
                 saved = json.loads(self.settings_file.read_text(encoding="utf-8"))
             except (ValueError, UnicodeDecodeError):
                 saved = None
-        if not self.partial.is_file() or saved != self.settings:
+        saved = saved if isinstance(saved, dict) else {}
+        same_settings = saved.get("settings") == self.settings
+        if self.partial.is_file() and same_settings and saved.get("resolved") != self.resolved and not discard_mismatch:
+            raise ResumeMismatch(self._mismatch(saved.get("resolved") or {}))
+        if not self.partial.is_file() or not same_settings or saved.get("resolved") != self.resolved:
             self.discarded = self.partial.is_file()
             return 0
         lines, self._keep_bytes, offset = 0, 0, 0
@@ -182,6 +198,18 @@ class RecordsWriter:
                 offset += len(chunk)
         return lines
 
+    def _mismatch(self, saved: dict) -> str:
+        def say(value) -> str:
+            if not isinstance(value, dict):
+                return "nothing recorded"
+            return f"{value.get('name')} (sha256 {str(value.get('sha256'))[:12]})"
+
+        differ = [w for w in sorted(set(saved) | set(self.resolved)) if saved.get(w) != self.resolved.get(w)]
+        details = "; ".join(f"{w}: {say(saved.get(w))} then, {say(self.resolved.get(w))} now" for w in differ)
+        return (f"cannot resume the interrupted generation {self.partial}: the same settings now give another "
+                f"{' and another '.join(differ)} ({details}) and one output must not mix them; restore what it "
+                f"was made with, or pass --overwrite to discard it and start over")
+
     def write(self, records: Iterable[dict]) -> int:
         """Append ``records`` to the partial (one flush per record), then make it the output."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +221,8 @@ class RecordsWriter:
                 f.truncate(self._keep_bytes)  # a kill can cut the last record short
             else:
                 f.truncate(0)  # a partial of other settings
-                atomic_file(self.settings_file, lambda tmp: Path(tmp).write_text(json.dumps(self.settings) + "\n",
+                saved = {"settings": self.settings, "resolved": self.resolved}
+                atomic_file(self.settings_file, lambda tmp: Path(tmp).write_text(json.dumps(saved) + "\n",
                                                                                   encoding="utf-8"))
             try:
                 for record in records:
@@ -208,8 +237,8 @@ class RecordsWriter:
         if self.fmt == "jsonl":
             os.replace(self.partial, self.path)
         else:
-            _write_final((record for _, record in read_jsonl(self.partial)), self.path, self.fmt, self.settings,
-                         self.card)
+            _write_final((record for _, record in read_jsonl(self.partial)), self.path, self.fmt,
+                         {**self.settings, "resolved": self.resolved} if self.resolved else self.settings, self.card)
             self.partial.unlink()
         self.settings_file.unlink(missing_ok=True)
         return n

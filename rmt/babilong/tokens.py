@@ -20,6 +20,8 @@ torch; ``transformers`` is imported only for Hub names without a ``tokenizer.jso
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 from pathlib import Path
@@ -31,11 +33,19 @@ SHARED_GPT2 = Path(__file__).resolve().parents[3] / "shared" / "data" / "tokeniz
 
 
 class Counter:
-    """Counts tokens of many texts at once (batched, so Rust tokenizers run in parallel)."""
+    """Counts tokens of many texts at once (batched, so Rust tokenizers run in parallel).
 
-    def __init__(self, name: str, count_batch):
+    ``fingerprint``: sha256 of what decides the counts (the whole tokenizer: vocabulary, merges,
+    normalizer, pre-tokenizer), so two counters under one name but of other vocabularies differ."""
+
+    def __init__(self, name: str, count_batch, fingerprint: str | None = None):
         self.name = name
         self._count_batch = count_batch
+        self.fingerprint = fingerprint or _sha256(name)
+
+    def identity(self) -> dict:
+        """What a resumed generation must count with again: name and fingerprint."""
+        return {"name": self.name, "sha256": self.fingerprint}
 
     def count(self, texts: list[str]) -> list[int]:
         return self._count_batch(texts) if texts else []
@@ -47,8 +57,13 @@ class Counter:
         return f"Counter({self.name!r})"
 
 
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def pretoken_counter() -> Counter:
-    return Counter(PRETOKENS, lambda texts: [len(_PRETOKEN.findall(t)) for t in texts])
+    return Counter(PRETOKENS, lambda texts: [len(_PRETOKEN.findall(t)) for t in texts],
+                   _sha256(f"{PRETOKENS}:{_PRETOKEN.pattern}"))
 
 
 def from_tokenizers(tok, name: str) -> Counter:
@@ -60,7 +75,7 @@ def from_tokenizers(tok, name: str) -> Counter:
     def count_batch(texts):
         return [len(e.ids) for e in encode_batch(texts, add_special_tokens=False)]
 
-    return Counter(name, count_batch)
+    return Counter(name, count_batch, _sha256(tok.to_str()))
 
 
 def _from_dir(path: Path) -> Counter:
@@ -152,6 +167,8 @@ def _from_object(tok, name: str) -> Counter:
     if isinstance(backend, Tokenizer):
         return from_tokenizers(backend, getattr(tok, "name_or_path", None) or name)
     if hasattr(tok, "encode"):  # a slow (Python) HF tokenizer
-        return Counter(name, lambda texts: [len(tok.encode(t, add_special_tokens=False)) for t in texts])
+        vocab = tok.get_vocab() if hasattr(tok, "get_vocab") else {}
+        fingerprint = _sha256(f"{type(tok).__name__}:{json.dumps(sorted(vocab.items()))}") if vocab else None
+        return Counter(name, lambda texts: [len(tok.encode(t, add_special_tokens=False)) for t in texts], fingerprint)
     raise ValueError(f"tokenizer of type {type(tok).__name__} is not supported; pass a name, a path, "
                      f"a tokenizers.Tokenizer or a transformers tokenizer")

@@ -40,14 +40,19 @@ def register(app):
         from tqdm import tqdm
 
         from rmt import __version__
-        from rmt.babilong.generator import iter_records
+        from rmt.babilong.background import get_background
+        from rmt.babilong.estimate import ESTIMATE_FROM_TOKENS, describe, estimate
+        from rmt.babilong.generator import iter_records, unique_tasks_and_lengths
         from rmt.babilong.io import RecordsWriter, check_records_output
+        from rmt.babilong.tokens import get_counter
         from rmt.cli.options import parse_n_facts, pick_alias, split_list
 
         # Every input and output is checked before any work; nothing is written until generation starts.
         path, fmt = check_records_output(out, fmt, overwrite)
-        task_list = split_list(pick_alias(tasks, task_alias, "--tasks", "--task", "qa1"), "--tasks")
-        length_list = split_list(lengths, "--lengths")
+        task_list, parsed_lengths, notes = unique_tasks_and_lengths(
+            split_list(pick_alias(tasks, task_alias, "--tasks", "--task", "qa1"), "--tasks"),
+            split_list(lengths, "--lengths"))
+        length_list = [name for name, _ in parsed_lengths]
         facts = parse_n_facts(pick_alias(n_facts, facts_alias, "--n-facts", "--facts"),
                               "--n-facts" if n_facts is not None else "--facts")
         if lm_eval_tasks is not None:
@@ -57,6 +62,11 @@ def register(app):
                 raise ValueError(f"--lm-eval-tasks reads the public layout: give --out a directory (not {out}) or --format hub")
             lm_eval_tasks = check_lm_eval_tasks_dir(lm_eval_tasks, path, overwrite)
             lm_eval_babilong_dir()  # lm-eval missing: one line now, before any generation
+        # The tokenizer and background as they resolve now (a default, a path's contents): a resume
+        # must count and read with the same ones, or the output would mix two datasets.
+        counter = get_counter(tokenizer)
+        source = get_background(background) if any(tokens > 0 for _, tokens in parsed_lengths) else None
+        resolved = {"tokenizer": counter.identity(), "background": source.identity() if source else None}
         options = dict(babi_dir=babi_dir, split=split, n_facts=facts, prompt_allowance=prompt_allowance,
                        no_length_tell=no_length_tell)
         # Everything that decides the records: a partial output of other settings is not resumed.
@@ -65,10 +75,17 @@ def register(app):
         card = {"tasks": ",".join(task_list), "lengths": ",".join(length_list), "samples": samples, "seed": seed,
                 "facts": f"bAbI files ({babi_dir}, {split})" if babi_dir else "rmt world simulator",
                 "n_facts": facts, "background": background or "built-in fallback text",
-                "tokenizer": tokenizer or "GPT-2 if found offline, else pretokens", "no_length_tell": no_length_tell}
-        writer = RecordsWriter(path, fmt, settings, card=card)  # reads what an interrupted run left; writes nothing yet
-        records = iter_records(task_list, length_list, samples, seed, background, tokenizer, skip=writer.done, **options)
+                "tokenizer": counter.name, "no_length_tell": no_length_tell}
+        # reads what an interrupted run left; writes nothing yet
+        writer = RecordsWriter(path, fmt, settings, card=card, resolved=resolved, discard_mismatch=overwrite)
+        records = iter_records(task_list, length_list, samples, seed, source, counter, skip=writer.done, **options)
         total = len(task_list) * len(length_list) * samples
+        for note in notes:
+            typer.echo(f"note: {note}")
+        guess = estimate(len(task_list), parsed_lengths, samples, fmt, path)
+        if guess["tokens"] >= ESTIMATE_FROM_TOKENS:
+            for line in describe(guess, fmt):
+                typer.echo(line)
         if writer.discarded:
             typer.echo(f"discarding the partial output of an interrupted run with other settings ({writer.partial})")
         if writer.done:

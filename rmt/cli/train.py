@@ -17,7 +17,8 @@ import typer
 HELP = {
     "task": "qa1..qa20 (BABILong), memorize, detect, reason (2304.11062), or lm.",
     "n_facts": "Facts per story, N or LO,HI (BABILong tasks). Default: the generator's range per task.",
-    "background": "Books dir for background text. Default: built-in fallback text.",
+    "background": "Books dir for background text, or 'none': the QA tasks' inputs are the facts alone (as at 0k; "
+                  "not for --task lm). Default: built-in fallback text.",
     "model": "Base model: HF hub name or local path, or an RMT checkpoint to continue. Default: a small model built from scratch (--arch).",
     "tokenizer": "HF tokenizer name or path. Default: a word-level tokenizer trained locally.",
     "vocab_size": "Most words of the locally trained tokenizer.",

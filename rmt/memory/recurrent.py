@@ -376,10 +376,13 @@ class RecurrentMemoryTransformer(nn.Module):
     @staticmethod
     def _lm_loss(logits, labels):
         """HF causal-LM loss over the whole (compacted) sequence: token t predicts label t+1, across
-        segment boundaries; -100 and padding are ignored; mean over all label tokens."""
+        segment boundaries; -100 and padding are ignored; mean over all label tokens (0, with no
+        gradient, when there is none: a mean over nothing would be NaN)."""
         shift_logits = logits[:, :-1].float()
         shift_labels = labels[:, 1:]
-        return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=-100)
+        total = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                                ignore_index=-100, reduction="sum")
+        return total / (shift_labels != -100).sum().clamp(min=1)
 
     @staticmethod
     def _lm_loss_on_pieces(pieces, labels, vocab_size: int):
@@ -398,8 +401,8 @@ class RecurrentMemoryTransformer(nn.Module):
             piece = F.cross_entropy(rows.float(), t[keep] if n < keep.numel() else t.reshape(-1), reduction="sum")
             total = piece if total is None else total + piece
             count += n
-        if total is None:  # no label at all: the mean over nothing, as F.cross_entropy gives it
-            return F.cross_entropy(torch.zeros(0, vocab_size, device=labels.device), labels.new_zeros(0))
+        if total is None:  # no label at all: 0 (not the NaN of a mean over nothing); backward adds no gradient
+            return torch.zeros((), device=labels.device, requires_grad=True)
         return total / count
 
     def _classification_loss(self, logits, labels):

@@ -65,9 +65,11 @@ class TaskData:
         elif task == "reason":
             task, n_facts = "qa2", 2
         no_background = self.cfg.background == "none"  # the facts alone: generate's length 0
+        # A story too long for the length is redrawn shorter (fewer facts); only one that cannot fit
+        # even so (segments smaller than the task's fewest facts) is kept whole, the row then longer.
         records = generate(task=task, length=0 if no_background else max(1, length), samples=samples, seed=seed,
                            background=None if no_background else self.cfg.background,
-                           tokenizer=counter or self.counter, n_facts=n_facts)
+                           tokenizer=counter or self.counter, n_facts=n_facts, overlong="keep")
         if self.cfg.task == "memorize":  # the fact goes to the very start of the input
             for r in records:
                 fact = r["facts"][0]

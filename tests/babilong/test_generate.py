@@ -159,3 +159,52 @@ def test_default_tokenizer_is_gpt2_when_found_offline(bpe_tokenizer_file, monkey
     monkeypatch.setattr(tokens, "SHARED_GPT2", bpe_tokenizer_file.parent / "absent")
     monkeypatch.setattr(tokens, "_cached_hub", lambda name: None)
     assert get_counter(None).name == PRETOKENS  # documented fallback
+
+
+@pytest.mark.parametrize("background", ["fallback", "books"])
+def test_a_record_never_exceeds_its_length_a_story_too_long_is_shortened(request, bpe_tokenizer_file, background):
+    """Issue 17: qa1 records asked for 52 tokens came out at 66-70 tokens (10 facts, never cut)."""
+    counter = get_counter(str(bpe_tokenizer_file))
+    bg = request.getfixturevalue("background_dir") if background == "books" else None
+    full = generate("qa1", "0k", 60, seed=4, tokenizer=counter)
+    records = generate("qa1", 52, 60, seed=4, background=bg, tokenizer=counter)
+    shortened = 0
+    for whole, r in zip(full, records):
+        assert r["n_tokens"] == counter(r["input"]) <= 52
+        assert SOLVERS["qa1"](r["facts"], r["question"]) == r["target"]
+        if counter(whole["input"]) <= 52:
+            assert r["facts"] == whole["facts"]  # a story that fits is the same at every length
+        else:
+            shortened += 1
+            assert len(r["facts"]) < len(whole["facts"]) and len(r["facts"]) >= 2
+    assert shortened >= 5  # the case under test happened
+    assert _dump(records) == _dump(generate("qa1", 52, 60, seed=4, background=bg, tokenizer=counter))
+
+
+def test_a_story_that_cannot_be_shortened_is_one_error(babi_dir):
+    from rmt.babilong.haystack import FactsTooLong
+
+    with pytest.raises(FactsTooLong, match=r"qa3 sample 0: its \d+ facts alone are \d+ tokens \(pretokens\), more "
+                                           r"than the 40 of length 40 \(a bAbI file's story is not shortened\)"):
+        generate("qa3", 40, 1, babi_dir=babi_dir, tokenizer="pretokens")
+    with pytest.raises(FactsTooLong, match=r"qa15 always has 8 facts\); ask for a longer length$"):
+        generate("qa15", 20, 1, tokenizer="pretokens")
+    with pytest.raises(FactsTooLong, match=r"ask for a longer length or fewer facts \(--n-facts\)$"):
+        generate("qa2", 30, 1, tokenizer="pretokens", n_facts=(8, 9))
+
+
+def test_a_prompt_allowance_that_leaves_no_room_is_refused_up_front():
+    with pytest.raises(ValueError, match="length 100 is 100 tokens and the prompt allowance 300 leaves none"):
+        iter_records("qa1", [100], 1, prompt_allowance=300)
+
+
+def test_overlong_keep_gives_the_story_alone_where_none_fits():
+    """What training asks (segments smaller than one fact): the story as at length 0, longer than asked."""
+    with pytest.raises(ValueError, match="fewer facts"):
+        generate("qa1", 4, 3, seed=1, tokenizer="pretokens", n_facts=(1, 2))
+    kept = generate("qa1", 4, 3, seed=1, tokenizer="pretokens", n_facts=(1, 2), overlong="keep")
+    alone = generate("qa1", "0k", 3, seed=1, tokenizer="pretokens", n_facts=(1, 2))
+    assert [(r["input"], r["n_tokens"]) for r in kept] == [(r["input"], r["n_tokens"]) for r in alone]
+    assert all(r["n_tokens"] > 4 for r in kept)
+    with pytest.raises(ValueError, match="overlong must be 'error' or 'keep'"):
+        generate("qa1", 4, 1, overlong="cut")

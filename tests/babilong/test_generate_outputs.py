@@ -166,3 +166,67 @@ def test_outputs_have_the_usual_modes(capsys, tmp_path):
         inside = list(folder.rglob("*"))
         assert {stat.S_IMODE(p.stat().st_mode) for p in inside if p.is_file()} == {0o644}
         assert {stat.S_IMODE(p.stat().st_mode) for p in inside if p.is_dir()} <= {0o755}
+
+
+def test_a_resume_that_resolves_another_tokenizer_is_refused(capsys, tmp_path, monkeypatch, bpe_tokenizer_file):
+    """Issue 19 item 7: the default tokenizer resolved differently on the rerun (here: GPT-2 no longer found
+    where it was) must not mix two tokenizers' lengths in one output."""
+    monkeypatch.setenv("RMT_GPT2_TOKENIZER", str(bpe_tokenizer_file))
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 2)
+        assert run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "o.jsonl")[0] == 130
+    monkeypatch.delenv("RMT_GPT2_TOKENIZER")
+    monkeypatch.setattr("rmt.babilong.tokens.default_gpt2", lambda: None)  # now resolves to pretokens
+    before = snapshot(tmp_path)
+    code, _, err = run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "o.jsonl")
+    line = one_error_line(code, err)
+    assert "another tokenizer" in line and "pretokens" in line and str(bpe_tokenizer_file) in line
+    assert "background" not in line.split("(")[0]  # only what differs is named
+    assert snapshot(tmp_path) == before  # the partial is kept
+    code, out, _ = run_cli(capsys, "generate", *SMALL, "--overwrite", "--out", tmp_path / "o.jsonl")
+    assert code == 0 and "discarding the partial output" in out
+    assert {r["tokenizer"] for r in load_records(tmp_path / "o.jsonl")} == {"pretokens"}
+
+
+def test_a_resume_with_changed_background_books_is_refused(capsys, tmp_path, monkeypatch, background_dir):
+    books = tmp_path / "books"
+    books.mkdir()
+    for name in sorted(p.name for p in background_dir.glob("*.txt"))[:3]:
+        (books / name).write_bytes((background_dir / name).read_bytes())
+    args = [*SMALL, "--tokenizer", "pretokens", "--background", books, "--out", tmp_path / "out" / "o.jsonl"]
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 2)
+        assert run_cli(capsys, "generate", *args)[0] == 130
+    first = sorted(books.iterdir())[0]
+    original = first.read_bytes()
+    first.write_bytes(original.replace(b"the", b"The", 1))  # same name, same size, other text
+    code, _, err = run_cli(capsys, "generate", *args)
+    line = one_error_line(code, err)
+    assert "another background" in line and "books:books" in line and "tokenizer" not in line.split("(")[0]
+    first.write_bytes(original)  # restored: the resume goes on
+    code, out, _ = run_cli(capsys, "generate", *args)
+    assert code == 0 and "resuming: 2 of 8 samples" in out
+
+
+def test_duplicate_tasks_and_lengths_are_generated_once(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "generate", "--tasks", "qa1,QA1,1", "--lengths", "0k,0K,1000,1k,1K",
+                           "--samples", "2", "--out", tmp_path / "o.jsonl")
+    assert code == 0
+    assert "note: tasks qa1 and QA1 are the same: generated once, as qa1" in out
+    assert "note: lengths 1k and 1K are the same: generated once, as 1k" in out
+    cells = [(r["task"], r["length"], r["sample"]) for r in load_records(tmp_path / "o.jsonl")]
+    assert len(cells) == len(set(cells)) == 3 * 2  # 0k, 1000 and 1k (a named length keeps a prompt allowance)
+
+
+def test_a_huge_generation_prints_its_estimate_before_starting(capsys, tmp_path, monkeypatch):
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(generator, "_records", stop)
+    code, out, _ = run_cli(capsys, "generate", "--lengths", "1000M", "--samples", "10", "--out", tmp_path / "o.jsonl")
+    assert code == 130
+    line = next(x for x in out.splitlines() if x.startswith("estimate:"))
+    assert "10,000M tokens" in line and " h " in line and "GB of disk" in line and "peak memory" in line
+    code, out, _ = run_cli(capsys, "generate", *SMALL, "--out", tmp_path / "small.jsonl")
+    assert code == 130 and "estimate" not in out  # a small one starts without

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from rmt.babilong import generate
-from rmt.babilong.haystack import LOOKAHEAD, build_haystack, tolerance_of
+from rmt.babilong.haystack import LOOKAHEAD, FactsTooLong, build_haystack, tolerance_of
 from rmt.babilong.tokens import Counter, get_counter
 
 FACTS = ["Mary moved to the bathroom.", "John went to the hallway."]
@@ -96,7 +96,29 @@ def test_never_above_the_target_when_the_first_piece_counts_more_alone():
         assert all(f in hay["input"] for f in FACTS)
 
 
-def test_facts_are_never_cut():
+def test_facts_are_never_cut_and_never_make_an_input_longer_than_asked():
     counter = get_counter("pretokens")
-    hay = build_haystack(FACTS, _sentences(29), counter, 8, random.Random(0))
-    assert hay["input"] == " ".join(FACTS) and hay["n_tokens"] == counter(" ".join(FACTS))
+    with pytest.raises(FactsTooLong, match=r"the 2 facts alone are 12 tokens, more than the 8 asked for"):
+        build_haystack(FACTS, _sentences(29), counter, 8, random.Random(0))
+    hay = build_haystack(FACTS, _sentences(29), counter, 12, random.Random(0))  # they just fit: no background
+    assert hay["input"] == " ".join(FACTS) and hay["n_tokens"] == counter(" ".join(FACTS)) == 12
+    hay = build_haystack(FACTS, _sentences(29), counter, 0, random.Random(0))  # length 0: the facts alone
+    assert hay["input"] == " ".join(FACTS)
+
+
+@pytest.mark.parametrize("target", [1020, 77, 333])
+def test_facts_go_only_between_whole_sentences_never_after_a_cut_one(target):
+    """Issue 17: a cut background piece followed by a fact ("If you will Daniel travelled to the kitchen.")."""
+    counter = get_counter("pretokens")
+    cuts = 0
+    for seed in range(60):
+        hay = build_haystack(FACTS, _sentences(29, first=seed * 100), counter, target, random.Random(seed))
+        assert hay["n_tokens"] <= target
+        text = hay["input"]
+        for fact in FACTS:
+            before = text[: text.index(fact)].rstrip()
+            assert before == "" or before.endswith(("end.",) + tuple(FACTS)), (seed, text)
+        if hay["background_cut"]:
+            cuts += 1
+            assert not text.endswith(("end.",) + tuple(FACTS))  # the cut piece ends the input
+    assert cuts > 30  # the case under test happened

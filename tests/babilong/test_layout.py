@@ -24,11 +24,12 @@ def test_folder_loads_with_datasets_by_length_and_task(tmp_path):
     folder = tmp_path / "set"
     assert datasets.get_dataset_config_names(str(folder)) == ["0k", "1k"]
     assert datasets.get_dataset_split_names(str(folder), "1k") == ["qa1", "qa2"]
-    ds = datasets.load_dataset(str(folder), name="1k", split="qa2")
+    # A fresh cache: the user-wide one can hold an older "set" of the same file names and sizes.
+    ds = datasets.load_dataset(str(folder), name="1k", split="qa2", cache_dir=str(tmp_path / "cache"))
     want = [r for r in records if (r["task"], r["length"]) == ("qa2", "1k")]
     assert ds.column_names[:3] == ["input", "question", "target"]
     assert ds.to_list() == want  # every field survives, in order
-    whole = datasets.load_dataset(str(folder), name="0k")
+    whole = datasets.load_dataset(str(folder), name="0k", cache_dir=str(tmp_path / "cache"))
     assert sorted(whole) == ["qa1", "qa2"] and whole["qa1"]["target"] == [r["target"] for r in records[:3]]
 
 
@@ -61,7 +62,8 @@ def test_million_token_length_names(tmp_path):
                for n in ("1M", "10M")]
     save_records(records, tmp_path / "set")
     assert datasets.get_dataset_config_names(str(tmp_path / "set")) == ["1M", "10M"]
-    assert datasets.load_dataset(str(tmp_path / "set"), name="10M", split="qa1")["target"] == ["garden"]
+    assert datasets.load_dataset(str(tmp_path / "set"), name="10M", split="qa1",
+                                 cache_dir=str(tmp_path / "cache"))["target"] == ["garden"]
 
 
 def test_public_snapshot_without_card_is_read(tmp_path):

@@ -56,3 +56,14 @@ def test_armt_example(tmp_path):
         whole = model(ids[:1], diagonal=False)
     torch.testing.assert_close(state.memory.A, whole.memory.A, atol=1e-5, rtol=0)
     assert scope["new_tokens"].shape == (1, 5)
+
+
+def test_readme_tour_stream_equals_forward(tmp_path, monkeypatch):
+    """The README tour's model reads a stream as its forward reads the whole input (eval mode: no dropout)."""
+    monkeypatch.chdir(tmp_path)
+    readme = DOC.parents[1] / "README.md"
+    tour = re.search(r"## Tour\n+```python\n(.*?)```", readme.read_text(), re.S).group(1)
+    scope = {}
+    exec(compile(tour, str(readme), "exec"), scope)
+    out, state = scope["out"], scope["state"]
+    torch.testing.assert_close(state.logits, out.logits[:, -state.logits.shape[1]:], atol=1e-5, rtol=0)

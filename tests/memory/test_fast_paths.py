@@ -264,3 +264,14 @@ def test_activation_checkpointing_with_output_logits_false_gives_the_same_gradie
         model(ids, labels=target, output_logits=False).loss.backward()  # the last layer keeps a few rows, checkpointed
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     close(grads[1], grads[0])
+
+
+@pytest.mark.parametrize("output_logits", [True, False])
+def test_a_forward_without_any_label_has_loss_zero_and_no_gradient(output_logits):
+    """Labels all -100: the mean over no token is 0 (not NaN), and backward adds nothing."""
+    model = _case("gpt2")
+    ids = random_ids(2, 30, seed=6)
+    out = model(ids, labels=torch.full_like(ids, -100), output_logits=output_logits)
+    assert float(out.loss) == 0.0
+    out.loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.parameters())
