@@ -38,9 +38,18 @@ MAX_STACKED_BYTES = 256 * 2**20
 
 
 def diagonal_unsupported_reason(model) -> str | None:
-    """Why ``model`` (a RecurrentMemoryTransformer) cannot run diagonally right now, or None."""
-    if model.config.memory_kind != "armt":
-        return f"diagonal batching is for memory_kind='armt' (this model is {model.config.memory_kind!r})"
+    """Why ``model`` (a RecurrentMemoryTransformer) cannot run diagonally right now, or None: its
+    memory kind says (only ARMT has a diagonal schedule)."""
+    return model.memory_kind.diagonal_unsupported_reason(model)
+
+
+def run_diagonal(kind, base_model, state, segments, logits_from, output_states=False):
+    """The memory kind's diagonal schedule (``MemoryKind.run_diagonal``) over ``segments``."""
+    return kind.run_diagonal(base_model, state, segments, logits_from, output_states)
+
+
+def armt_unsupported_reason(model) -> str | None:
+    """ARMT's answer to ``diagonal_unsupported_reason``."""
     if torch.is_grad_enabled():
         return "diagonal batching is an inference schedule: run under torch.no_grad() (training uses the sequential loop)"
     if model.training:
@@ -222,7 +231,7 @@ class _InFlight:
 
 
 @torch.no_grad()
-def run_diagonal(kind, base_model, state: ARMTState, segments, logits_from, output_states=False):
+def run_armt_diagonal(kind, base_model, state: ARMTState, segments, logits_from, output_states=False):
     """ARMT over ``segments`` [(tokens (B, w), lengths (B,)), ...] on the diagonal schedule.
 
     Yields ``(logits or None, state or None)`` per segment, in segment order, as the sequential

@@ -11,6 +11,11 @@ its parameters and answers the loop's questions:
   read in, then one token at a time with a KV cache);
 * ``state_from`` / ``public``: the caller's ``memory=`` / ``retrieval_store=`` values to a state and back.
 
+It also owns its settings: ``options`` (each an ``Option``: name, default, meaning; ``RMTConfig``
+accepts and validates them, ``rmt train`` has a flag for each), ``check_config`` (checks across
+settings), ``extra_positions`` (what a segment pass adds to its tokens) and, optionally, a
+faster inference schedule (``diagonal_unsupported_reason`` / ``run_diagonal``: ARMT's).
+
 The state is a value (a ``MemoryState`` dataclass of tensors, batch first) that the loop passes in
 and gets back; a kind never keeps it between calls. The loop only uses the state's generic
 operations: ``where`` (keep the rows that had no tokens in a segment), ``detach`` (truncated BPTT)
@@ -19,10 +24,83 @@ and ``to``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of a memory kind (or of every kind: ``rmt.memory.config.CORE_OPTIONS``), as
+    ``RMTConfig`` takes it and ``rmt train`` shows it (``--name-with-dashes``).
+
+    ``type`` is ``int``, ``float``, ``str`` or ``bool``; ``minimum`` (inclusive) and ``choices``
+    say which values mean something; ``help`` is the flag's one line. ``exclusive`` (what the
+    option is, e.g. "a write rule"): another kind must leave it at its default, where it would
+    silently not apply. ``none_allowed``: None is a value (the default comes from elsewhere).
+    ``encoder_only``: no flag in ``rmt train``, which trains causal LMs."""
+
+    name: str
+    default: object
+    type: type
+    help: str
+    minimum: float | None = None
+    choices: tuple = ()
+    exclusive: str = ""
+    none_allowed: bool = False
+    encoder_only: bool = False
+
+    def check(self, value):
+        """``value`` if it means something for this option (an int is a float), else a ValueError
+        naming the option, the value and what is allowed. Strict about types: text that reads as
+        a number is for ``from_text`` (config files) to turn into one first."""
+        if value is None and self.none_allowed:
+            return None
+        kind = self.type
+        if kind is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{self.name} must be a finite number, got {value!r}")
+            value = float(value)
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{self.name} must be {self.describe()}, got {value!r}")
+        elif not isinstance(value, kind):
+            raise ValueError(f"{self.name} must be {self.describe()}, got {value!r}")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"unknown {self.name} {value!r}; allowed: {', '.join(map(str, self.choices))}")
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"{self.name} must be {self.describe()}, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        """What the option takes, e.g. "an integer >= 1"."""
+        if self.type is float:
+            what = f">= {self.minimum:g}" if self.minimum is not None else "a finite number"
+        else:
+            what = {int: "an integer", bool: "true or false", str: "a string"}[self.type]
+            what += f" >= {self.minimum:g}" if self.minimum is not None else ""
+        return what + (" or None" if self.none_allowed else "")
+
+
+def from_text(value, kind: type):
+    """A value read from a config file, as the declared type ``kind`` wants it: a number written
+    as text becomes that number (PyYAML reads ``3e-4`` and ``1e-2`` as strings), an integral number
+    for an int is that int. Anything else comes back unchanged, for the check to name it."""
+    if isinstance(value, bool) or kind not in (int, float):
+        return value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return value
+        if kind is int:
+            return int(number) if number.is_integer() else value
+        return number
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 @dataclass
@@ -72,6 +150,8 @@ class MemoryKind(nn.Module):
     the methods below; ``memory`` (num_mem_tokens, hidden) is the learned memory every kind uses."""
 
     name: str = ""
+    # This kind's own settings (``Option``s); a subclass extends its parent's: ``Parent.options + (...)``.
+    options: tuple = ()
 
     def __init__(self, base_model: nn.Module, adapter, config):
         super().__init__()
@@ -86,6 +166,11 @@ class MemoryKind(nn.Module):
         )
 
     @classmethod
+    def check_config(cls, config) -> None:
+        """Raise ValueError when ``config`` (an ``RMTConfig`` of this kind, every option already
+        checked on its own) does not make sense for this kind: checks across settings."""
+
+    @classmethod
     def check_supported(cls, adapter, config) -> None:
         """Raise ValueError when this kind cannot wrap the model ``adapter`` describes with ``config``."""
 
@@ -94,6 +179,24 @@ class MemoryKind(nn.Module):
         """Position ids one segment pass uses beyond its ``segment_size`` tokens (checked against
         learned position tables)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ faster schedules
+    def diagonal_unsupported_reason(self, model) -> str | None:
+        """Why ``model`` (the ``RecurrentMemoryTransformer`` around this kind) cannot run its
+        segments on a diagonal schedule now (``run_diagonal``), or None when it can."""
+        from rmt.memory.kinds import MEMORY_KINDS
+
+        able = [name for name, kind in MEMORY_KINDS.items() if kind.run_diagonal is not MemoryKind.run_diagonal]
+        return f"diagonal batching is for memory_kind={' or '.join(map(repr, able))} (this model is {self.name!r})"
+
+    def run_diagonal(self, base_model, state, segments, logits_from, output_states=False):
+        """The segments on the diagonal schedule: yields ``(logits or None, state or None)`` per
+        segment, as the sequential loop does (see rmt.memory.diagonal)."""
+        raise NotImplementedError
+
+    def extra_loss(self, write_rate: torch.Tensor | None):
+        """What training adds to the loss, given the mean ``write_rate`` of the states (None: none)."""
+        return None
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch: int) -> MemoryState:
