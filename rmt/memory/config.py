@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from rmt.memory.kinds.base import Option
+from rmt.memory.options import Option
 
 CORE_OPTIONS = (
     Option("num_mem_tokens", 8, int, minimum=0, help="Memory tokens per segment."),

@@ -137,8 +137,6 @@ def plan(recipes: list[Recipe], seeds: list[int], out: Path, threads: int = 1, d
 
 
 # --------------------------------------------------------------------- one job
-# Settings that do not change the trained weights (where to write, how often to save or log).
-_NOT_TRAINING = ("output_dir", "threads", "progress", "tensorboard", "save_every", "log_every", "eval_batch_size")
 
 
 def check_trained(job: Job) -> None:
@@ -146,7 +144,7 @@ def check_trained(job: Job) -> None:
     the recipe's settings now; else a ValueError naming what differs. (``rmt train --resume``
     allows a new step budget; a table must not mix two recipes in one model.)"""
     from rmt.training import checkpoint as ckpt
-    from rmt.training.config import TrainConfig
+    from rmt.training.config import BUDGET, IDENTITY, TrainConfig, setting_names
     from rmt.training.trainer import CONFIG_NAME
 
     out = job.model_dir
@@ -156,7 +154,9 @@ def check_trained(job: Job) -> None:
         return  # nothing kept: the job starts its training again
     saved = TrainConfig.from_file(out / CONFIG_NAME).to_dict()
     now = job.config().to_dict()
-    differ = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k not in _NOT_TRAINING and saved.get(k) != now[k]]
+    # Every setting but those that do not change the trained weights (where to write, how often to save or log).
+    compared = setting_names(IDENTITY, BUDGET)
+    differ = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k in compared and saved.get(k) != now[k]]
     if differ:
         raise ValueError(f"{out} holds a training made with other settings: {', '.join(differ)}; the recipe changed, "
                          f"so use another --output-dir (nothing was changed)")
