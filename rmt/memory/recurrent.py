@@ -228,7 +228,7 @@ class RecurrentMemoryTransformer(nn.Module):
         per segment that computed any (see ``_joined``), encoders' the classifier logits.
 
         The write rate (gated writes, ``RMTState.write_rate``) is averaged over the (row, segment)
-        pairs that had tokens: the training loss adds it times ``write_sparsity``.
+        pairs that had tokens: the kind's ``extra_loss`` turns it into a training loss term.
         """
         seg = self.config.segment_size
         n_segments = max(1, math.ceil(int(lengths.max()) / seg))

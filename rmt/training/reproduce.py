@@ -113,9 +113,24 @@ class Job:
         except ValueError:
             return None
         want, have = json.loads(json.dumps(self.spec())), dict(record.get("spec") or {})
+        have["train"] = _current_settings(have.get("train"))
         if "diagnose" not in want:  # a job done with its diagnostic is done without it too
             have.pop("diagnose", None)
         return record if have == want else None
+
+
+def _current_settings(train):
+    """A job record's training settings as this version writes them: a record of an earlier
+    version lacks the settings added since (every memory kind's options), at their defaults."""
+    from rmt.training.config import TrainConfig
+
+    if not isinstance(train, dict):
+        return train
+    try:
+        current = TrainConfig.from_dict(train).to_dict()
+    except ValueError:
+        return train  # not a finished job of these settings anyway
+    return {key: value for key, value in current.items() if key in train or key not in ("output_dir", "threads", "progress")}
 
 
 def plan(recipes: list[Recipe], seeds: list[int], out: Path, threads: int = 1, diagnose: bool = True) -> list[Job]:

@@ -235,3 +235,17 @@ def test_summary_is_mean_and_min_over_seeds(tmp_path):
     other["spec"] = {**other["spec"], "seed": 7}
     (jobs[0].dir / "job.json").write_text(json.dumps(other))
     assert jobs[0].done() is None
+
+
+
+def test_a_job_done_before_the_memory_kinds_options_were_settings_is_still_done(tmp_path):
+    from rmt.training.recipes import RECIPES, quick
+    from rmt.training.reproduce import plan
+
+    job = [j for j in plan([quick(RECIPES["detect"])], [0], tmp_path) if j.row == "ARMT"][0]
+    spec = job.spec()
+    for key in ("d_mem", "dpfp_nu", "armt_heads", "retrieval_heads"):  # what the record of the version before lacks
+        del spec["train"][key]
+    job.dir.mkdir(parents=True)
+    (job.dir / "job.json").write_text(json.dumps({"spec": spec, "accuracy": {"1": 1.0}, "seconds": 1}))
+    assert job.done() is not None
