@@ -7,7 +7,7 @@ import torch
 
 from rmt import RMTConfig, RecurrentMemoryTransformer
 from rmt.memory import MEMORY_KINDS
-from rmt.memory.kinds import RMTKind, RMTState
+from rmt.memory.kinds import RMTKind
 from rmt.memory.kinds.base import Option
 from tests.memory.tiny_models import random_ids, tiny_causal_lm
 
