@@ -114,6 +114,7 @@ def _config_flags():
 
 
 _MEMORY_FLAGS = []  # click options of the memory settings, made on first use
+MEMORY_VALUES = "rmt.train.memory_settings"  # where _TrainCommand leaves their values (ctx.meta)
 
 
 def _memory_flags() -> list:
@@ -155,9 +156,6 @@ class _TrainCommand(typer.core.TyperCommand):
         names = {p.name for p in _memory_flags()}
         ctx.meta[MEMORY_VALUES] = {name: ctx.params.pop(name) for name in list(ctx.params) if name in names}
         return super().invoke(ctx)
-
-
-MEMORY_VALUES = "rmt.train.memory_settings"
 
 
 def _parent_num_processes() -> int | None:
