@@ -1,19 +1,23 @@
 """`rmt train` and `rmt quickstart`.
 
-`rmt train` has one flag per field of ``rmt.training.config.TrainConfig`` (built from the dataclass,
-so flags and config files can never drift apart): ``--config FILE`` (YAML/JSON) sets any of them,
-flags given on the command line win over the file.
+`rmt train` has one flag per setting of ``rmt.training.config.TrainConfig``: its own fields and the
+memory settings of its ``RMTConfig`` (every memory kind's options; built from them, so flags and
+config files can never drift apart): ``--config FILE`` (YAML/JSON) sets any of them, flags given on
+the command line win over the file.
 """
 
 from __future__ import annotations
 
 import inspect
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING
 
 import typer
+import typer.core
+import typer.main
 
-# One line per flag (the dataclass docstring has the long story); a test checks every field has one.
+# One line per flag of a training field (the dataclass docstring has the long story; a test checks
+# every field has one). The memory settings' lines are their Options' (rmt/memory/kinds/).
 HELP = {
     "task": "qa1..qa20 (BABILong), memorize, detect, reason (2304.11062), or lm.",
     "n_facts": "Facts per story, N or LO,HI (BABILong tasks). Default: the generator's range per task.",
@@ -27,14 +31,6 @@ HELP = {
     "n_embd": "Hidden size of a from-scratch base model.",
     "n_head": "Attention heads of a from-scratch base model.",
     "memory": "--no-memory trains the bare base model on whole inputs (the baseline).",
-    "num_mem_tokens": "Memory tokens per segment.",
-    "segment_size": "Input tokens per segment.",
-    "bptt_depth": "Segments gradients flow back through memory (-1: all).",
-    "memory_kind": "rmt, rmt-r (same as --self-retrieval) or armt (docs/memory.md).",
-    "self_retrieval": "Old spelling of --memory-kind rmt-r: memory cross-attends to all earlier memory states.",
-    "memory_write": "RMT/RMT-R write rule: replace (the papers' RMT) or gated (0/1 gates trained to stay shut).",
-    "write_gate_bias": "Gated writes: initial gate logit (> 0: all gates open, i.e. replace).",
-    "write_sparsity": "Gated writes: weight of the mean gate-open probability in the loss.",
     "curriculum": "Segments per stage, non-decreasing, e.g. 1,2,4.",
     "stage_steps": "Optimizer steps per curriculum stage (at most).",
     "stage_threshold": "Move to the next stage once validation accuracy reaches this (0..1).",
@@ -87,27 +83,80 @@ def _n_facts(value: str):
     return None if parsed is None else [parsed, parsed] if isinstance(parsed, int) else list(parsed)
 
 
-def _config_flags():
-    from rmt.training.config import TrainConfig
-
+def _settings(entries):
+    """Typer parameters (and value parsers) of ``entries``: (name, type annotation, default, help)."""
     params, parsers = [], {}
-    for f in fields(TrainConfig):
-        kind, parser = _flag_type(f.type)
-        flag = "--" + f.name.replace("_", "-")
-        decl = [f"{flag}/--no-{f.name.replace('_', '-')}"] if kind is bool else [flag]
-        default = f.default if f.default is not MISSING else f.default_factory()
-        help_text = HELP[f.name]  # KeyError here: a TrainConfig field without a help line
+    for name, annotation, default, help_text in entries:
+        kind, parser = _flag_type(annotation)
+        flag = "--" + name.replace("_", "-")
+        decl = [f"{flag}/--no-{name.replace('_', '-')}"] if kind is bool else [flag]
         if default is not None and "Default:" not in help_text:  # the value is None until given: say the default once
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             if kind is bool:
                 shown = decl[0].split("/")[0 if default else 1]
             help_text += f" Default: {shown}."
         option = typer.Option(None, *decl, help=help_text, show_default=False)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=typing.Optional[kind]))
         if parser:
-            parsers[f.name] = _n_facts if f.name == "n_facts" else parser
+            parsers[name] = _n_facts if name == "n_facts" else parser
     return params, parsers
+
+
+def _config_flags():
+    """The flags of TrainConfig's own fields (the memory settings' come from ``_memory_flags``)."""
+    from rmt.training.config import training_fields
+
+    entries = []
+    for f in training_fields():
+        default = f.default if f.default is not MISSING else f.default_factory()
+        entries.append((f.name, f.type, default, HELP[f.name]))  # KeyError here: a field without a help line
+    return _settings(entries)
+
+
+_MEMORY_FLAGS = []  # click options of the memory settings, made on first use
+MEMORY_VALUES = "rmt.train.memory_settings"  # where _TrainCommand leaves their values (ctx.meta)
+
+
+def _memory_flags() -> list:
+    """Click options of the memory settings (``rmt.training.config.memory_options``: RMTConfig's,
+    every memory kind's included), made with typer as the other flags are."""
+    if not _MEMORY_FLAGS:
+        from rmt.training.config import memory_options
+
+        params, _ = _settings([(o.name, o.type.__name__, o.default, o.help) for o in memory_options()])
+
+        def memory_settings(**values):
+            """The memory settings."""
+
+        memory_settings.__signature__ = inspect.Signature(params)
+        holder = typer.Typer(add_completion=False)
+        holder.command()(memory_settings)
+        _MEMORY_FLAGS.extend(typer.main.get_command(holder).params)
+    return _MEMORY_FLAGS
+
+
+class _TrainCommand(typer.core.TyperCommand):
+    """``rmt train`` with the memory settings' flags added on first use (parsing or help): they come
+    from the memory kinds, whose modules import torch, and ``rmt --help`` should not wait for that.
+    They appear after ``--memory/--no-memory``; their values reach the command in ``ctx.meta``."""
+
+    @property
+    def params(self):
+        if self.__dict__.get("_all_params") is None:  # one list object: click appends to it and pops
+            own = self.__dict__["_own_params"]
+            at = next((i + 1 for i, p in enumerate(own) if p.name == "memory"), len(own))
+            self.__dict__["_all_params"] = own[:at] + _memory_flags() + own[at:]
+        return self.__dict__["_all_params"]
+
+    @params.setter
+    def params(self, value):
+        self.__dict__["_own_params"], self.__dict__["_all_params"] = list(value), None
+
+    def invoke(self, ctx):
+        names = {p.name for p in _memory_flags()}
+        ctx.meta[MEMORY_VALUES] = {name: ctx.params.pop(name) for name in list(ctx.params) if name in names}
+        return super().invoke(ctx)
 
 
 def _parent_num_processes() -> int | None:
@@ -163,7 +212,8 @@ def build_config(config_file, values: dict, parsers: dict):
 def register(app):
     params, parsers = _config_flags()
 
-    def train(config: typing.Optional[str] = typer.Option(None, "--config", help="YAML/JSON file with any of the flags below."),
+    def train(ctx: typer.Context,
+              config: typing.Optional[str] = typer.Option(None, "--config", help="YAML/JSON file with any of the flags below."),
               resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its newest checkpoint."),
               **values):
         """Train RMT (or the no-memory baseline) with a curriculum. Runs on CPU/GPU; for several
@@ -173,7 +223,7 @@ def register(app):
         from rmt.training.trainer import Trainer
 
         check_launch()
-        cfg = build_config(config, values, parsers)
+        cfg = build_config(config, {**values, **ctx.meta.get(MEMORY_VALUES, {})}, parsers)
         if cfg.model:
             print(f"loading model {cfg.model} ...", flush=True)  # seconds of silence otherwise
         trainer = Trainer(cfg, resume=resume)
@@ -188,7 +238,7 @@ def register(app):
     sig = inspect.signature(train)
     base = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     train.__signature__ = sig.replace(parameters=base + params)
-    app.command("train")(train)
+    app.command("train", cls=_TrainCommand)(train)
 
     @app.command("quickstart")
     def quickstart(

@@ -1,9 +1,10 @@
 """Per-architecture facts: which HF models we wrap, and how (decoder vs encoder, where things live).
 
-Adding an architecture means adding its ``model_type`` here after checking that its causal-LM class
-is ``<inner model> + lm_head`` (no logit scaling / soft-capping, which the decoder path would skip)
-and that its inner model accepts ``inputs_embeds`` and ``position_ids``; for ARMT also teaching
-``DecoderLayers`` (below) how its model's forward prepares masks and positions for the layers.
+Decoders come in families (families.py: GPT-2, Llama/Qwen2/Qwen3, Mistral), each described once
+for both layer-level schedules. Adding a decoder architecture means adding its ``model_type`` to
+its family there (or a new ``Family``), after checking that its causal-LM class is ``<inner
+model> + lm_head`` (no logit scaling / soft-capping, which the decoder path would skip) and that its
+inner model accepts ``inputs_embeds`` and ``position_ids``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-# Causal LMs whose forward is exactly `lm_head(inner_model(...).last_hidden_state)`.
-DECODER_MODEL_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3"}
-# Decoder layers whose forward DecoderLayers._run_rows follows (pre-norm attention, then pre-norm MLP,
-# each added to the residual); any other layer class runs whole and is sliced.
-_ROW_LAYERS = {"GPT2Block", "LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer", "Qwen3DecoderLayer"}
+from rmt.memory.families import FAMILIES, family_for
+
+# Causal LMs whose forward is exactly `lm_head(inner_model(...).last_hidden_state)`: the families'.
+DECODER_MODEL_TYPES = {t for family in FAMILIES for t in family.model_types}
 # Sequence-classification encoders whose input layout is [CLS] ... [SEP].
 ENCODER_MODEL_TYPES = {"bert"}
 
@@ -92,9 +92,10 @@ class DecoderLayers:
             hidden = layers.run(i, hidden, context)
         hidden = layers.final_norm(hidden)     # == inner_model(model)(...).last_hidden_state
 
-    Two families: GPT-2 (learned positions added to the embeddings, one causal mask) and the
-    Llama family (rotary embeddings per layer call; Mistral may use one sliding-window mask, Qwen2/3
-    choose a mask per layer by ``config.layer_types``). Tested equal to the HF forward.
+    The family (families.py) says what differs: GPT-2 (learned positions added to the embeddings,
+    one causal mask) or the Llama family (rotary embeddings per layer call; Mistral may use one
+    sliding-window mask, Qwen2/3 choose a mask per layer by ``config.layer_types``). Tested equal
+    to the HF forward.
     """
 
     def __init__(self, model):
@@ -102,21 +103,18 @@ class DecoderLayers:
         self.inner = inner_model(model)
         self.config = self.inner.config
         self.model_type = self.config.model_type
-        if self.model_type not in DECODER_MODEL_TYPES:
+        self.family = family_for(self.model_type)
+        if self.family is None:
             raise ValueError(f"no layer-level access for model_type={self.model_type!r}; supported: {', '.join(sorted(DECODER_MODEL_TYPES))}")
-        self.is_gpt2 = self.model_type == "gpt2"
-        self.layers = self.inner.h if self.is_gpt2 else self.inner.layers
-        self.norm = self.inner.ln_f if self.is_gpt2 else self.inner.norm
+        self.layers = self.family.layers(self.inner)
+        self.norm = self.family.final_norm(self.inner)
 
     def __len__(self) -> int:
         return len(self.layers)
 
     def mask_type(self, i: int) -> str:
         """Which mask layer ``i`` takes: ``full_attention`` or ``sliding_attention``."""
-        if self.model_type == "mistral":
-            return "full_attention" if self.config.sliding_window is None else "sliding_attention"
-        layer_types = getattr(self.config, "layer_types", None)
-        return layer_types[i] if layer_types else "full_attention"
+        return self.family.mask_type(self.config, i)
 
     def start(self, inputs_embeds, attention_mask, position_ids, cache=None):
         """The hidden state entering layer 0 and the per-call context the layers need (masks,
@@ -132,12 +130,7 @@ class DecoderLayers:
         if "sliding_attention" in types:
             masks["sliding_attention"] = create_sliding_window_causal_mask(**mask_kwargs)
         context = {"masks": masks, "position_ids": position_ids, "cache": cache}
-        if self.is_gpt2:
-            hidden = self.inner.drop(inputs_embeds + self.inner.wpe(position_ids))
-        else:
-            hidden = inputs_embeds
-            context["position_embeddings"] = self.inner.rotary_emb(hidden, position_ids=position_ids)
-        return hidden, context
+        return self.family.start(self.inner, inputs_embeds, position_ids, context), context
 
     def run(self, i: int, hidden: torch.Tensor, context: dict, keep_from: int = 0) -> torch.Tensor:
         """Layer ``i`` on ``hidden`` (its own activation checkpointing, if enabled, applies).
@@ -156,19 +149,14 @@ class DecoderLayers:
 
                 return checkpoint(self._run_rows, layer, hidden, mask, context, keep_from, use_reentrant=False)
             return self._run_rows(layer, hidden, mask, context, keep_from)
-        if self.is_gpt2:
-            out = layer(hidden, cache, mask, None, use_cache=cache is not None, position_ids=context["position_ids"])
-        else:
-            out = layer(hidden, attention_mask=mask, position_embeddings=context["position_embeddings"],
-                        position_ids=context["position_ids"], past_key_values=cache, use_cache=cache is not None)
+        out = self.family.call_layer(layer, hidden, mask, context)
         return out[:, keep_from:] if keep_from else out
 
-    @staticmethod
-    def _can_keep_rows(layer, cache) -> bool:
+    def _can_keep_rows(self, layer, cache) -> bool:
         """Whether ``_run_rows`` computes exactly what ``layer`` does: one of the layer classes whose
         forward it follows, no KV cache, and no dropout after the MLP in training (it would draw
         its random mask for fewer rows: the same distribution, but not the same numbers)."""
-        if cache is not None or type(layer).__name__ not in _ROW_LAYERS:
+        if cache is not None or type(layer).__name__ not in self.family.layer_classes:
             return False
         if getattr(layer, "crossattention", None) is not None:
             return False
@@ -176,20 +164,11 @@ class DecoderLayers:
         return not (layer.training and dropout is not None and dropout.p > 0)
 
     def _run_rows(self, layer, hidden, mask, context, keep_from):
-        """``layer``'s forward (GPT2Block / the Llama family's decoder layer, in their order of
-        operations) with the rows before ``keep_from`` dropped after attention. (Attention itself
-        stays whole: the HF module with its own masks and kernels. Cutting its queries too would
-        save little more, and SDPA rounds a few queries differently from many.)"""
-        if self.is_gpt2:
-            attn, _ = layer.attn(layer.ln_1(hidden), past_key_values=None, attention_mask=mask, use_cache=False,
-                                 position_ids=context["position_ids"])
-            hidden = attn[:, keep_from:] + hidden[:, keep_from:]
-            return hidden + layer.mlp(layer.ln_2(hidden))
-        attn, _ = layer.self_attn(hidden_states=layer.input_layernorm(hidden), attention_mask=mask,
-                                  position_ids=context["position_ids"], past_key_values=None, use_cache=False,
-                                  position_embeddings=context["position_embeddings"])
-        hidden = hidden[:, keep_from:] + attn[:, keep_from:]
-        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        """``layer``'s forward (its family's order of operations, families.py) with the rows before
+        ``keep_from`` dropped after attention. (Attention itself stays whole: the HF module with its
+        own masks and kernels. Cutting its queries too would save little more, and SDPA rounds a
+        few queries differently from many.)"""
+        return self.family.run_rows(layer, hidden, mask, context, keep_from)
 
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.norm(hidden)

@@ -13,15 +13,14 @@ group x batch rows. The associative read and write are the same functions as in 
 loop (rmt.memory.kinds.armt), applied with the group as a leading dimension. Results equal the
 sequential loop (fp32, atol 1e-5, tested for GPT-2, Llama, Qwen2, Qwen3, Mistral).
 
-The layer math is re-implemented here for the two families (GPT-2; Llama, Mistral, Qwen2, Qwen3),
-from the same weights, and tested equal to the HF layers. Inference only: the sequential loop
+The layer math on stacked weights is each model family's (families.py: GPT-2; Llama, Mistral,
+Qwen2, Qwen3), from the same weights, and tested equal to the HF layers. Inference only: the sequential loop
 keeps training (gradients, dropout, BPTT truncation).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -38,9 +37,18 @@ MAX_STACKED_BYTES = 256 * 2**20
 
 
 def diagonal_unsupported_reason(model) -> str | None:
-    """Why ``model`` (a RecurrentMemoryTransformer) cannot run diagonally right now, or None."""
-    if model.config.memory_kind != "armt":
-        return f"diagonal batching is for memory_kind='armt' (this model is {model.config.memory_kind!r})"
+    """Why ``model`` (a RecurrentMemoryTransformer) cannot run diagonally right now, or None: its
+    memory kind says (only ARMT has a diagonal schedule)."""
+    return model.memory_kind.diagonal_unsupported_reason(model)
+
+
+def run_diagonal(kind, base_model, state, segments, logits_from, output_states=False):
+    """The memory kind's diagonal schedule (``MemoryKind.run_diagonal``) over ``segments``."""
+    return kind.run_diagonal(base_model, state, segments, logits_from, output_states)
+
+
+def armt_unsupported_reason(model) -> str | None:
+    """ARMT's answer to ``diagonal_unsupported_reason``."""
     if torch.is_grad_enabled():
         return "diagonal batching is an inference schedule: run under torch.no_grad() (training uses the sequential loop)"
     if model.training:
@@ -55,7 +63,7 @@ class StackedLayers:
     def __init__(self, base_model):
         self.layers = DecoderLayers(base_model)
         self.config = self.layers.config
-        self.is_gpt2 = self.layers.is_gpt2
+        self.family = self.layers.family  # what differs between model families (families.py)
         blocks = list(self.layers.layers)
 
         # The weight matrices are copied into stacks only while that copy is small: a big model
@@ -71,32 +79,6 @@ class StackedLayers:
             values = [v.detach() for v in values]
             return values if values[0].dim() == 2 and not self.stack_matrices else torch.stack(values)
 
-        if self.is_gpt2:
-            self.eps = self.config.layer_norm_epsilon
-            self.act = blocks[0].mlp.act
-            self.heads = self.config.num_attention_heads
-            self.scaling = blocks[0].attn.scaling
-            names = {"ln1_w": "ln_1.weight", "ln1_b": "ln_1.bias", "qkv_w": "attn.c_attn.weight", "qkv_b": "attn.c_attn.bias",
-                     "o_w": "attn.c_proj.weight", "o_b": "attn.c_proj.bias", "ln2_w": "ln_2.weight", "ln2_b": "ln_2.bias",
-                     "fc_w": "mlp.c_fc.weight", "fc_b": "mlp.c_fc.bias", "proj_w": "mlp.c_proj.weight", "proj_b": "mlp.c_proj.bias"}
-        else:
-            attn = blocks[0].self_attn
-            self.eps = blocks[0].input_layernorm.variance_epsilon
-            self.act = blocks[0].mlp.act_fn
-            self.head_dim = attn.head_dim
-            self.groups = attn.num_key_value_groups
-            self.scaling = attn.scaling
-            module = sys.modules[type(attn).__module__]
-            self.apply_rotary = module.apply_rotary_pos_emb
-            self.repeat_kv = module.repeat_kv
-            self.rotary = self.layers.inner.rotary_emb
-            names = {"in_w": "input_layernorm.weight", "post_w": "post_attention_layernorm.weight"}
-            for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-                names[proj + "_w"], names[proj + "_b"] = f"self_attn.{proj}.weight", f"self_attn.{proj}.bias"
-            for proj in ("gate_proj", "up_proj", "down_proj"):
-                names[proj + "_w"], names[proj + "_b"] = f"mlp.{proj}.weight", f"mlp.{proj}.bias"
-            names["q_norm"], names["k_norm"] = "self_attn.q_norm.weight", "self_attn.k_norm.weight"
-
         def get_path(path):
             def get(block):
                 obj = block
@@ -107,32 +89,14 @@ class StackedLayers:
                 return obj
             return get
 
-        self.w = {key: stack(get_path(path)) for key, path in names.items()}
-        if not self.is_gpt2:
-            # nn.Linear computes x @ W^T: keep the transposed views so every projection is x @ w.
-            for key in list(self.w):
-                if key.endswith("proj_w"):
-                    w = self.w[key]
-                    self.w[key] = [v.t() for v in w] if isinstance(w, list) else w.transpose(1, 2)
+        names = self.family.stack(self, blocks, self.config)  # sets eps, act, heads, ... on self
+        self.w = self.family.stacked_weights({key: stack(get_path(path)) for key, path in names.items()})
 
     @staticmethod
     def unsupported_reason(base_model, width: int) -> str | None:
         """Configurations whose layer math this module does not re-implement (they run sequentially)."""
         layers = DecoderLayers(base_model)
-        config = layers.config
-        if layers.is_gpt2:
-            if getattr(config, "add_cross_attention", False):
-                return "GPT-2 with cross-attention layers"
-            if len({block.attn.scaling for block in layers.layers}) > 1:
-                return "GPT-2 with scale_attn_by_inverse_layer_idx (a different attention scale per layer)"
-            return None
-        if len({block.self_attn.scaling for block in layers.layers}) > 1:
-            return "layers with different attention scales"
-        window = getattr(config, "sliding_window", None)
-        sliding = any(layers.mask_type(i) == "sliding_attention" for i in range(len(layers)))
-        if sliding and window is not None and window < width:
-            return f"a sliding attention window ({window}) shorter than a segment with its memory tokens ({width})"
-        return None
+        return layers.family.stacked_unsupported_reason(layers, width)
 
     # ------------------------------------------------------------------ pieces
     def _matmul(self, x, key, lo, hi):
@@ -175,31 +139,10 @@ class StackedLayers:
     # ------------------------------------------------------------------ one layer on a group
     def __call__(self, lo: int, hi: int, h: torch.Tensor, mask, rotary) -> torch.Tensor:
         """Layers lo..hi (one per group item) on ``h`` (G, B, T, hidden), which is updated in place
-        and returned; ``rotary``: (cos, sin) (G*B, T, head_dim) for the Llama family. (In place
-        and fused where it rounds alike: fewer large temporaries, fewer page faults.)"""
-        G, B, T, H = h.shape
-        if self.is_gpt2:
-            qkv = self._matmul(self._layer_norm(h, "ln1", lo, hi), "qkv", lo, hi)
-            q, k, v = (x.reshape(G * B, T, self.heads, -1).transpose(1, 2) for x in qkv.split(H, dim=-1))
-            a = self._attention(q, k, v, mask).transpose(1, 2).reshape(G, B, T, H)
-            h.add_(self._matmul(a, "o", lo, hi))
-            f = self._matmul(self._activation(self._matmul(self._layer_norm(h, "ln2", lo, hi), "fc", lo, hi)), "proj", lo, hi)
-            return h.add_(f)
-        x = self._rms_norm(h, self.w["in_w"][lo : hi + 1])
-
-        def project(key, norm_key=None):
-            y = self._matmul(x, key, lo, hi).view(G, B, T, -1, self.head_dim)
-            if self.w.get(norm_key) is not None:  # Qwen3: RMSNorm over each head's dims
-                y = self._rms_norm(y, self.w[norm_key][lo : hi + 1])
-            return y.reshape(G * B, T, -1, self.head_dim).transpose(1, 2)
-
-        q, k, v = project("q_proj", "q_norm"), project("k_proj", "k_norm"), project("v_proj")
-        q, k = self.apply_rotary(q, k, *rotary)
-        a = self._attention(q, self.repeat_kv(k, self.groups), self.repeat_kv(v, self.groups), mask)
-        h.add_(self._matmul(a.transpose(1, 2).reshape(G, B, T, -1), "o_proj", lo, hi))
-        x = self._rms_norm(h, self.w["post_w"][lo : hi + 1])
-        f = self._matmul(self.act(self._matmul(x, "gate_proj", lo, hi)).mul_(self._matmul(x, "up_proj", lo, hi)), "down_proj", lo, hi)
-        return h.add_(f)
+        and returned; ``rotary``: (cos, sin) (G*B, T, head_dim) for a rotary family. The family
+        (families.py) has the layer's operations; in place and fused where it rounds alike: fewer
+        large temporaries, fewer page faults."""
+        return self.family.stacked_layer(self, lo, hi, h, mask, rotary)
 
 
 def _causal_mask(mask2d: torch.Tensor | None, batch: int, width: int, device) -> torch.Tensor:
@@ -222,7 +165,7 @@ class _InFlight:
 
 
 @torch.no_grad()
-def run_diagonal(kind, base_model, state: ARMTState, segments, logits_from, output_states=False):
+def run_armt_diagonal(kind, base_model, state: ARMTState, segments, logits_from, output_states=False):
     """ARMT over ``segments`` [(tokens (B, w), lengths (B,)), ...] on the diagonal schedule.
 
     Yields ``(logits or None, state or None)`` per segment, in segment order, as the sequential
@@ -255,7 +198,7 @@ def run_diagonal(kind, base_model, state: ARMTState, segments, logits_from, outp
         mask = None
         if any(item.mask is not None for item in items):
             mask = torch.cat([item.mask if item.mask is not None else _causal_mask(None, batch, width, h.device) for item in items])
-        rotary = None if stacked.is_gpt2 else tuple(torch.cat([item.rotary[i] for item in items]) for i in range(2))
+        rotary = None if not stacked.family.rotary else tuple(torch.cat([item.rotary[i] for item in items]) for i in range(2))
         A_g, z_g = A[lo : hi + 1], z[lo : hi + 1]
         h.add_(associative_read(h, A_g, z_g, kind.w_query[lo : hi + 1], kind.heads, kind.nu))
         h = stacked(lo, hi, h, mask, rotary)

@@ -81,6 +81,23 @@ def _rename_legacy_keys(module, state_dict, prefix, *args):
             state_dict[new] = state_dict.pop(key)
 
 
+def _most_memory(kind_class, adapter, config) -> int:
+    """The most memory tokens that leave the base model's learned positions room for one segment
+    token (a kind's positions grow with its memory tokens)."""
+    import copy
+
+    def fits(m):
+        trial = copy.copy(config)
+        trial.num_mem_tokens = m
+        return kind_class.extra_positions(adapter, trial) < adapter.max_positions
+
+    low, high = 0, config.num_mem_tokens  # fits(high) is False
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
 def _check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> torch.Tensor:
     if not isinstance(input_ids, torch.Tensor):
         raise ValueError(f"{name} must be a torch.LongTensor, got {type(input_ids).__name__}")
@@ -111,6 +128,11 @@ class RecurrentMemoryTransformer(nn.Module):
         kind_class.check_supported(self.adapter, config)
         extra = kind_class.extra_positions(self.adapter, config)
         limit = self.adapter.max_positions
+        if limit is not None and extra >= limit:
+            raise ValueError(
+                f"num_mem_tokens={config.num_mem_tokens} takes {extra} memory/special positions of the base model's {limit}, "
+                f"leaving none for segment tokens; allowed num_mem_tokens <= {_most_memory(kind_class, self.adapter, config)}"
+            )
         if limit is not None and config.segment_size + extra > limit:
             raise ValueError(
                 f"segment_size={config.segment_size} plus {extra} memory/special positions exceeds the base model's "
@@ -206,7 +228,7 @@ class RecurrentMemoryTransformer(nn.Module):
         per segment that computed any (see ``_joined``), encoders' the classifier logits.
 
         The write rate (gated writes, ``RMTState.write_rate``) is averaged over the (row, segment)
-        pairs that had tokens: the training loss adds it times ``write_sparsity``.
+        pairs that had tokens: the kind's ``extra_loss`` turns it into a training loss term.
         """
         seg = self.config.segment_size
         n_segments = max(1, math.ceil(int(lengths.max()) / seg))
@@ -350,9 +372,9 @@ class RecurrentMemoryTransformer(nn.Module):
                 loss = self._lm_loss(logits, compact_labels)
             else:
                 loss = self._lm_loss_on_pieces(pieces, compact_labels, self.adapter.vocab_size)
-            if write_rate is not None and self.training and self.config.write_sparsity:
-                # Gated writes: the pressure that shuts the gates the task does not need (RMTKind.write).
-                loss = loss + self.config.write_sparsity * write_rate
+            extra = self.memory_kind.extra_loss(write_rate) if self.training else None
+            if extra is not None:  # e.g. gated writes: the pressure that shuts unneeded gates (RMTKind.write)
+                loss = loss + extra
         if is_decoder and output_logits and order is not None:
             # Back to the caller's layout (logits at padding positions are 0).
             full = logits.new_zeros(batch, total, logits.shape[-1])

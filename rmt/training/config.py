@@ -3,15 +3,23 @@
 The same dataclass is filled from CLI flags (`rmt train --segment-size 32 ...`) or from a YAML/JSON
 file (`rmt train --config run.yaml`, keys = flag names with ``_``); the run saves it as
 ``train_config.json`` in its output dir, so ``rmt train --config OUT/train_config.json`` repeats it.
+
+The model's memory settings are its ``RMTConfig`` (``TrainConfig.rmt``), validated there and by the
+memory kinds; this module only adds the training settings. Each value is checked by its meaning
+(signs, ranges, types), and a value read from a file as text is read as the field's declared type
+first (PyYAML reads ``3e-4`` as a string).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from rmt.babilong.tasks import TASKS as BABI_TASKS
+from rmt.memory.config import RMTConfig
+from rmt.memory.options import from_text
 
 BABILONG_TASKS = tuple(BABI_TASKS)  # the task specs of rmt.babilong.tasks
 MEMORIZATION_TASKS = ("memorize", "detect", "reason")  # arXiv 2304.11062, section 4
@@ -21,14 +29,69 @@ SCHEDULERS = ("constant", "linear", "cosine")
 ARCHS = ("gpt2", "llama")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
-# Fields that change what a checkpoint contains or which data it saw: a resume dir whose saved
-# config differs in one of these belongs to another run. (Step budgets, logging and output paths
-# may change between a run and its resume.)
-RESUME_KEYS = (
-    "task", "model", "tokenizer", "vocab_size", "arch", "n_layer", "n_embd", "n_head", "num_mem_tokens",
-    "segment_size", "bptt_depth", "memory_kind", "self_retrieval", "memory_write", "write_gate_bias", "write_sparsity", "memory", "batch_size", "lr", "weight_decay", "scheduler",
-    "warmup_steps", "grad_clip", "seed", "curriculum", "vary_n_segments", "n_facts", "background",
-)
+# What a field is to a run (``field(metadata={"role": ...})``); the resume keys and the settings
+# `rmt reproduce` compares are derived from it.
+IDENTITY = "identity"  # what a checkpoint contains or which data it saw: a resumed run must keep it
+BUDGET = "budget"      # step budgets, evaluation and speed: may change when a run is resumed
+OUTPUT = "output"      # where and how often things are written or shown: never changes the weights
+# The memory settings whose defaults in training differ from RMTConfig's.
+MEMORY_DEFAULTS = {"segment_size": 32}
+
+
+def _field(default=None, role: str = IDENTITY, factory=None):
+    if factory is not None:
+        return field(default_factory=factory, metadata={"role": role})
+    return field(default=default, metadata={"role": role})
+
+
+def memory_options() -> tuple:
+    """The memory settings of a run (``rmt.memory.kinds.base.Option``s), one flag each:
+    ``RMTConfig``'s, core and every registered kind's, less those only encoders read (training
+    builds causal LMs), with the training defaults."""
+    from rmt.memory.config import memory_options as rmt_options
+
+    return tuple(replace(option, default=MEMORY_DEFAULTS.get(option.name, option.default))
+                 for option in rmt_options() if not option.encoder_only)
+
+
+def _memory_config(rmt, settings: dict) -> RMTConfig:
+    """The run's RMTConfig: ``rmt`` (an RMTConfig, a mapping, or None for the training defaults)
+    with ``settings`` (flat memory settings) on top."""
+    if rmt is None:
+        base = dict(MEMORY_DEFAULTS)
+    elif isinstance(rmt, RMTConfig):
+        base = rmt.to_dict()
+    elif isinstance(rmt, dict):
+        base = {**MEMORY_DEFAULTS, **rmt}
+    else:
+        raise ValueError(f"rmt must be an RMTConfig or a mapping of memory settings, got {type(rmt).__name__}")
+    return RMTConfig(**{**base, **settings})
+
+
+def training_fields() -> list:
+    """TrainConfig's own fields (every field but ``rmt``), in order."""
+    return [f for f in fields(TrainConfig) if f.name != "rmt"]
+
+
+def setting_names(*roles: str) -> tuple[str, ...]:
+    """Every setting of a run with one of ``roles`` (all when none), in the order of the fields,
+    the memory settings where ``rmt`` stands (memory settings have the role IDENTITY)."""
+    names = []
+    for f in fields(TrainConfig):
+        role = f.metadata.get("role", IDENTITY)
+        if roles and role not in roles:
+            continue
+        names.extend(o.name for o in memory_options()) if f.name == "rmt" else names.append(f.name)
+    return tuple(names)
+
+
+def _declared_type(f) -> type:
+    """A field's declared element type (annotations are strings here): int, float, bool, str or list."""
+    text = str(f.type)
+    for name, kind in (("list", list), ("bool", bool), ("float", float), ("int", int)):
+        if name in text:
+            return kind
+    return str
 
 
 @dataclass
@@ -50,11 +113,11 @@ class TrainConfig:
             ``n_layer`` / ``n_embd`` / ``n_head``.
         tokenizer: HF tokenizer name or path; None trains a word-level tokenizer on the task's
             text locally (``vocab_size`` words at most).
-        memory_kind: ``rmt`` (memory tokens), ``rmt-r`` (RMT + self-retrieval, arXiv 2402.10790) or
-            ``armt`` (associative memory in every layer, arXiv 2407.04841); see docs/memory.md.
-        self_retrieval: the v0.1 spelling of ``memory_kind="rmt-r"`` (still accepted).
-        memory_write, write_gate_bias, write_sparsity: RMT/RMT-R write rule, ``replace`` or ``gated``
-            (a learned 0/1 gate per memory value, trained to stay shut; see RMTConfig).
+        rmt: the model's memory settings, an ``RMTConfig`` (``memory_kind``, ``num_mem_tokens``,
+            ``segment_size``, ... and every memory kind's own options, see docs/memory.md). They
+            are also keyword arguments and attributes of their own: ``TrainConfig(segment_size=16,
+            d_mem=32).segment_size``; ``rmt train`` has a flag for each and ``train_config.json``
+            keeps them flat, beside the training settings. Training defaults: ``segment_size`` 32.
         memory: False trains the same base model without memory on whole inputs (full attention):
             the baseline of the quickstart. Its window is ``max(curriculum) * segment_size``.
     Curriculum:
@@ -82,17 +145,10 @@ class TrainConfig:
     n_embd: int = 128
     n_head: int = 4
     memory: bool = True
-    num_mem_tokens: int = 8
-    segment_size: int = 32
-    bptt_depth: int = -1
-    memory_kind: str = "rmt"
-    self_retrieval: bool = False
-    memory_write: str = "replace"
-    write_gate_bias: float = 1.0
-    write_sparsity: float = 0.05
-    curriculum: list[int] = field(default_factory=lambda: [1, 2, 4])
-    stage_steps: int = 200
-    stage_threshold: float | None = None
+    rmt: RMTConfig | None = None  # None: the training defaults; see the class docstring
+    curriculum: list[int] = _field(factory=lambda: [1, 2, 4])
+    stage_steps: int = _field(200, BUDGET)
+    stage_threshold: float | None = _field(None, BUDGET)
     vary_n_segments: bool = True
     batch_size: int = 32
     lr: float = 1e-3
@@ -101,17 +157,17 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     seed: int = 0
-    output_dir: str = "runs/train"
-    save_every: int = 100
-    eval_every: int = 100
-    eval_samples: int = 100
-    eval_batch_size: int = 50
-    log_every: int = 10
-    tensorboard: bool = False
-    mixed_precision: str = "no"
-    gradient_checkpointing: bool = False
-    threads: int | None = None
-    progress: bool = True
+    output_dir: str = _field("runs/train", OUTPUT)
+    save_every: int = _field(100, OUTPUT)
+    eval_every: int = _field(100, BUDGET)
+    eval_samples: int = _field(100, BUDGET)
+    eval_batch_size: int = _field(50, OUTPUT)
+    log_every: int = _field(10, OUTPUT)
+    tensorboard: bool = _field(False, OUTPUT)
+    mixed_precision: str = _field("no", BUDGET)
+    gradient_checkpointing: bool = _field(False, BUDGET)
+    threads: int | None = _field(None, OUTPUT)
+    progress: bool = _field(True, OUTPUT)
 
     def __post_init__(self):
         def need(cond, message):
@@ -121,12 +177,27 @@ class TrainConfig:
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
 
+        def is_number(v):
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        if not isinstance(self.rmt, RMTConfig):
+            self.rmt = _memory_config(self.rmt, {})
         need(self.task in TASKS, f"unknown task {self.task!r}; allowed: {', '.join(TASKS)}")
         need(not (self.background == "none" and self.task in LM_TASKS),
              f"background='none' gives the QA tasks facts without background text; task {self.task!r} "
              f"is language modelling on background text and needs some (a books dir, or leave it out)")
+        for name in ("background", "model", "tokenizer"):
+            value = getattr(self, name)
+            need(value is None or (isinstance(value, str) and value.strip()),
+                 f"{name} must be a non-empty string (a name or a path) or left out, got {value!r}")
+        need(isinstance(self.output_dir, str) and self.output_dir.strip(),
+             f"output_dir must be a non-empty string (a path), got {self.output_dir!r}")
         if isinstance(self.curriculum, (int, str)):
-            self.curriculum = [int(x) for x in str(self.curriculum).split(",")]
+            try:
+                self.curriculum = [int(x) for x in str(self.curriculum).split(",")]
+            except ValueError:
+                raise ValueError(f"curriculum must be a list of segment counts >= 1, got {self.curriculum!r}") from None
+        need(isinstance(self.curriculum, (list, tuple)), f"curriculum must be a list of segment counts >= 1, got {self.curriculum!r}")
         self.curriculum = list(self.curriculum)
         need(len(self.curriculum) > 0 and all(is_int(n) and n >= 1 for n in self.curriculum),
              f"curriculum must be a list of segment counts >= 1, got {self.curriculum!r}")
@@ -135,45 +206,52 @@ class TrainConfig:
         if self.n_facts is not None:
             if is_int(self.n_facts):
                 self.n_facts = [self.n_facts, self.n_facts]
+            need(isinstance(self.n_facts, (list, tuple)), f"n_facts must be [lo, hi] with 1 <= lo <= hi, got {self.n_facts!r}")
             self.n_facts = list(self.n_facts)
             need(len(self.n_facts) == 2 and all(is_int(n) and n >= 1 for n in self.n_facts)
                  and self.n_facts[0] <= self.n_facts[1],
                  f"n_facts must be [lo, hi] with 1 <= lo <= hi, got {self.n_facts!r}")
-        for name in ("vocab_size", "n_layer", "n_embd", "n_head", "segment_size", "stage_steps", "batch_size",
+        for name in ("vocab_size", "n_layer", "n_embd", "n_head", "stage_steps", "batch_size",
                      "save_every", "eval_every", "eval_samples", "eval_batch_size", "log_every"):
             value = getattr(self, name)
             need(is_int(value) and value >= 1, f"{name} must be an integer >= 1, got {value!r}")
         need(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        need(is_int(self.num_mem_tokens) and self.num_mem_tokens >= 0,
-             f"num_mem_tokens must be an integer >= 0, got {self.num_mem_tokens!r}")
-        need(is_int(self.bptt_depth) and (self.bptt_depth == -1 or self.bptt_depth >= 1),
-             f"bptt_depth must be -1 (all segments) or >= 1, got {self.bptt_depth!r}")
-        from rmt.memory.config import memory_kind_names
-
-        need(self.memory_kind in memory_kind_names(),
-             f"unknown memory_kind {self.memory_kind!r}; allowed: {', '.join(memory_kind_names())}")
-        need(isinstance(self.self_retrieval, bool), f"self_retrieval must be true or false, got {self.self_retrieval!r}")
-        need(isinstance(self.gradient_checkpointing, bool),
-             f"gradient_checkpointing must be true or false, got {self.gradient_checkpointing!r}")
-        if self.self_retrieval:  # the v0.1 spelling of memory_kind="rmt-r"
-            need(self.memory_kind in ("rmt", "rmt-r"), f"self_retrieval=True means memory_kind='rmt-r' and conflicts with "
-                                                       f"memory_kind={self.memory_kind!r}; set only memory_kind")
-            self.memory_kind = "rmt-r"
-        self.self_retrieval = self.memory_kind == "rmt-r"
-        from rmt.memory.config import check_memory_write
-
-        self.write_gate_bias, self.write_sparsity = check_memory_write(
-            self.memory_kind, self.memory_write, self.write_gate_bias, self.write_sparsity)
-        need(is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
-        need(isinstance(self.lr, (int, float)) and self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+        for name in ("memory", "vary_n_segments", "tensorboard", "gradient_checkpointing", "progress"):
+            value = getattr(self, name)
+            need(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+        need(is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+        need(is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
+        need(is_number(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr!r}")
+        # A negative decay pushes weights away from 0; a negative clip norm turns the clipped
+        # gradient around: both train uphill without an error (loss 5.3 -> 22 in 40 steps).
+        need(is_number(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay must be a finite number >= 0 (0: no decay), got {self.weight_decay!r}")
+        need(is_number(self.grad_clip) and self.grad_clip >= 0,
+             f"grad_clip must be a finite number >= 0 (0: no clipping), got {self.grad_clip!r}")
+        self.lr, self.weight_decay, self.grad_clip = float(self.lr), float(self.weight_decay), float(self.grad_clip)
         need(self.arch in ARCHS, f"unknown arch {self.arch!r}; allowed: {', '.join(ARCHS)}")
         need(self.scheduler in SCHEDULERS, f"unknown scheduler {self.scheduler!r}; allowed: {', '.join(SCHEDULERS)}")
         need(self.mixed_precision in MIXED_PRECISION,
              f"unknown mixed_precision {self.mixed_precision!r}; allowed: {', '.join(MIXED_PRECISION)}")
-        need(self.stage_threshold is None or 0 < self.stage_threshold <= 1,
+        need(self.stage_threshold is None or (is_number(self.stage_threshold) and 0 < self.stage_threshold <= 1),
              f"stage_threshold must be in (0, 1] or None, got {self.stage_threshold!r}")
         need(self.threads is None or (is_int(self.threads) and self.threads >= 1),
              f"threads must be an integer >= 1, got {self.threads!r}")
+
+    # ------------------------------------------------------------------ the memory settings, flat
+    def __getattr__(self, name):
+        # Only called when ordinary lookup fails: a memory setting (cfg.segment_size) is the RMTConfig's.
+        rmt = self.__dict__.get("rmt")
+        if rmt is not None and not name.startswith("__") and name in rmt.__dict__:
+            return rmt.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        rmt = self.__dict__.get("rmt")
+        if rmt is not None and name != "rmt" and name in rmt.__dict__:
+            setattr(rmt, name, value)
+        else:
+            super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -187,8 +265,15 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict:
-        data = asdict(self)
-        del data["self_retrieval"]  # derived from memory_kind; files that have it still load
+        """The settings, flat (memory settings beside the training ones): train_config.json."""
+        data = {}
+        for f in fields(self):
+            if f.name == "rmt":
+                memory = self.rmt.to_dict()
+                data.update((option.name, memory[option.name]) for option in memory_options() if option.name in memory)
+            else:
+                value = getattr(self, f.name)
+                data[f.name] = list(value) if isinstance(value, list) else value
         return data
 
     def save(self, path) -> None:
@@ -198,11 +283,18 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         if not isinstance(data, dict):
             raise ValueError(f"a training config must be a mapping of settings, got {type(data).__name__}")
-        data = {k.replace("-", "_"): v for k, v in data.items()}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        memory = {option.name: option for option in memory_options()}
+        own = {f.name: f for f in training_fields()}
+        unknown = sorted(set(data) - set(memory) - set(own) - {"rmt"})
         if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(known)}")
+            raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(set(memory) | set(own))}")
+        # A file's text is read as the field's declared type (PyYAML reads 3e-4 as a string).
+        for name, value in data.items():
+            if name in memory:
+                data[name] = from_text(value, memory[name].type)
+            elif name in own and _declared_type(own[name]) in (int, float):
+                data[name] = from_text(value, _declared_type(own[name]))
         return cls(**data)
 
     @classmethod
@@ -230,4 +322,25 @@ class TrainConfig:
 
     def resume_mismatch(self, other: "TrainConfig") -> list[str]:
         """The settings in which ``other`` (a saved run) differs from this one, that forbid resuming."""
-        return [k for k in RESUME_KEYS if getattr(self, k) != getattr(other, k)]
+        return [k for k in setting_names(IDENTITY) if getattr(self, k) != getattr(other, k)]
+
+
+# TrainConfig(segment_size=16, memory_kind="armt", ...): the memory settings go into ``rmt``.
+_fields_init = TrainConfig.__init__
+
+
+def _init(self, *args, rmt=None, **settings):
+    names = {option.name for option in memory_options()}
+    memory = {name: settings.pop(name) for name in list(settings) if name in names}
+    _fields_init(self, *args, rmt=_memory_config(rmt, memory) if memory or rmt is not None else None, **settings)
+
+
+_init.__doc__ = _fields_init.__doc__
+TrainConfig.__init__ = _init
+
+
+def __getattr__(name):
+    # RESUME_KEYS: derived from the fields' roles (module attribute for the code that read it).
+    if name == "RESUME_KEYS":
+        return setting_names(IDENTITY)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

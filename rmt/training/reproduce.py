@@ -127,9 +127,24 @@ class Job:
         except ValueError:
             return None
         want, have = json.loads(json.dumps(self.spec())), dict(record.get("spec") or {})
+        have["train"] = _current_settings(have.get("train"))
         if "diagnose" not in want:  # a job done with its diagnostic is done without it too
             have.pop("diagnose", None)
         return record if have == want else None
+
+
+def _current_settings(train):
+    """A job record's training settings as this version writes them: a record of an earlier
+    version lacks the settings added since (every memory kind's options), at their defaults."""
+    from rmt.training.config import TrainConfig
+
+    if not isinstance(train, dict):
+        return train
+    try:
+        current = TrainConfig.from_dict(train).to_dict()
+    except ValueError:
+        return train  # not a finished job of these settings anyway
+    return {key: value for key, value in current.items() if key in train or key not in ("output_dir", "threads", "progress")}
 
 
 def row_key(row: str) -> str:
@@ -174,8 +189,6 @@ def plan(recipes: list[Recipe], seeds: list[int], out: Path, threads: int = 1, d
 
 
 # --------------------------------------------------------------------- one job
-# Settings that do not change the trained weights (where to write, how often to save or log).
-_NOT_TRAINING = ("output_dir", "threads", "progress", "tensorboard", "save_every", "log_every", "eval_batch_size")
 
 
 def check_trained(job: Job) -> None:
@@ -183,7 +196,7 @@ def check_trained(job: Job) -> None:
     the recipe's settings now; else a ValueError naming what differs. (``rmt train --resume``
     allows a new step budget; a table must not mix two recipes in one model.)"""
     from rmt.training import checkpoint as ckpt
-    from rmt.training.config import TrainConfig
+    from rmt.training.config import BUDGET, IDENTITY, TrainConfig, setting_names
     from rmt.training.trainer import CONFIG_NAME
 
     out = job.model_dir
@@ -193,7 +206,9 @@ def check_trained(job: Job) -> None:
         return  # nothing kept: the job starts its training again
     saved = TrainConfig.from_file(out / CONFIG_NAME).to_dict()
     now = job.config().to_dict()
-    differ = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k not in _NOT_TRAINING and saved.get(k) != now[k]]
+    # Every setting but those that do not change the trained weights (where to write, how often to save or log).
+    compared = setting_names(IDENTITY, BUDGET)
+    differ = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k in compared and saved.get(k) != now[k]]
     if differ:
         raise ValueError(f"{out} holds a training made with other settings: {', '.join(differ)}; the recipe changed, "
                          f"so use another --output-dir (nothing was changed)")

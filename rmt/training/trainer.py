@@ -7,6 +7,7 @@ config): every process builds the same global batch for a step and trains on its
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -17,10 +18,12 @@ from pathlib import Path
 import torch
 
 from rmt.atomic import atomic_dir, atomic_file
+from rmt.memory.adapters import Adapter
+from rmt.memory.config import memory_kinds
 from rmt.outputs import check_output
 from rmt.threads import set_threads
 from rmt.training import checkpoint as ckpt
-from rmt.training.config import TrainConfig
+from rmt.training.config import TrainConfig, memory_options
 from rmt.training.curriculum import Curriculum
 from rmt.training.tasks import TaskData, answer_accuracy, segment_losses
 
@@ -121,11 +124,11 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
                          f"base model: give an HF model, or leave out --no-memory")
     model = RecurrentMemoryTransformer.from_pretrained(path)
     saved = model.config
-    flags = {"num_mem_tokens": "--num-mem-tokens", "segment_size": "--segment-size", "memory_kind": "--memory-kind",
-             "memory_write": "--memory-write"}
-    differ = [name for name in flags if getattr(saved, name) != getattr(cfg, name)]
+    # Every memory setting but how far gradients flow (a training setting) and the old spelling.
+    names = [o.name for o in memory_options() if o.name not in ("bptt_depth", "self_retrieval")]
+    differ = [name for name in names if getattr(saved, name) != getattr(cfg, name)]
     if differ:
-        wanted = " ".join(f"{flags[n]} {getattr(saved, n)}" for n in differ)
+        wanted = " ".join(f"--{n.replace('_', '-')} {getattr(saved, n)}" for n in differ)
         now = ", ".join(f"{n}={getattr(cfg, n)!r}" for n in differ)
         raise ValueError(f"--model {cfg.model} is an RMT checkpoint trained with other memory settings (this run has "
                          f"{now}); continue it with: {wanted}")
@@ -138,6 +141,17 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
     return model
 
 
+def segment_window(cfg: TrainConfig) -> int:
+    """Positions one segment pass takes in a base model built from scratch: its tokens and what the
+    memory kind adds (``MemoryKind.extra_positions``; training builds causal LMs). Never fewer than
+    the ``segment_size + 2 * num_mem_tokens`` earlier versions gave every kind: the position table
+    is drawn at random first, so a smaller one would change every later weight of a seeded run
+    (ARMT uses only ``num_mem_tokens`` extra positions) and its checkpoints would not resume."""
+    decoder = Adapter(kind="decoder", model_type=cfg.arch, hidden_size=cfg.n_embd, vocab_size=cfg.vocab_size, max_positions=None)
+    extra = memory_kinds()[cfg.memory_kind].extra_positions(decoder, cfg.rmt)
+    return cfg.segment_size + max(extra, 2 * cfg.num_mem_tokens)
+
+
 def build_model(cfg: TrainConfig, tokenizer):
     """RMT around the base model, or (``memory=False``) the bare base model with a full-attention
     window as long as the longest training input. An RMT checkpoint as ``cfg.model`` is trained
@@ -147,13 +161,10 @@ def build_model(cfg: TrainConfig, tokenizer):
         return load_rmt_checkpoint(cfg, checkpoint, tokenizer)
     if not cfg.memory:
         return build_base_model(cfg, tokenizer, window_of(cfg))
-    from rmt import RMTConfig, RecurrentMemoryTransformer
+    from rmt import RecurrentMemoryTransformer
 
-    rmt_config = RMTConfig(num_mem_tokens=cfg.num_mem_tokens, segment_size=cfg.segment_size, bptt_depth=cfg.bptt_depth,
-                           memory_kind=cfg.memory_kind, memory_write=cfg.memory_write,
-                           write_gate_bias=cfg.write_gate_bias, write_sparsity=cfg.write_sparsity)
-    base = build_base_model(cfg, tokenizer, cfg.segment_size + 2 * cfg.num_mem_tokens)
-    return RecurrentMemoryTransformer.wrap(base, rmt_config)
+    base = build_base_model(cfg, tokenizer, segment_window(cfg))
+    return RecurrentMemoryTransformer.wrap(base, copy.copy(cfg.rmt))
 
 
 def enable_gradient_checkpointing(model) -> None:

@@ -102,3 +102,12 @@ def test_errors_are_one_line_without_traceback_in_the_cli(tmp_path):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--tokens" in lines[0]
+
+
+def test_more_memory_tokens_than_positions_names_num_mem_tokens():
+    # 128 learned positions; RMT takes 2 per memory token and needs one for a segment token
+    with pytest.raises(ValueError) as info:
+        RecurrentMemoryTransformer.wrap(tiny_causal_lm("gpt2"), RMTConfig(num_mem_tokens=10**9))
+    message = str(info.value)
+    assert "num_mem_tokens=1000000000" in message and message.endswith("allowed num_mem_tokens <= 63")
+    assert "segment_size <= -" not in message

@@ -272,3 +272,16 @@ def test_rows_select_jobs_and_the_llm_row_is_the_untrained_base(tmp_path):
     assert {k: spec["train"][k] for k in data_keys} == {k: rmt.spec()["train"][k] for k in data_keys}
     with_rag = plan(recipes[:1], [0], tmp_path, rows=parse_rows("no-memory,rag", recipes))
     assert [j.row for j in with_rag] == [NO_MEMORY, RAG] and with_rag[1].needs == [with_rag[0]]
+
+
+def test_a_job_done_before_the_memory_kinds_options_were_settings_is_still_done(tmp_path):
+    from rmt.training.recipes import RECIPES, quick
+    from rmt.training.reproduce import plan
+
+    job = [j for j in plan([quick(RECIPES["detect"])], [0], tmp_path) if j.row == "ARMT"][0]
+    spec = job.spec()
+    for key in ("d_mem", "dpfp_nu", "armt_heads", "retrieval_heads"):  # what the record of the version before lacks
+        del spec["train"][key]
+    job.dir.mkdir(parents=True)
+    (job.dir / "job.json").write_text(json.dumps({"spec": spec, "accuracy": {"1": 1.0}, "seconds": 1}))
+    assert job.done() is not None

@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rmt.memory.adapters import DecoderLayers
-from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
+from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState, Option
 
 EPS = 1e-5  # keeps the read's denominator away from 0 (a fresh state has z = 0)
 
@@ -108,6 +108,18 @@ class ARMTKind(MemoryKind):
     """Associative memory in every decoder layer, written by memory tokens at the end of each segment."""
 
     name = "armt"
+    options = (
+        Option("d_mem", 64, int, minimum=1, help="ARMT: size of each layer's key/query projection, before the DPFP feature map."),
+        Option("dpfp_nu", 3, int, minimum=1, help="ARMT: order of the DPFP feature map (the paper uses 3)."),
+        Option("armt_heads", 1, int, minimum=1, help="ARMT: associative memories per layer (must divide d_mem and the hidden size)."),
+    )
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if config.num_mem_tokens == 0:
+            raise ValueError("memory_kind='armt' needs num_mem_tokens >= 1 (they write the associative memory), got num_mem_tokens=0")
+        if config.d_mem % config.armt_heads:
+            raise ValueError(f"armt_heads={config.armt_heads} must divide d_mem={config.d_mem}")
 
     def __init__(self, base_model, adapter, config):
         super().__init__(base_model, adapter, config)
@@ -140,6 +152,17 @@ class ARMTKind(MemoryKind):
     @classmethod
     def extra_positions(cls, adapter, config) -> int:
         return config.num_mem_tokens
+
+    # ------------------------------------------------------------------ diagonal batching (inference)
+    def diagonal_unsupported_reason(self, model) -> str | None:
+        from rmt.memory.diagonal import armt_unsupported_reason
+
+        return armt_unsupported_reason(model)
+
+    def run_diagonal(self, base_model, state, segments, logits_from, output_states=False):
+        from rmt.memory.diagonal import run_armt_diagonal
+
+        return run_armt_diagonal(self, base_model, state, segments, logits_from, output_states)
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch: int) -> ARMTState:

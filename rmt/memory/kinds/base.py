@@ -11,6 +11,11 @@ its parameters and answers the loop's questions:
   read in, then one token at a time with a KV cache);
 * ``state_from`` / ``public``: the caller's ``memory=`` / ``retrieval_store=`` values to a state and back.
 
+It also owns its settings: ``options`` (each an ``Option``: name, default, meaning; ``RMTConfig``
+accepts and validates them, ``rmt train`` has a flag for each), ``check_config`` (checks across
+settings), ``extra_positions`` (what a segment pass adds to its tokens) and, optionally, a
+faster inference schedule (``diagonal_unsupported_reason`` / ``run_diagonal``: ARMT's).
+
 The state is a value (a ``MemoryState`` dataclass of tensors, batch first) that the loop passes in
 and gets back; a kind never keeps it between calls. The loop only uses the state's generic
 operations: ``where`` (keep the rows that had no tokens in a segment), ``detach`` (truncated BPTT)
@@ -23,6 +28,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
+
+from rmt.memory.options import Option  # noqa: F401  (a kind's settings; kinds import it from here)
 
 
 @dataclass
@@ -72,6 +79,8 @@ class MemoryKind(nn.Module):
     the methods below; ``memory`` (num_mem_tokens, hidden) is the learned memory every kind uses."""
 
     name: str = ""
+    # This kind's own settings (``Option``s); a subclass extends its parent's: ``Parent.options + (...)``.
+    options: tuple = ()
 
     def __init__(self, base_model: nn.Module, adapter, config):
         super().__init__()
@@ -86,6 +95,11 @@ class MemoryKind(nn.Module):
         )
 
     @classmethod
+    def check_config(cls, config) -> None:
+        """Raise ValueError when ``config`` (an ``RMTConfig`` of this kind, every option already
+        checked on its own) does not make sense for this kind: checks across settings."""
+
+    @classmethod
     def check_supported(cls, adapter, config) -> None:
         """Raise ValueError when this kind cannot wrap the model ``adapter`` describes with ``config``."""
 
@@ -94,6 +108,24 @@ class MemoryKind(nn.Module):
         """Position ids one segment pass uses beyond its ``segment_size`` tokens (checked against
         learned position tables)."""
         raise NotImplementedError
+
+    # ------------------------------------------------------------------ faster schedules
+    def diagonal_unsupported_reason(self, model) -> str | None:
+        """Why ``model`` (the ``RecurrentMemoryTransformer`` around this kind) cannot run its
+        segments on a diagonal schedule now (``run_diagonal``), or None when it can."""
+        from rmt.memory.kinds import MEMORY_KINDS
+
+        able = [name for name, kind in MEMORY_KINDS.items() if kind.run_diagonal is not MemoryKind.run_diagonal]
+        return f"diagonal batching is for memory_kind={' or '.join(map(repr, able))} (this model is {self.name!r})"
+
+    def run_diagonal(self, base_model, state, segments, logits_from, output_states=False):
+        """The segments on the diagonal schedule: yields ``(logits or None, state or None)`` per
+        segment, as the sequential loop does (see rmt.memory.diagonal)."""
+        raise NotImplementedError
+
+    def extra_loss(self, write_rate: torch.Tensor | None):
+        """What training adds to the loss, given the mean ``write_rate`` of the states (None: none)."""
+        return None
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch: int) -> MemoryState:

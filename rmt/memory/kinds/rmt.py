@@ -27,7 +27,9 @@ import torch
 from torch import nn
 
 from rmt.memory.adapters import DecoderLayers, inner_model
-from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
+from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState, Option
+
+MEMORY_WRITES = ("replace", "gated")  # the write rules of RMTKind.write
 
 
 @dataclass
@@ -124,6 +126,12 @@ class RMTKind(MemoryKind):
     """Memory tokens: read at the start of a segment, written at its end (decoders and encoders)."""
 
     name = "rmt"
+    options = (
+        Option("memory_write", "replace", str, choices=MEMORY_WRITES, exclusive="a write rule",
+               help="RMT/RMT-R write rule: replace (the papers' RMT) or gated (0/1 gates trained to stay shut)."),
+        Option("write_gate_bias", 1.0, float, help="Gated writes: initial gate logit (> 0: all gates open, i.e. replace)."),
+        Option("write_sparsity", 0.05, float, minimum=0, help="Gated writes: weight of the mean gate-open probability in the loss."),
+    )
 
     def __init__(self, base_model, adapter, config):
         super().__init__(base_model, adapter, config)
@@ -150,6 +158,12 @@ class RMTKind(MemoryKind):
     def extra_positions(cls, adapter, config) -> int:
         m = config.num_mem_tokens
         return 2 * m if adapter.is_decoder else m + 3
+
+    def extra_loss(self, write_rate):
+        # Gated writes: the pressure that shuts the gates the task does not need (``write``).
+        if write_rate is None or not self.config.write_sparsity:
+            return None
+        return self.config.write_sparsity * write_rate
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch: int) -> RMTState:

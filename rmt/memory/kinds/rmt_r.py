@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rmt.memory.kinds.base import Option
 from rmt.memory.kinds.retrieval import RetrievalStore, SelfRetrieval
 from rmt.memory.kinds.rmt import RMTKind, RMTState
 
@@ -43,6 +44,14 @@ class RMTRKind(RMTKind):
     """RMT plus self-retrieval: the memory read by a segment has first attended to the store."""
 
     name = "rmt-r"
+    options = RMTKind.options + (
+        Option("retrieval_heads", 1, int, minimum=1, help="RMT-R: attention heads of the self-retrieval (must divide the hidden size)."),
+    )
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        if config.num_mem_tokens == 0:
+            raise ValueError("memory_kind='rmt-r' (self_retrieval=True) needs num_mem_tokens >= 1, got num_mem_tokens=0")
 
     def __init__(self, base_model, adapter, config):
         super().__init__(base_model, adapter, config)
