@@ -34,7 +34,6 @@ import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator, Union
 
 from pydantic import BaseModel, ConfigDict
@@ -42,6 +41,7 @@ from pydantic import BaseModel, ConfigDict
 from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, LocalModel
 from rmt.serving.access import APIKeyMiddleware, exposure_warning
 from rmt.serving.batcher import Batcher, Cancelled, Job, QueueFull, Settings, Stopping
+from rmt.serving.limits import Limits
 
 __all__ = ["APIError", "Batcher", "Limits", "Settings", "create_app", "serve", "serve_in_thread"]
 
@@ -54,24 +54,6 @@ MIN_SAMPLING_TEMPERATURE = 1e-2
 SEED_RANGE = (-2**63, 2**63 - 1)  # torch seeds: a signed 64-bit integer
 DISCONNECT_POLL_S = 0.2  # how often a waiting handler looks whether its client is still there
 SHUTDOWN_GRACE_S = 1  # seconds uvicorn waits for open requests after decoding stopped
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request, and the queue, may ask of the server (``rmt serve --max-tokens-limit``,
-    ``--max-request-prompts``, ``--max-queue``, ``--max-batch-size``)."""
-
-    max_tokens: int = 2048  # new tokens per completion, every model kind (an RMT has no window to bound it)
-    max_request_prompts: int = 256  # prompts x n in one request
-    max_queue: int = 64  # requests waiting or decoding; more get 429
-    max_batch: int = 32  # rows in one model.generate_ids call
-    short_job_tokens: int = 8192  # jobs of at most this many prompt + new tokens use the short lane
-
-    def __post_init__(self):
-        for name in ("max_tokens", "max_request_prompts", "max_queue", "max_batch", "short_job_tokens"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------- requests
@@ -535,6 +517,7 @@ def serve(model: LocalModel, host: str = "127.0.0.1", port: int = 8000, model_id
     sock = free_socket(host, port)
     server = make_server(create_app(model, model_id, max_batch, limits, api_key), sock, max_requests,
                          log_level="info")
+    sock.listen(2048)  # uvicorn's backlog: connections made once the URL is printed wait, never refused
     bound = sock.getsockname()[1]
     warning = exposure_warning(host, api_key)
     if warning:
