@@ -362,3 +362,16 @@ def test_odd_requests_are_client_errors(hf_server, body):
     r = httpx.post(f"{hf_server}/{route}", content=json.dumps(body).encode(), headers={"content-type": "application/json"})
     assert 400 <= r.status_code < 500, r.text
     assert set(r.json()["error"]) == ERROR_KEYS
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--max-tokens-limit", "0"], "--max-tokens-limit must be >= 1, got 0"),
+    (["--max-request-prompts", "-1"], "--max-request-prompts must be >= 1, got -1"),
+    (["--max-queue", "0"], "--max-queue must be >= 1, got 0"),
+    (["--api-key", " "], "--api-key (or RMT_API_KEY) is empty"),
+])
+def test_serve_limit_flags_are_checked_before_loading(capsys, args, needle):
+    from tests.cli_util import one_error_line, run_cli
+
+    line = one_error_line(*run_cli(capsys, "serve", "no-such-model", *args)[::2])
+    assert needle in line, line
