@@ -3,8 +3,9 @@
 Request handlers hand their prompts (``n`` copies each) to :class:`Batcher` as a :class:`Job`. Two
 decoding threads ("lanes") share the model:
 
-- the short lane decodes small jobs (prompt + completion tokens of all rows at most
-  ``short_job_tokens``), batching everything that queued while it was busy;
+- the short lane decodes small jobs (at most ``short_max_tokens`` new tokens per row, and at most
+  ``short_job_tokens`` prompt + new tokens over all rows), batching everything that queued while it
+  was busy;
 - the long lane decodes the rest, one batch at a time.
 
 So a maximal request (a huge ``max_tokens``, a million-token prompt to an RMT) never holds up the
@@ -83,9 +84,11 @@ class Batcher:
     ``max_batch`` rows per ``model.generate_ids`` call, and checks for cancellation between decode
     steps (see the module docstring)."""
 
-    def __init__(self, model, max_batch: int = 32, max_queue: int = 64, short_job_tokens: int = 8192):
+    def __init__(self, model, max_batch: int = 32, max_queue: int = 64, short_max_tokens: int = 256,
+                 short_job_tokens: int = 8192):
         self.model, self.max_batch = model, max(1, int(max_batch))
-        self.max_queue, self.short_job_tokens = max(1, int(max_queue)), int(short_job_tokens)
+        self.max_queue = max(1, int(max_queue))
+        self.short_max_tokens, self.short_job_tokens = int(short_max_tokens), int(short_job_tokens)
         self.queues: dict[str, queue.Queue] = {SHORT: queue.Queue(), LONG: queue.Queue()}
         self.rng_lock = threading.Lock()  # sampling reads torch's global generator: one batch at a time
         self._lock = threading.Lock()
@@ -116,7 +119,8 @@ class Batcher:
         return sum(q.qsize() for q in self.queues.values())
 
     def lane(self, job: Job) -> str:
-        return SHORT if job.tokens <= self.short_job_tokens else LONG
+        short = job.settings.max_new_tokens <= self.short_max_tokens and job.tokens <= self.short_job_tokens
+        return SHORT if short else LONG
 
     def put(self, job: Job) -> None:
         """Queue ``job``; :class:`QueueFull` when ``max_queue`` jobs wait or decode, :class:`Stopping`

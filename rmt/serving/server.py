@@ -201,7 +201,7 @@ def create_app(model: LocalModel, model_id: str | None = None, max_batch: int | 
         limits = replace(limits, max_batch=max_batch)
     model_id = model_id or model.name
     created = int(time.time())
-    batcher = Batcher(model, limits.max_batch, limits.max_queue, limits.short_job_tokens)
+    batcher = Batcher(model, limits.max_batch, limits.max_queue, limits.short_max_tokens, limits.short_job_tokens)
     app = FastAPI(title="rmt serve")
     app.state.batcher, app.state.limits = batcher, limits
     app.router.on_shutdown.append(batcher.close)

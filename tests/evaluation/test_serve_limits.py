@@ -375,3 +375,19 @@ def test_serve_limit_flags_are_checked_before_loading(capsys, args, needle):
 
     line = one_error_line(*run_cli(capsys, "serve", "no-such-model", *args)[::2])
     assert needle in line, line
+
+
+def test_a_maximal_request_takes_the_long_lane(hf_model):
+    """With the default limits, a request at the token cap (or with a long prompt) never shares the
+    lane that small requests use."""
+    from rmt.serving.batcher import Batcher, Job, Settings
+
+    limits = Limits()
+    batcher = Batcher(hf_model, limits.max_batch, limits.max_queue, limits.short_max_tokens, limits.short_job_tokens)
+    try:
+        assert batcher.lane(Job([[1] * 10], Settings(limits.max_tokens))) == "long"
+        assert batcher.lane(Job([[1] * 10_000], Settings(4))) == "long"  # a long prompt (an RMT reads any length)
+        assert batcher.lane(Job([[1] * 10] * 4, Settings(20))) == "short"
+        assert batcher.lane(Job([[1] * 100] * 32, Settings(256))) == "long"  # many rows of a long answer
+    finally:
+        batcher.close()
