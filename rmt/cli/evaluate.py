@@ -194,7 +194,6 @@ def register(app):
         within per-request and queue limits."""
         import time
 
-
         start = time.perf_counter()
         if not 0 <= port <= 65535:
             raise ValueError(f"--port must be in 0..65535, got {port}")
