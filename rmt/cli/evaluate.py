@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from rmt.serving.limits import Limits
+
 RAG_MODES = ("off", "on", "both")
 
 
@@ -185,12 +187,20 @@ def register(app):
         chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template",
                                                      help="Render /v1/chat/completions messages with the tokenizer's "
                                                      "chat template. Default: on when the tokenizer has one."),
-        max_batch_size: int = typer.Option(32, help="Most prompts (requests x n) decoded together in one batch."),
+        max_batch_size: int = typer.Option(Limits.max_batch, help="Most prompts (requests x n) decoded together in one batch."),
+        max_tokens_limit: int = typer.Option(Limits.max_tokens, help="Most new tokens one completion may ask for (max_tokens), "
+                                             "for every model kind; more is a 400."),
+        max_request_prompts: int = typer.Option(Limits.max_request_prompts, help="Most completions (prompts x n) in one request; more is a 400."),
+        max_queue: int = typer.Option(Limits.max_queue, help="Most requests waiting or decoding; more get 429 (retry later)."),
+        api_key: Optional[str] = typer.Option(None, envvar="RMT_API_KEY", show_envvar=True,
+                                              help="Require 'Authorization: Bearer KEY' on every route but /health "
+                                              "(prefer the environment variable: a flag shows in ps). Default: none."),
         max_requests: Optional[int] = typer.Option(None, help="Exit after this many requests (tests, batch jobs)."),
         threads: Optional[int] = typer.Option(None, help="torch CPU threads. Default: one per core not already busy."),
     ):
         """Serve a model behind an OpenAI-compatible API: /v1/chat/completions, /v1/completions
-        (streaming, n, stop, temperature/top_p), /v1/models; concurrent requests are batched."""
+        (streaming, n, stop, temperature/top_p), /v1/models, /health; concurrent requests are batched,
+        within per-request and queue limits."""
         import time
 
         start = time.perf_counter()
@@ -198,8 +208,14 @@ def register(app):
             raise ValueError(f"--port must be in 0..65535, got {port}")
         if max_requests is not None and max_requests < 1:
             raise ValueError(f"--max-requests must be >= 1, got {max_requests}")
-        if max_batch_size < 1:
-            raise ValueError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+        for value, flag in ((max_batch_size, "--max-batch-size"), (max_tokens_limit, "--max-tokens-limit"),
+                            (max_request_prompts, "--max-request-prompts"), (max_queue, "--max-queue")):
+            if value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        if api_key is not None and not api_key.strip():
+            raise ValueError("--api-key (or RMT_API_KEY) is empty; give a key or leave it unset")
+        limits = Limits(max_tokens=max_tokens_limit, max_request_prompts=max_request_prompts, max_queue=max_queue,
+                        max_batch=max_batch_size)
         if dtype is not None:
             from rmt.evaluation.hf import DTYPES
 
@@ -216,8 +232,8 @@ def register(app):
                 "chat template off" if loaded.has_chat_template else "no chat template")
         print(f"rmt serve: loaded {type(loaded).__name__} on {getattr(loaded, 'device', 'cpu')}, {window}, {chat}, "
               f"in {time.perf_counter() - start:.1f} s", flush=True)
-        serve(loaded, host=host, port=port, model_id=model_id or model, max_requests=max_requests,
-              max_batch=max_batch_size)
+        serve(loaded, host=host, port=port, model_id=model_id or model, max_requests=max_requests, limits=limits,
+              api_key=api_key)
 
     @app.command("report")
     def report_command(

@@ -158,7 +158,7 @@ def test_concurrent_requests_are_batched(wordy_chat_dir):
             futures = [pool.submit(chat, client, p, max_tokens=4, temperature=0) for p in prompts]
             deadline = time.monotonic() + 10
             batcher = app.state.batcher
-            while batcher.queue.qsize() + batcher.busy_rows < len(prompts) and time.monotonic() < deadline:
+            while batcher.queued() + batcher.busy_rows < len(prompts) and time.monotonic() < deadline:
                 time.sleep(0.01)
             first = batcher.busy_rows
             gate.set()
