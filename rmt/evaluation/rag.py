@@ -108,6 +108,9 @@ class RAGRunner(Runner):
         # prompt on the full record. A change to either redoes the cell.
         return {"rag": self.retriever.config, "reader": self.reader.prompt_key(record)}
 
+    def identity(self) -> dict:
+        return self.reader.identity()  # the retrieval settings are in the prompt key
+
     def answer(self, records: Sequence[dict]) -> list[Answer]:
         return self.reader.answer([self.retrieved_record(r) for r in records])
 
