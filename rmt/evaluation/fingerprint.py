@@ -45,7 +45,7 @@ def _save_cache(path: Path, cache: dict) -> None:
     kept = {name: entry for name, entry in cache.items() if os.path.exists(name)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_file(path, lambda tmp: Path(tmp).write_text(json.dumps(kept, indent=0, sort_keys=True) + "\n"))
+        atomic_file(path, lambda tmp: Path(tmp).write_text(json.dumps(kept, sort_keys=True) + "\n"))
     except OSError:
         pass
 
