@@ -123,7 +123,7 @@ def register(app):
             resolve_prompts(prompts)  # a bad or missing file, or no lm-eval: one line now, before any model loads
             prompt_options["prompts"] = prompts
         check_launch("eval")
-        shard = launched_shard()  # under a launcher: this process's part of the cells; rank 0 writes the store
+        shard = launched_shard(device)  # under a launcher: this process's part of the cells; rank 0 writes the store
         if shard.world_size > 1 and device is None:
             device = shard.device  # each process its own GPU (cuda:LOCAL_RANK), or the CPU
         # Every output is checked before any work (the store is created only once a model has loaded).

@@ -60,16 +60,19 @@ class Shard:
         return out
 
 
-def launched_shard() -> Shard:
+def launched_shard(device: str | None = None) -> Shard:
     """This process's shard under ``torchrun`` / ``accelerate launch`` (``WORLD_SIZE`` > 1), else
-    the whole run."""
+    the whole run. ``device``: the one asked for (``cpu`` keeps the processes off the GPUs)."""
     raw = os.environ.get("WORLD_SIZE", "1").strip() or "1"
     if not raw.isdigit() or int(raw) < 1:
         raise ValueError(f"environment variable WORLD_SIZE={raw!r} is not a process count; it is set by torchrun or "
                          "accelerate launch (unset it to run one process)")
     if int(raw) == 1:
         return Shard()
+    import torch
     from accelerate import PartialState
 
-    state = PartialState(timeout=STEP_TIMEOUT)
+    # accelerate runs several processes on CPU (gloo) only when told to
+    cpu = not torch.cuda.is_available() or str(device or "").startswith("cpu")
+    state = PartialState(cpu=cpu, timeout=STEP_TIMEOUT)
     return Shard(state.process_index, state.num_processes, str(state.device))
