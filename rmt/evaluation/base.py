@@ -68,6 +68,12 @@ class Runner:
         """Release resources (threads, connections)."""
 
 
+def identity_of(runner) -> dict:
+    """``runner.identity()``, or ``{}`` for a duck-typed runner without one (it states nothing)."""
+    identity = getattr(runner, "identity", None)
+    return identity() if callable(identity) else {}
+
+
 def messages_to_text(messages: Messages) -> str:
     """Plain rendering of chat messages for models without a chat template: the contents in order,
     then nothing else (the benchmark prompt already ends where the answer starts)."""

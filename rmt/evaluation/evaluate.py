@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, Runner
+from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, Runner, identity_of
 from rmt.evaluation.shard import Shard
 from rmt.evaluation.store import Result, ResultsStore, StaleResultsError, prompt_hash, producer_key
 
@@ -116,8 +116,7 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
 
     shard = shard or Shard()
     model = model_name or runner.name
-    identity = runner.identity() if hasattr(runner, "identity") else {}  # duck-typed runners state nothing
-    producer = producer_key(identity)
+    producer = producer_key(identity_of(runner))
     own_store = shard.is_main and not isinstance(store, ResultsStore)
     where = getattr(store, "path", store)
     store = ResultsStore(store) if own_store else store
