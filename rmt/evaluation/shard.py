@@ -74,5 +74,10 @@ def launched_shard(device: str | None = None) -> Shard:
 
     # accelerate runs several processes on CPU (gloo) only when told to
     cpu = not torch.cuda.is_available() or str(device or "").startswith("cpu")
+    per_machine = os.environ.get("LOCAL_WORLD_SIZE", "1")
+    if not cpu and per_machine.isdigit() and int(per_machine) > torch.cuda.device_count():
+        raise ValueError(f"the launcher started {per_machine} processes on this machine, which has "
+                         f"{torch.cuda.device_count()} CUDA device(s) (one process each); start at most "
+                         f"{torch.cuda.device_count()} per machine, or evaluate on the CPU with --device cpu")
     state = PartialState(cpu=cpu, timeout=STEP_TIMEOUT)
     return Shard(state.process_index, state.num_processes, str(state.device))

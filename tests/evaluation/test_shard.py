@@ -17,7 +17,9 @@ from tests.cli_util import run_cli
 from .conftest import OracleRunner
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+# CPU processes with gloo, as on a machine without GPUs, wherever the tests run
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+       "CUDA_VISIBLE_DEVICES": ""}
 
 
 def free_port() -> int:
@@ -126,3 +128,17 @@ def test_a_world_size_that_is_not_a_count_is_one_line(capsys, monkeypatch, tmp_p
     code, out, err = run_cli(capsys, "eval", tiny_hf_dir, "--store", tmp_path / "r.sqlite")
     assert code == 2 and err.strip() == ("error: environment variable WORLD_SIZE='two' is not a process count; it is "
                                          "set by torchrun or accelerate launch (unset it to run one process)")
+
+
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    import torch
+
+    from rmt.evaluation.shard import launched_shard
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for name, value in (("WORLD_SIZE", "2"), ("LOCAL_WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=r"started 2 processes on this machine, which has 1 CUDA device\(s\).*"
+                                         r"--device cpu"):
+        launched_shard()
