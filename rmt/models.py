@@ -130,6 +130,17 @@ def check_conversion(folder: Path) -> str | None:
     return None
 
 
+def manifest_files(folder: str | os.PathLike) -> dict[str, str] | None:
+    """``{file: sha256}`` of a conversion as its manifest lists it (the manifest itself left out), or
+    None when ``folder`` has no readable manifest. The contents' identity, already computed:
+    evaluation fingerprints a cached model with it instead of reading its weights again."""
+    try:
+        files = json.loads((Path(folder) / MANIFEST_FILE).read_text())["files"]
+        return {rel: entry["sha256"] for rel, entry in files.items() if rel != MANIFEST_FILE}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 @dataclass
 class CachedModel:
     name: str

@@ -3,6 +3,7 @@ OpenAI-compatible API, and turn results stores into tables and heatmaps."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -80,11 +81,14 @@ def register(app):
         threads: Optional[int] = typer.Option(None, help="torch CPU threads. Default: one per core not already busy."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     ):
-        """Evaluate models on BABILong; every answer is scored and stored as soon as it is known."""
+        """Evaluate models on BABILong; every answer is scored and stored as soon as it is known.
+        Under `torchrun` or `accelerate launch` the processes share the cells and rank 0 writes the store."""
+        from rmt.cli.train import check_launch
         from rmt.evaluation.endpoint import check_cache_path
         from rmt.evaluation.evaluate import ENDPOINT_PREFIX, check_device, evaluate, load_records_for_eval, load_runner
         from rmt.evaluation.prompting import STYLES
         from rmt.evaluation.report import build_table, format_terminal
+        from rmt.evaluation.shard import launched_shard
         from rmt.evaluation.store import ResultsStore, check_store_path
 
         _set_threads(threads, local=any(not spec.startswith(ENDPOINT_PREFIX) for spec in models))
@@ -126,19 +130,25 @@ def register(app):
 
             resolve_prompts(prompts)  # a bad or missing file, or no lm-eval: one line now, before any model loads
             prompt_options["prompts"] = prompts
+        check_launch("eval")
+        shard = launched_shard(device)  # under a launcher: this process's part of the cells; rank 0 writes the store
+        if shard.world_size > 1 and device is None:
+            device = shard.device  # each process its own GPU (cuda:LOCAL_RANK), or the CPU
         # Every output is checked before any work (the store is created only once a model has loaded).
-        check_store_path(store, "--store")
-        if store.exists():
-            ResultsStore(store, read_only=True).close()  # another benchmark version: fail before any work
         if any(spec.startswith(ENDPOINT_PREFIX) for spec in models):
             cache = cache or store.with_name(store.name + ".endpoint-cache")
-            if cache.resolve() == store.resolve():
-                raise ValueError(f"--cache {cache} is the --store; give the endpoint response cache its own file")
-            check_cache_path(cache, "--cache")
+        if shard.is_main:
+            check_store_path(store, "--store")
+            if store.exists():
+                ResultsStore(store, read_only=True).close()  # another benchmark version: fail before any work
+            if cache is not None:
+                if cache.resolve() == store.resolve():
+                    raise ValueError(f"--cache {cache} is the --store; give the endpoint response cache its own file")
+                check_cache_path(cache, "--cache")
         records = load_records_for_eval(_split_list(tasks, "--tasks"), _split_list(lengths, "--lengths"), samples,
                                         seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
         for spec in models:
-            if not spec.startswith(ENDPOINT_PREFIX):
+            if not spec.startswith(ENDPOINT_PREFIX) and shard.is_main:
                 print(f"loading model {spec} ...", flush=True)  # seconds of silence otherwise
             for top_k in {"off": [0], "on": [rag_top_k], "both": [0, rag_top_k]}[rag]:
                 runner = load_runner(
@@ -150,12 +160,13 @@ def register(app):
                     dtype=dtype if not spec.startswith(ENDPOINT_PREFIX) else None,
                     chat_template=chat_template if not spec.startswith(ENDPOINT_PREFIX) else None)
                 # The store is created only once a model has loaded, and removed again when the
-                # first model fails before storing anything: a typo leaves no file behind.
-                new_store, empty = not store.exists(), False
+                # first model fails before storing anything: a typo leaves no file behind. Only
+                # rank 0 of a launched run opens it.
+                new_store, empty = shard.is_main and not store.exists(), False
                 try:
-                    with ResultsStore(store) as results:
+                    with (ResultsStore(store) if shard.is_main else nullcontext(store)) as results:
                         try:
-                            summary = evaluate(runner, records, results, progress=progress)
+                            summary = evaluate(runner, records, results, progress=progress, shard=shard)
                         except BaseException:
                             empty = new_store and len(results) == 0
                             raise
@@ -166,11 +177,17 @@ def register(app):
                     raise
                 finally:
                     runner.close()
+                if not shard.is_main:
+                    continue
                 acc = summary.accuracy()
                 print(f"{summary.model}: {summary.done} answered, {summary.skipped} already done, "
                       f"{summary.over_window} over window"
                       + (f", {summary.truncated} read as the last window" if summary.truncated else "")
-                      + (f", accuracy {100 * acc:.1f}% on the new answers" if acc is not None else ""))
+                      + (f", {summary.rescored} stored scores updated" if summary.rescored else "")
+                      + (f", accuracy {100 * acc:.1f}% on the new answers" if acc is not None else "")
+                      + (f" ({shard.world_size} processes)" if shard.world_size > 1 else ""))
+        if not shard.is_main:
+            return
         with ResultsStore(store, read_only=True) as results:
             print()
             print(format_terminal(build_table(results.results())))

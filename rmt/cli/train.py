@@ -178,7 +178,7 @@ def _parent_num_processes() -> int | None:
     return None
 
 
-def check_launch() -> None:
+def check_launch(command: str = "train") -> None:
     """``accelerate launch --num_processes N`` on a machine without GPUs and without ``--multi_gpu``
     (or a config saying MULTI_CPU) runs its single-process launcher: one process, silently. Say so."""
     import os
@@ -189,7 +189,7 @@ def check_launch() -> None:
     if asked and asked > 1:
         raise ValueError(f"accelerate launch --num_processes {asked} started 1 process (without --multi_gpu, accelerate "
                          f"runs one process on a machine without GPUs); add --multi_gpu (it then starts {asked} CPU "
-                         f"processes with gloo) or run torchrun --nproc_per_node {asked} -m rmt train ...")
+                         f"processes with gloo) or run torchrun --nproc_per_node {asked} -m rmt {command} ...")
 
 
 def build_config(config_file, values: dict, parsers: dict):

@@ -5,6 +5,9 @@ A runner turns BABILong records into raw answers. Evaluation asks it two things:
 * ``runner.prompt(record)`` — exactly what the model will be asked (a string, or chat messages),
   deterministic and cheap: its hash identifies a cell's question, so a rerun skips done cells and
   redoes cells whose prompt changed;
+* ``runner.identity()`` — what else makes its answers what they are: the weights (a content
+  fingerprint) and the decoding settings. A stored answer is reused only when this and the prompt
+  hash are the same as now;
 * ``runner.answer(records)`` — one :class:`Answer` per record. Where the input does not fit a local
   model's context window, the haystack is cut from the left until the whole prompt (instruction,
   question and chat template intact) plus the answer fits, and the answer says so
@@ -52,11 +55,23 @@ class Runner:
         The prompt itself by default; runners with costly prompts (RAG) return something cheaper."""
         return self.prompt(record)
 
+    def identity(self) -> dict:
+        """What produced this runner's answers besides the prompt: ``{"weights": fingerprint,
+        "decoding": {...}}`` (JSON values). A runner that states nothing (``{}``) has its stored
+        answers reused by model name and prompt alone."""
+        return {}
+
     def answer(self, records: Sequence[dict]) -> list[Answer]:
         raise NotImplementedError
 
     def close(self) -> None:
         """Release resources (threads, connections)."""
+
+
+def identity_of(runner) -> dict:
+    """``runner.identity()``, or ``{}`` for a duck-typed runner without one (it states nothing)."""
+    identity = getattr(runner, "identity", None)
+    return identity() if callable(identity) else {}
 
 
 def messages_to_text(messages: Messages) -> str:
@@ -83,6 +98,9 @@ class LocalModel:
     window: int | None = None  # None: no limit (RMT streams any length)
     max_batch_tokens: int = 16384  # padded tokens per forward batch
     chat_template_on: bool = True  # apply the tokenizer's chat template, when it has one
+    # Content fingerprint of the files it was loaded from (rmt.evaluation.fingerprint); None for a
+    # model object handed in directly (nothing to fingerprint).
+    weights: str | None = None
 
     @property
     def has_chat_template(self) -> bool:
@@ -109,6 +127,13 @@ class LocalModel:
                 return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             prompt = messages_to_text(prompt)
         return list(self.tokenizer(prompt)["input_ids"])
+
+    def settings(self) -> dict:
+        """How the loaded weights compute, besides the files: the dtype they were loaded in and the
+        window read. Recorded with every answer (not the device: it changes speed, not answers)."""
+        torch_model = getattr(self, "model", None)
+        dtype = getattr(torch_model, "dtype", None)
+        return {"dtype": str(dtype).replace("torch.", "") if dtype is not None else None, "window": self.window}
 
     def fits(self, n_tokens: int, max_new_tokens: int) -> bool:
         return self.window is None or n_tokens + max_new_tokens <= self.window
@@ -199,6 +224,11 @@ class LocalRunner(Runner):
 
     def prompt(self, record: dict) -> Prompt:
         return self.prompt_fn(record, self.model.uses_chat_template)
+
+    def identity(self) -> dict:
+        return {"weights": self.model.weights,
+                "decoding": {"greedy": True, "max_new_tokens": self.max_new_tokens, "last_window": self.truncate,
+                             **self.model.settings()}}
 
     def answer(self, records: Sequence[dict]) -> list[Answer]:
         answers: list[Answer | None] = [None] * len(records)

@@ -276,6 +276,12 @@ class EndpointRunner(Runner):
         prompt = self.prompt_fn(record, True)
         return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
+    def identity(self) -> dict:
+        """An endpoint's weights cannot be read: its model name and base URL stand for them. The
+        decoding settings are what the client sends with every request (also in the cache key)."""
+        sent = {k: v for k, v in self.client._payload([]).items() if k not in ("model", "messages")}
+        return {"weights": f"openai:{self.client.model}@{self.client.base_url}", "decoding": sent}
+
     def answer(self, records: Sequence[dict]) -> list[Answer]:
         replies = self.client.chat_many([self.prompt(r) for r in records])
         return [Answer(None, "over_window") if text is None else Answer(text, "ok") for text in replies]

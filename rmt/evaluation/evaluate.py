@@ -7,14 +7,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, Runner
-from rmt.evaluation.store import Result, ResultsStore, prompt_hash
+from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, Runner, identity_of
+from rmt.evaluation.shard import Shard
+from rmt.evaluation.store import Result, ResultsStore, StaleResultsError, prompt_hash, producer_key
 
 ENDPOINT_PREFIX = "openai:"
 
@@ -23,7 +25,8 @@ ENDPOINT_PREFIX = "openai:"
 class Summary:
     model: str
     done: int = 0  # answered now
-    skipped: int = 0  # already in the store with the same prompt
+    skipped: int = 0  # already in the store: same prompt, same producer (weights, decoding settings)
+    rescored: int = 0  # skipped answers whose stored score or target was out of date (scored again, not asked again)
     over_window: int = 0
     truncated: int = 0  # answered from the last window of an input longer than the model's
     correct: int = 0
@@ -33,6 +36,17 @@ class Summary:
     def accuracy(self) -> float | None:
         scored = self.done - self.over_window
         return self.correct / scored if scored else None
+
+    def add(self, result: Result) -> None:
+        """Count one new answer."""
+        self.done += 1
+        self.truncated += result.status == TRUNCATED
+        self.over_window += result.status == OVER_WINDOW
+        cell = self.by_cell.setdefault((result.task, result.length), [0, 0])
+        if result.correct is not None:
+            self.correct += result.correct
+            cell[0] += result.correct
+            cell[1] += 1
 
 
 def sample_ids(records: Sequence[dict]) -> list[str]:
@@ -59,68 +73,142 @@ def _check_record(record: dict, index: int) -> None:
                          "target, task and length (as written by rmt generate)")
 
 
-def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str | Path, progress: bool = True,
-             model_name: str | None = None) -> Summary:
-    """Answer every record not yet in ``store`` and store each score as soon as it is known."""
-    from tqdm.auto import tqdm
-
+def _scores(record: dict, output: str) -> tuple[int, int]:
+    """(official, strict) score of ``output`` for ``record``, by ``rmt.babilong.score``."""
     from rmt.babilong import score
     from rmt.babilong.tasks import record_task
 
-    own_store = not isinstance(store, ResultsStore)
-    store = ResultsStore(store) if own_store else store
+    kwargs = dict(target=record["target"], question=record["question"], task=record_task(record))
+    return int(score(output, mode="official", **kwargs)), int(score(output, mode="strict", **kwargs))
+
+
+def _difference(stored: str | None, now: str) -> str:
+    """What differs between a stored producer and this run's, in words."""
+    if stored is None:
+        return ("were written by an older rmt that did not record the weights and decoding settings behind them, "
+                "so they cannot be checked")
+    old, new = json.loads(stored), json.loads(now)
+    parts = []
+    if old.get("weights") != new.get("weights"):
+        parts.append(f"other weights (stored {old.get('weights')}, now {new.get('weights')})")
+    old_dec, new_dec = old.get("decoding") or {}, new.get("decoding") or {}
+    changed = [f"{k} {old_dec.get(k)!r} -> {new_dec.get(k)!r}" for k in sorted(set(old_dec) | set(new_dec))
+               if old_dec.get(k) != new_dec.get(k)]
+    if changed:
+        parts.append(f"other decoding settings ({', '.join(changed)})")
+    others = sorted(k for k in set(old) | set(new) if k not in ("weights", "decoding") and old.get(k) != new.get(k))
+    if others or not parts:
+        parts.append(f"another producer ({', '.join(others) or 'runner identity'} differs)")
+    return "were made with " + " and ".join(parts)
+
+
+def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str | Path, progress: bool = True,
+             model_name: str | None = None, shard: Shard | None = None) -> Summary:
+    """Answer every record not yet in ``store`` and store each score as soon as it is known.
+
+    A stored answer is reused only when its prompt hash and its producer (``runner.identity()``:
+    the weights' fingerprint and the decoding settings) are this run's; its score is then computed
+    again from the stored output (scoring is cheap and may have changed, the record's target too).
+    Stored answers of the asked cells made by another producer raise :class:`StaleResultsError`
+    (nothing is reused or replaced). ``shard``: this process's part of a launched run (see
+    ``rmt.evaluation.shard``); only its rank 0 opens ``store``."""
+    from tqdm.auto import tqdm
+
+    shard = shard or Shard()
     model = model_name or runner.name
+    producer = producer_key(identity_of(runner))
+    own_store = shard.is_main and not isinstance(store, ResultsStore)
+    where = getattr(store, "path", store)
+    store = ResultsStore(store) if own_store else store
     summary = Summary(model)
     try:
-        done = store.done(model)
-        todo, cells = [], set()
+        cells, seen = [], set()
         for index, (record, sid) in enumerate(zip(records, sample_ids(records))):
             _check_record(record, index)
             cell = (record["task"], str(record["length"]), sid)
-            if cell in cells:
+            if cell in seen:
                 raise ValueError(f"two records are sample {sid} of {cell[0]}/{cell[1]} (record {index}); "
                                  "sample ids must be unique per task and length")
-            cells.add(cell)
-            phash = prompt_hash(runner.prompt_key(record))
-            if done.get(cell) == phash:
-                summary.skipped += 1
-                continue
-            todo.append((record, cell, phash))
+            seen.add(cell)
+            cells.append((record, cell, prompt_hash(runner.prompt_key(record))))
+        stored = shard.broadcast(store.stored(model) if shard.is_main else None)
+        # Every process decides the same: each reads rank 0's view of the store, before anyone writes.
+        reuse, todo, stale = [], [], []
+        for record, cell, phash in cells:
+            row = stored.get(cell)
+            if row is None:
+                todo.append((record, cell, phash))
+            elif row.producer != producer:
+                stale.append(row)
+            elif row.prompt_hash == phash:
+                reuse.append((record, row))
+            else:  # the prompt changed: redone, and the answer replaced
+                todo.append((record, cell, phash))
+        if stale:
+            first = stale[0]
+            which = ", ".join(sorted({f"{r.task}/{r.length}" for r in stale}))
+            raise StaleResultsError(
+                f"results store {where} holds {len(stale)} answer(s) of {model!r} for the asked cells ({which}) that "
+                f"{_difference(first.producer, producer)}; they are neither reused nor replaced: give a new store "
+                f"(--store) or another model name (--name)")
+        summary.skipped = len(reuse)
+        if shard.is_main:
+            summary.rescored = _rescore(store, reuse)
         start = time.perf_counter()
-        bar = tqdm(total=len(todo), desc=f"eval {model}", unit="sample", disable=not progress or not todo)
-        for first in range(0, len(todo), max(1, runner.batch_size)):
-            batch = todo[first:first + max(1, runner.batch_size)]
-            t0 = time.perf_counter()
-            answers = runner.answer([record for record, _, _ in batch])
-            per_sample = (time.perf_counter() - t0) / len(batch)
-            for (record, (task, length, sid), phash), answer in zip(batch, answers):
-                correct = strict = None
-                if answer.status in ANSWERED:
-                    summary.truncated += answer.status == TRUNCATED
-                    kwargs = dict(target=record["target"], question=record["question"], task=record_task(record))
-                    correct = int(score(answer.output, mode="official", **kwargs))
-                    strict = int(score(answer.output, mode="strict", **kwargs))
-                    summary.correct += correct
-                elif answer.status == OVER_WINDOW:
-                    summary.over_window += 1
-                else:
-                    raise ValueError(f"runner {runner.name} answered with unknown status {answer.status!r}")
-                store.put(Result(model=model, task=task, length=length, sample_id=sid, prompt_hash=phash,
-                                 status=answer.status, output=answer.output, target=record["target"],
-                                 correct=correct, correct_strict=strict, n_tokens=answer.n_tokens,
-                                 seconds=per_sample, prompt_set=getattr(runner, "prompt_set", None)))
-                cell_stats = summary.by_cell.setdefault((task, length), [0, 0])
-                if correct is not None:
-                    cell_stats[0] += correct
-                    cell_stats[1] += 1
-                summary.done += 1
-            bar.update(len(batch))
+        size = max(1, runner.batch_size)
+        mine = shard.take(todo)
+        per_process = -(-len(todo) // shard.world_size)  # ceil: the most cells any process answers
+        steps = -(-per_process // size)  # every process takes the same number of steps (some empty)
+        bar = tqdm(total=len(todo), desc=f"eval {model}", unit="sample",
+                   disable=not progress or not todo or not shard.is_main)
+        for step in range(steps):
+            batch = mine[step * size:(step + 1) * size]
+            answered = _answer(runner, batch, model, producer) if batch else []
+            for results in shard.gather(answered):
+                for result in results:
+                    if shard.is_main:
+                        store.put(result)
+                    summary.add(result)
+                bar.update(len(results))
         bar.close()
         summary.seconds = time.perf_counter() - start
     finally:
         if own_store:
             store.close()
     return summary
+
+
+def _answer(runner: Runner, batch: list, model: str, producer: str) -> list[Result]:
+    """The scored results of one batch of (record, cell, prompt hash)."""
+    t0 = time.perf_counter()
+    answers = runner.answer([record for record, _, _ in batch])
+    per_sample = (time.perf_counter() - t0) / len(batch)
+    results = []
+    for (record, (task, length, sid), phash), answer in zip(batch, answers):
+        correct = strict = None
+        if answer.status in ANSWERED:
+            correct, strict = _scores(record, answer.output)
+        elif answer.status != OVER_WINDOW:
+            raise ValueError(f"runner {runner.name} answered with unknown status {answer.status!r}")
+        results.append(Result(model=model, task=task, length=length, sample_id=sid, prompt_hash=phash,
+                              status=answer.status, output=answer.output, target=record["target"], correct=correct,
+                              correct_strict=strict, n_tokens=answer.n_tokens, seconds=per_sample,
+                              prompt_set=getattr(runner, "prompt_set", None), producer=producer))
+    return results
+
+
+def _rescore(store: ResultsStore, reuse: list) -> int:
+    """Score the reused answers again (the rule or a record's target may have changed); store those
+    whose score or target changed. How many did."""
+    changed = 0
+    for record, row in reuse:
+        if row.status not in ANSWERED:
+            continue
+        correct, strict = _scores(record, row.output or "")
+        if (correct, strict, record["target"]) != (row.correct, row.correct_strict, row.target):
+            store.put(replace(row, correct=correct, correct_strict=strict, target=record["target"]))
+            changed += 1
+    return changed
 
 
 # --------------------------------------------------------------------------------- data sources

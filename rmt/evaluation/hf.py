@@ -77,6 +77,9 @@ class HFModel(LocalModel):
                 model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
             except (OSError, ValueError) as exc:
                 raise ValueError(_unknown_model_message(name_or_path, exc)) from None
+            from rmt.evaluation.fingerprint import weights_fingerprint
+
+            self.weights = weights_fingerprint(name_or_path)  # after loading: a hub name is in its cache now
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.window = model_window(self.model.config, self.tokenizer)
@@ -125,6 +128,9 @@ class LastWindowModel(HFModel):
         if not self.read_window or self.read_window < 1:
             raise ValueError(f"model {name_or_path} states no context window; give window=N tokens")
         self.window = None  # every prompt is answered (from its last read_window tokens)
+
+    def settings(self) -> dict:
+        return {**super().settings(), "read_window": self.read_window}
 
     def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
                   top_p: float = 1.0, seed: int | None = None):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from rmt.evaluation.base import Answer, Runner
+from rmt.evaluation.base import Answer, Runner, identity_of
 
 SPLITS = ("sentences", "pysbd", "chunks")
 # Sentence ends: ., ! or ? (optionally closing quotes/brackets) followed by whitespace. Fast on
@@ -107,6 +107,9 @@ class RAGRunner(Runner):
         # Cheap identity of the cell's question (no embedding): retrieval settings + the reader's
         # prompt on the full record. A change to either redoes the cell.
         return {"rag": self.retriever.config, "reader": self.reader.prompt_key(record)}
+
+    def identity(self) -> dict:
+        return identity_of(self.reader)  # the retrieval settings are in the prompt key
 
     def answer(self, records: Sequence[dict]) -> list[Answer]:
         return self.reader.answer([self.retrieved_record(r) for r in records])

@@ -1,7 +1,9 @@
 """The results store: one SQLite file per evaluation run (or shared by many).
 
 Every answer is one row, committed as soon as it is scored, in WAL mode, so a ``kill -9`` loses at
-most the answer being computed, and a rerun skips every cell that is already done. The file records
+most the answer being computed, and a rerun skips every cell that is already done with the same
+prompt by the same producer (the weights' fingerprint and the decoding settings, recorded with
+every answer: ``producer``). The file records
 the benchmark version it was written for; opening it with another version is a clear error instead
 of a silently mixed report.
 """
@@ -45,6 +47,9 @@ CREATE TABLE IF NOT EXISTS results (
     created        REAL NOT NULL,
     prompt_set     TEXT,               -- which prompts: builtin, lm-eval, file:NAME, plain (+ parts off),
                                        -- then ", chat template" / ", no chat template" for a model with one
+    producer       TEXT,               -- what made the answer besides the prompt, canonical JSON:
+                                       -- {"weights": fingerprint, "decoding": {...}}; NULL: written
+                                       -- by an rmt that did not record it (never reused)
     PRIMARY KEY (model, task, length, sample_id)
 );
 """
@@ -72,6 +77,17 @@ class Result:
     seconds: float | None = None
     created: float = 0.0
     prompt_set: str | None = None
+    producer: str | None = None
+
+
+def producer_key(identity: dict) -> str:
+    """The canonical JSON of a runner's identity (``Runner.identity()``), as the store keeps it."""
+    return json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+class StaleResultsError(ValueError):
+    """The store holds answers for the asked cells that another producer made (other weights or
+    decoding settings, or not recorded): they are neither reused nor replaced."""
 
 
 class StoreVersionError(ValueError):
@@ -131,6 +147,8 @@ class ResultsStore:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
             if "prompt_set" not in columns:  # a store from before prompt sets were recorded
                 self._db.execute("ALTER TABLE results ADD COLUMN prompt_set TEXT")
+            if "producer" not in columns:  # from before producers were recorded: its rows stay NULL
+                self._db.execute("ALTER TABLE results ADD COLUMN producer TEXT")
         except sqlite3.DatabaseError as exc:
             raise ValueError(f"not a results store (SQLite said: {exc}): {self.path}") from None
         self._check_versions(benchmark_version)
@@ -195,9 +213,9 @@ class ResultsStore:
         with self._transaction():
             self._db.execute(
                 "INSERT OR REPLACE INTO results (model, task, length, sample_id, prompt_hash, status, output,"
-                " target, correct, correct_strict, n_tokens, seconds, created, prompt_set) VALUES (:model, :task,"
-                " :length, :sample_id, :prompt_hash, :status, :output, :target, :correct, :correct_strict,"
-                " :n_tokens, :seconds, :created, :prompt_set)",
+                " target, correct, correct_strict, n_tokens, seconds, created, prompt_set, producer) VALUES (:model,"
+                " :task, :length, :sample_id, :prompt_hash, :status, :output, :target, :correct, :correct_strict,"
+                " :n_tokens, :seconds, :created, :prompt_set, :producer)",
                 row,
             )
 
@@ -208,6 +226,10 @@ class ResultsStore:
             "SELECT task, length, sample_id, prompt_hash FROM results WHERE model = ?", (model,)
         )
         return {(t, l, s): h for t, l, s, h in rows}
+
+    def stored(self, model: str) -> dict[tuple[str, str, str], Result]:
+        """(task, length, sample_id) -> the stored answer of ``model``."""
+        return {(r.task, r.length, r.sample_id): r for r in self.results(model)}
 
     def results(self, model: str | None = None) -> Iterator[Result]:
         sql = "SELECT * FROM results" + (" WHERE model = ?" if model else "") + " ORDER BY model, task, length, sample_id"
