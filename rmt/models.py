@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rmt.atomic import atomic_dir, atomic_file, new_temp_dir, sweep_leftovers
+from rmt.errors import UsageError
 
 MANIFEST_FILE = "rmt_model.json"  # written last into every conversion; its absence = not ours / corrupt
 MODELS_DIR = "models"
@@ -343,15 +344,56 @@ def is_registered(spec: str | os.PathLike) -> bool:
     return str(spec).strip().lower() in REGISTRY and not Path(str(spec)).expanduser().exists()
 
 
+# What transformers raises for a model or tokenizer it cannot read: a broken or foreign directory, an
+# unknown model type, weights of the wrong shape, a hub name with no hub. Caught only around loading
+# what the user named, and said as a user error that names it.
+LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
+
+
+def _cannot_load(spec, what: str, exc: Exception) -> UsageError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if Path(str(spec)).expanduser().exists():
+        return UsageError(f"cannot load {what} {str(spec)!r} from its local directory: {first}")
+    return UsageError(f"unknown {what} {str(spec)!r}: neither a local directory nor a model on the Hugging Face hub "
+                      f"(offline?)")
+
+
+def set_pad(tokenizer):
+    """The one pad rule: a tokenizer without a pad token pads with its eos token, else its unk token
+    (batched decoding and training batches need a pad id; attention masks hide it)."""
+    if tokenizer.pad_token is None:
+        fill = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+        if fill is not None:
+            tokenizer.pad_token = fill
+    return tokenizer
+
+
+def load_tokenizer(where: str | os.PathLike, what: str = "model"):
+    """The tokenizer saved at ``where`` (a resolved model dir or hub name) with the pad rule; one
+    ``UsageError`` line naming ``where`` when it cannot be read."""
+    from transformers import AutoTokenizer  # lazy: `rmt --help` does not import transformers
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(where))
+    except LOAD_ERRORS as exc:
+        raise _cannot_load(where, what, exc) from exc
+    return set_pad(tokenizer)
+
+
+def load_causal_lm(where: str | os.PathLike, dtype=None):
+    """An HF causal LM saved at ``where`` (a resolved model dir or hub name); ``dtype`` a torch
+    dtype or None (as saved). One ``UsageError`` line naming ``where`` when it cannot be read."""
+    from transformers import AutoModelForCausalLM  # lazy: `rmt --help` does not import transformers
+
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(where), **kwargs)
+    except LOAD_ERRORS as exc:
+        raise _cannot_load(where, "model", exc) from exc
+
+
 def load(spec: str | os.PathLike, dtype=None):
     """``(model, tokenizer)`` for ``spec``: an HF causal LM and its tokenizer (pad = eos when the
     tokenizer has no pad token), e.g. ``rmt.models.load("smollm2-135m")``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     where = resolve(spec)
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(where)
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return load_causal_lm(where, dtype), load_tokenizer(where)

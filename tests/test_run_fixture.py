@@ -30,12 +30,12 @@ def _logits(model, tokenizer, text):
 
 @pytest.mark.parametrize("sub", ["final", "checkpoints/step-000004"])
 def test_saved_model_and_tokenizer_load_as_written(sub):
-    from rmt import runs
+    from rmt import RecurrentMemoryTransformer, runs
 
     located = runs.locate(FIXTURE / sub)
     assert located.rmt and located.model_dir == FIXTURE / sub
     tokenizer = runs.load_tokenizer(located.model_dir)
-    model = runs.load_model(located).eval()
+    model = RecurrentMemoryTransformer.from_pretrained(located.model_dir).eval()
     want = EXPECTED[sub]
     assert tokenizer(EXPECTED["text"])["input_ids"] == want["input_ids"]
     assert (tokenizer.pad_token, tokenizer.eos_token) == (want["pad_token"], want["eos_token"])
@@ -45,13 +45,14 @@ def test_saved_model_and_tokenizer_load_as_written(sub):
 
 def test_run_dir_resolves_to_its_final_model_and_config():
     from rmt import runs
+    from rmt.training.config import TrainConfig
 
     located = runs.locate(FIXTURE)
     assert located.rmt and located.model_dir == FIXTURE / "final"
     assert located.train_config == FIXTURE / "train_config.json"
     assert runs.locate(FIXTURE / "checkpoints" / "step-000004").train_config == \
         FIXTURE / "checkpoints" / "step-000004" / "train_config.json"
-    cfg = runs.load_train_config(located)
+    cfg = TrainConfig.from_file(located.train_config)
     assert (cfg.task, cfg.num_mem_tokens, cfg.segment_size) == ("qa1", 2, 16)
 
 

@@ -37,13 +37,13 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
     set_threads(threads)  # None: one per core not already busy
     torch.manual_seed(seed)
     if checkpoint:
-        model = RecurrentMemoryTransformer.from_pretrained(checkpoint)
+        from rmt import runs
+
+        model = RecurrentMemoryTransformer.from_pretrained(runs.rmt_checkpoint_of(checkpoint) or checkpoint)
     elif model_name:
-        from transformers import AutoModelForCausalLM
+        from rmt import runs
 
-        from rmt import models
-
-        base = AutoModelForCausalLM.from_pretrained(models.resolve(model_name))
+        base = runs.load_causal_lm(runs.locate(model_name).where)
         model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))
     else:
         heads = max(1, hidden // 64)

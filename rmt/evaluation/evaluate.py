@@ -250,26 +250,26 @@ def load_local_model(spec: str, device: str | None = None, dtype: str | None = N
 
     ``dtype``: float32, bfloat16 or float16 weights (default: as saved). ``chat_template``: None
     applies the tokenizer's chat template when it has one, False never, True requires one."""
-    from rmt import models
+    from rmt import runs
     from rmt.evaluation.hf import torch_dtype
-    from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
+    from rmt.evaluation.rmt_runner import RMTModel
 
     if spec.startswith(ENDPOINT_PREFIX):
         raise ValueError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
     device = check_device(device)
     if dtype is not None:
         torch_dtype(dtype)  # an unknown name: one line before any loading
-    name, spec = spec, models.resolve(spec)  # registered names and .gguf files: their cached conversion
-    if spec == name and (is_rmt_checkpoint(spec) or is_rmt_checkpoint(Path(spec) / "final")):
-        # the output dir of `rmt train`: its trained model
-        model = RMTModel(spec if is_rmt_checkpoint(spec) else Path(spec) / "final", device=device)
+    name, located = spec, runs.locate(spec)  # a run: its final/; registered names and .gguf files: their conversion
+    spec = located.where
+    if located.rmt:
+        model = RMTModel(located.model_dir, device=device)
         if dtype is not None:
             model.model.to(torch_dtype(dtype))
     else:
         from rmt.evaluation.base import check_chat_template
-        from rmt.evaluation.hf import HFModel, load_tokenizer
+        from rmt.evaluation.hf import HFModel
 
-        tokenizer = load_tokenizer(spec)
+        tokenizer = runs.load_tokenizer(spec)
         check_chat_template(name, tokenizer, chat_template)  # before the weights load
         model = HFModel(spec, device=device, dtype=dtype, tokenizer=tokenizer)
         model.name = name  # results are stored under the name the user gave, not the cache path
@@ -297,8 +297,7 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     """
     from rmt.evaluation.prompting import prompt_fn, resolve_style
 
-    style_spec = str(Path(spec) / "final") if (Path(spec) / "final" / "rmt_config.json").is_file() else spec
-    prompts = prompt_fn(resolve_style(prompt_style, style_spec), **(prompt_options or {}))
+    prompts = prompt_fn(resolve_style(prompt_style, spec), **(prompt_options or {}))
     if spec.startswith(ENDPOINT_PREFIX):
         from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
 

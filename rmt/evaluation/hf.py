@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from rmt import runs
 from rmt.evaluation.base import LocalModel, LocalRunner, _ids
 
 # Config attributes under which HF models state their context window.
@@ -21,24 +20,7 @@ def model_window(config, tokenizer=None) -> int | None:
     return None
 
 
-def load_tokenizer(name_or_path: str):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(_unknown_model_message(name_or_path, exc)) from None
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token  # greedy batched decoding needs a pad id
-    return tokenizer
-
-
-def _unknown_model_message(name_or_path: str, exc: Exception) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    where = "local directory" if Path(name_or_path).exists() else "local directory nor a model on the Hugging Face hub (offline?)"
-    if Path(name_or_path).exists():
-        return f"cannot load model {name_or_path!r} from its {where}: {first}"
-    return f"unknown model {name_or_path!r}: neither a {where}"
+load_tokenizer = runs.load_tokenizer  # the name it had here
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -66,17 +48,10 @@ class HFModel(LocalModel):
 
     def __init__(self, name_or_path: str, device: str | None = None, dtype: str | None = None,
                  model=None, tokenizer=None):
-        import torch
-        from transformers import AutoModelForCausalLM
-
         self.name = str(name_or_path)
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name_or_path)
+        self.tokenizer = tokenizer if tokenizer is not None else runs.load_tokenizer(name_or_path)
         if model is None:
-            kwargs = {"dtype": torch_dtype(dtype)} if dtype else {}
-            try:
-                model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-            except (OSError, ValueError) as exc:
-                raise ValueError(_unknown_model_message(name_or_path, exc)) from None
+            model = runs.load_causal_lm(name_or_path, torch_dtype(dtype) if dtype else None)
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.window = model_window(self.model.config, self.tokenizer)

@@ -8,7 +8,8 @@ file, switched-off parts) through.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
+
+from rmt import runs
 
 
 def benchmark_prompt(record: dict, chat: bool, **options):
@@ -30,7 +31,6 @@ TRAINING_TEMPLATE = "{context} {question}"
 PLAIN_OPTIONS = {"instruction": False, "examples": False, "post_prompt": False, "context_tags": False,
                  "template": TRAINING_TEMPLATE}
 STYLES = ("auto", "benchmark", "plain")
-TRAIN_CONFIG_FILE = "train_config.json"  # written by `rmt train` into every checkpoint dir
 
 
 def resolve_style(style: str, model_spec: str) -> str:
@@ -40,10 +40,7 @@ def resolve_style(style: str, model_spec: str) -> str:
     if style not in STYLES:
         raise ValueError(f"unknown prompt style {style!r}; allowed: {', '.join(STYLES)}")
     if style == "auto":
-        # checkpoints/step-N/ holds the run's config itself; OUT/final/ has it one level up
-        path = Path(model_spec)
-        trained = (path / TRAIN_CONFIG_FILE).is_file() or (path.parent / TRAIN_CONFIG_FILE).is_file()
-        return "plain" if path.is_dir() and trained else "benchmark"
+        return "plain" if runs.trained_by_rmt_train(model_spec) else "benchmark"
     return style
 
 

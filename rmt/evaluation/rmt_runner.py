@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rmt import runs
 from rmt.evaluation.base import LocalModel, LocalRunner
-from rmt.evaluation.hf import load_tokenizer, pick_device
-
-RMT_CONFIG_FILE = "rmt_config.json"  # written by RecurrentMemoryTransformer.save_pretrained
-
-
-def is_rmt_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / RMT_CONFIG_FILE).is_file()
+from rmt.evaluation.hf import pick_device
+from rmt.runs import RMT_CONFIG_FILE, is_rmt_checkpoint  # noqa: F401  (the names it had here)
 
 
 class RMTModel(LocalModel):
@@ -26,7 +22,7 @@ class RMTModel(LocalModel):
 
         self.name = str(path)
         self.device = pick_device(device)
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(str(path))
+        self.tokenizer = tokenizer if tokenizer is not None else runs.load_tokenizer(path)
         if model is None:
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"RMT checkpoint directory not found: {path}")

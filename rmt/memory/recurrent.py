@@ -27,10 +27,8 @@ from rmt.memory.config import RMTConfig
 from rmt.memory.diagonal import DIAGONAL_BLOCK, diagonal_unsupported_reason, run_diagonal
 from rmt.memory.kinds import MEMORY_KINDS
 from rmt.memory.kinds.retrieval import RetrievalStore
+from rmt.runs import BASE_CONFIG_FILE as BASE_CONFIG_NAME, RMT_CONFIG_FILE as RMT_CONFIG_NAME, WEIGHTS_FILE as WEIGHTS_NAME
 
-WEIGHTS_NAME = "model.safetensors"
-RMT_CONFIG_NAME = "rmt_config.json"
-BASE_CONFIG_NAME = "config.json"
 FORMAT_VERSION = 2  # 1: v0.1 (memory parameters named `memory`, `retrieval.*`); 2: `memory_kind.*`
 
 

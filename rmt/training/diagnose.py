@@ -30,6 +30,7 @@ import math
 import time
 from pathlib import Path
 
+from rmt import runs
 from rmt.atomic import atomic_file
 
 JSON_NAME = "diagnose.json"
@@ -41,33 +42,30 @@ TEXT_NAME = "diagnose.txt"
 def find_checkpoint(checkpoint) -> tuple[Path, Path]:
     """(model dir, its train_config.json) for ``checkpoint``: an RMT model dir (``OUT/final``, a
     ``checkpoints/step-N`` dir) or the output dir of ``rmt train`` (its ``final/``)."""
-    from rmt.training.trainer import CONFIG_NAME as TRAIN_CONFIG_FILE, RMT_CONFIG_FILE
-
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     if not path.is_dir():
         raise ValueError(f"checkpoint {checkpoint} is a file; give a checkpoint directory (an rmt train output dir or its final/)")
-    model_dir = next((p for p in (path, path / "final") if (p / RMT_CONFIG_FILE).is_file()), None)
-    if model_dir is None:
-        if any((p / "config.json").is_file() for p in (path, path / "final")):
-            raise ValueError(f"checkpoint {checkpoint} is a model without memory (no {RMT_CONFIG_FILE}); "
+    located = runs.locate(path)
+    if not located.rmt:
+        if runs.model_dir_of(path) is not None:
+            raise ValueError(f"checkpoint {checkpoint} is a model without memory (no {runs.RMT_CONFIG_FILE}); "
                              f"rmt diagnose inspects the memory of an RMT, RMT-R or ARMT checkpoint")
-        raise ValueError(f"{checkpoint} is not an RMT checkpoint (no {RMT_CONFIG_FILE} in it or in its final/); "
+        raise ValueError(f"{checkpoint} is not an RMT checkpoint (no {runs.RMT_CONFIG_FILE} in it or in its final/); "
                          f"give an rmt train output dir or its final/")
-    config = next((p / TRAIN_CONFIG_FILE for p in (model_dir, model_dir.parent) if (p / TRAIN_CONFIG_FILE).is_file()), None)
-    if config is None:
-        raise FileNotFoundError(f"no {TRAIN_CONFIG_FILE} in {model_dir} or beside it: rmt diagnose runs the checkpoint's "
-                                f"own task, as saved by rmt train")
-    return model_dir, config
+    if located.train_config is None:
+        raise FileNotFoundError(f"no {runs.TRAIN_CONFIG_FILE} in {located.model_dir} or beside it: rmt diagnose runs the "
+                                f"checkpoint's own task, as saved by rmt train")
+    return located.model_dir, located.train_config
 
 
 def default_out(model_dir: Path) -> Path:
     """``OUT/diagnose`` of the run: beside ``final/``, or beside ``checkpoints/`` for a step dir (never
     inside a checkpoint, which training rotates away)."""
-    if model_dir.name == "final":
+    if model_dir.name == runs.FINAL_DIR:
         return model_dir.parent / "diagnose"
-    if model_dir.parent.name == "checkpoints":
+    if model_dir.parent.name == runs.CHECKPOINTS_DIR:
         return model_dir.parent.parent / f"diagnose-{model_dir.name}"
     return model_dir / "diagnose"
 
@@ -380,13 +378,11 @@ def diagnose(checkpoint, segments: int = 1024, samples: int = 16, out=None, batc
     from rmt.threads import set_threads
 
     set_threads(threads)
-    from transformers import AutoTokenizer
-
     from rmt import RecurrentMemoryTransformer
     from rmt.training.tasks import TaskData
 
     model = RecurrentMemoryTransformer.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = runs.load_tokenizer(model_dir)
     data = TaskData(cfg, tokenizer)
     log(f"diagnose: {samples} samples of {segments} segments of {cfg.task} ({cfg.memory_kind}, {model.config.memory_write} writes)")
     examples = [data.example(r, segments) for r in data.records("eval", 0, segments, samples)]

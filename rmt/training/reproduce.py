@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rmt import runs
 from rmt.atomic import atomic_file
 from rmt.training.recipes import NO_MEMORY, RAG, RECIPES, ROWS, Recipe, quick
 
@@ -147,14 +148,13 @@ def check_trained(job: Job) -> None:
     allows a new step budget; a table must not mix two recipes in one model.)"""
     from rmt.training import checkpoint as ckpt
     from rmt.training.config import TrainConfig
-    from rmt.training.trainer import CONFIG_NAME
 
     out = job.model_dir
-    if job.row == RAG or not (out / CONFIG_NAME).is_file():
+    if job.row == RAG or not (out / runs.TRAIN_CONFIG_FILE).is_file():
         return
-    if not ((out / "final").is_dir() or ckpt.latest_checkpoint(out) is not None):
+    if not ((out / runs.FINAL_DIR).is_dir() or ckpt.latest_checkpoint(out) is not None):
         return  # nothing kept: the job starts its training again
-    saved = TrainConfig.from_file(out / CONFIG_NAME).to_dict()
+    saved = TrainConfig.from_file(out / runs.TRAIN_CONFIG_FILE).to_dict()
     now = job.config().to_dict()
     differ = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k not in _NOT_TRAINING and saved.get(k) != now[k]]
     if differ:
@@ -165,12 +165,12 @@ def check_trained(job: Job) -> None:
 def _train(job: Job, progress: bool, log) -> tuple[Path, float]:
     """The job's trained model dir (``final/``): trained now, resumed, or found done."""
     from rmt.training import checkpoint as ckpt
-    from rmt.training.trainer import CONFIG_NAME, METRICS_NAME, Trainer
+    from rmt.training.trainer import Trainer
 
     start = time.time()
     cfg = job.config(progress)
     out = Path(cfg.output_dir)
-    final = out / "final"
+    final = out / runs.FINAL_DIR
     check_trained(job)
     if final.is_dir():
         return final, 0.0
@@ -178,9 +178,9 @@ def _train(job: Job, progress: bool, log) -> tuple[Path, float]:
     if not resume:
         # Killed before its first checkpoint: what is there is this job's own start (the output dir is
         # a reproduce dir); start again.
-        for name in (METRICS_NAME, CONFIG_NAME):
+        for name in (runs.METRICS_FILE, runs.TRAIN_CONFIG_FILE):
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+        shutil.rmtree(out / runs.TENSORBOARD_DIR, ignore_errors=True)
     trainer = Trainer(cfg, resume=resume)
     if resume:
         log(f"  {job.name}: resuming training at step {trainer.step}")
@@ -192,10 +192,10 @@ def _runner(job: Job, model_dir: Path):
     from rmt.evaluation.base import LocalRunner
     from rmt.evaluation.hf import LastWindowModel
     from rmt.evaluation.prompting import prompt_fn
-    from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
+    from rmt.evaluation.rmt_runner import RMTModel
 
     prompts = prompt_fn("plain")  # what rmt train trains on: "input question", then the answer
-    if is_rmt_checkpoint(model_dir):
+    if runs.is_rmt_checkpoint(model_dir):
         # The whole input streams through memory: rows of a length go in one batch.
         model = RMTModel(model_dir, max_batch_tokens=1 << 22)
     else:
@@ -217,15 +217,13 @@ def eval_records(job: Job, data, segments: int) -> list[dict]:
 
 
 def _evaluate(job: Job, model_dir: Path, progress: bool) -> tuple[dict, float]:
-    from transformers import AutoTokenizer
-
     from rmt.evaluation.evaluate import evaluate
     from rmt.evaluation.store import ResultsStore
     from rmt.training.tasks import TaskData
 
     start = time.time()
     cfg = job.config()
-    data = TaskData(cfg, AutoTokenizer.from_pretrained(model_dir))
+    data = TaskData(cfg, runs.load_tokenizer(model_dir))
     runner = _runner(job, model_dir)
     accuracy = {}
     job.store.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +255,7 @@ def run_job(job: Job, progress: bool = False, log=print) -> dict:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    model_dir, train_seconds = (job.model_dir / "final", 0.0) if job.row == RAG else _train(job, progress, log)
+    model_dir, train_seconds = (job.model_dir / runs.FINAL_DIR, 0.0) if job.row == RAG else _train(job, progress, log)
     accuracy, eval_seconds = _evaluate(job, model_dir, progress)
     record = {"spec": job.spec(), "accuracy": accuracy, "train_seconds": round(train_seconds, 1),
               "eval_seconds": round(eval_seconds, 1)}

@@ -16,17 +16,16 @@ from pathlib import Path
 
 import torch
 
+from rmt import runs
 from rmt.atomic import atomic_dir, atomic_file
 from rmt.outputs import check_output
+from rmt.runs import METRICS_FILE as METRICS_NAME, TRAIN_CONFIG_FILE as CONFIG_NAME  # the names it had here
 from rmt.threads import set_threads
 from rmt.training import checkpoint as ckpt
 from rmt.training.config import TrainConfig
 from rmt.training.curriculum import Curriculum
 from rmt.training.tasks import TaskData, answer_accuracy, segment_losses
 
-CONFIG_NAME = "train_config.json"
-METRICS_NAME = "metrics.jsonl"
-RMT_CONFIG_FILE = "rmt_config.json"  # written by RecurrentMemoryTransformer.save_pretrained
 
 
 # --------------------------------------------------------------------- building blocks
@@ -37,31 +36,16 @@ def check_output_dir(path, flag: str = "--output-dir") -> Path:
     return path
 
 
-def rmt_checkpoint_of(spec) -> Path | None:
-    """``--model`` as an RMT checkpoint: a dir with ``rmt_config.json``, or the output dir of
-    ``rmt train`` (its ``final/``), as ``rmt eval`` reads them; None for anything else."""
-    if not spec:
-        return None
-    for path in (Path(spec).expanduser(), Path(spec).expanduser() / "final"):
-        if (path / RMT_CONFIG_FILE).is_file():
-            return path
-    return None
-
-
 def build_tokenizer(cfg: TrainConfig):
     """The configured HF tokenizer; else the tokenizer saved with the model given as ``--model`` (a
     pretrained model's or an RMT checkpoint's: its embeddings were trained for it); else (a model
     built from scratch) a word-level one trained on this task's text."""
-    from rmt import models
-    from rmt.training.tokenizer import load_tokenizer, train_word_tokenizer
+    from rmt.training.tokenizer import train_word_tokenizer
 
     if cfg.tokenizer:
-        return load_tokenizer(models.resolve(cfg.tokenizer))
-    checkpoint = rmt_checkpoint_of(cfg.model)
-    if checkpoint is not None:
-        return load_tokenizer(str(checkpoint))
+        return runs.load_tokenizer(runs.locate(cfg.tokenizer).where, what="tokenizer")
     if cfg.model:
-        return load_tokenizer(models.resolve(cfg.model))
+        return runs.load_tokenizer(runs.locate(cfg.model).where, what="tokenizer")
     return train_word_tokenizer(TaskData(cfg).corpus(seed=cfg.seed), cfg.vocab_size)
 
 
@@ -72,17 +56,11 @@ def window_of(cfg: TrainConfig) -> int:
 
 def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
     """An HF causal LM: ``cfg.model`` from the hub / a path, or a small GPT-2 built from scratch."""
-    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     if cfg.model:
-        from rmt import models
-
-        where = models.resolve(cfg.model)  # a registered name is fetched and converted once; no hub: fails at once
-        try:
-            model = AutoModelForCausalLM.from_pretrained(where)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot load base model {cfg.model!r} (a hub name or a local dir): "
-                             f"{str(exc).splitlines()[0]}") from None
+        # a registered name is fetched and converted once; no hub: fails at once
+        model = runs.load_causal_lm(runs.locate(cfg.model).where)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
         return causal_lm_loss(model)
@@ -142,7 +120,7 @@ def build_model(cfg: TrainConfig, tokenizer):
     """RMT around the base model, or (``memory=False``) the bare base model with a full-attention
     window as long as the longest training input. An RMT checkpoint as ``cfg.model`` is trained
     further as it is."""
-    checkpoint = rmt_checkpoint_of(cfg.model)
+    checkpoint = runs.rmt_checkpoint_of(cfg.model)
     if checkpoint is not None:
         return load_rmt_checkpoint(cfg, checkpoint, tokenizer)
     if not cfg.memory:
@@ -360,9 +338,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         if self.resume_from is not None:
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(self.resume_from)
+            self.tokenizer = runs.load_tokenizer(self.resume_from)
         else:
             self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg)
         self.data = TaskData(cfg, self.tokenizer)
@@ -388,7 +364,7 @@ class Trainer:
             self._create_output_dir()
         self.accelerator.wait_for_everyone()
         self.metrics = MetricsLog(self.out / METRICS_NAME, self.accelerator.is_main_process,
-                                  self.out / "tensorboard" if cfg.tensorboard else None)
+                                  self.out / runs.TENSORBOARD_DIR if cfg.tensorboard else None)
         if self.resume_from is not None:
             self.metrics.truncate_after(self.step)
 
@@ -502,7 +478,7 @@ class Trainer:
         bar.close()
         final = None
         if self.curriculum.finished:
-            final = self.out / "final"
+            final = self.out / runs.FINAL_DIR
             acc.wait_for_everyone()
             if acc.is_main_process:
                 model = acc.unwrap_model(self.model)
