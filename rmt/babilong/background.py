@@ -32,6 +32,8 @@ from typing import Iterator
 
 import sentencex
 
+from rmt.errors import UsageError
+
 _START = re.compile(r"^\*\*\* ?START OF.*$", re.MULTILINE)
 _END = re.compile(r"^\*\*\* ?END OF.*$", re.MULTILINE)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
@@ -54,7 +56,7 @@ def check_text(raw: bytes, name: str = "") -> None:
         return
     controls = len(raw) - len(raw.translate(None, _CONTROL_BYTES))
     if b"\x00" in raw or controls > MAX_CONTROL_SHARE * len(raw):
-        raise ValueError(f"background file {name} is not text ({controls / len(raw):.1%} of its bytes are NUL or "
+        raise UsageError(f"background file {name} is not text ({controls / len(raw):.1%} of its bytes are NUL or "
                          f"control bytes); background books must be plain text (UTF-8 or Latin-1)")
 
 
@@ -66,7 +68,7 @@ def decode_book(raw: bytes, name: str = "") -> str:
         try:
             text = raw.decode("utf-32" if raw.startswith(_UTF32_BOMS) else "utf-16")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"background file {name} starts with a UTF-16/32 byte-order mark but does not "
+            raise UsageError(f"background file {name} starts with a UTF-16/32 byte-order mark but does not "
                              f"decode as such ({exc.reason} at byte {exc.start})") from None
     elif Path(name).stem.endswith("-8"):
         text = raw.decode("latin-1")
@@ -228,7 +230,7 @@ class BooksDir(BackgroundSource):
             raise FileNotFoundError(f"background dir not found: {self.path}")
         self.files = sorted(p for p in self.path.glob("*.txt") if p.is_file() and p.stat().st_size > 0)
         if not self.files:
-            raise ValueError(f"background dir {self.path} holds no non-empty *.txt books")
+            raise UsageError(f"background dir {self.path} holds no non-empty *.txt books")
         for file in self.files:  # refuse a binary file before any sample is made (the whole file is checked on read)
             with open(file, "rb") as f:
                 check_text(f.read(_SNIFF_BYTES), str(file))
@@ -272,7 +274,7 @@ class BooksDir(BackgroundSource):
                 yield sentence
             empty_streak = 0 if produced else empty_streak + 1
             if empty_streak > 100 * len(self.files):
-                raise ValueError(f"background dir {self.path}: books yield no sentences")
+                raise UsageError(f"background dir {self.path}: books yield no sentences")
 
 
 class PG19(BackgroundSource):
@@ -292,7 +294,7 @@ class PG19(BackgroundSource):
         try:
             stream = datasets.load_dataset(self.dataset, split=self.split, streaming=True)
         except Exception as exc:  # offline, no such dataset, ...: one line, not a network traceback
-            raise ValueError(f"background 'pg19' cannot be streamed from {self.dataset!r}: "
+            raise UsageError(f"background 'pg19' cannot be streamed from {self.dataset!r}: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         while True:
             shuffled = stream.shuffle(seed=rng.randrange(2**31), buffer_size=self.buffer_size)
@@ -363,4 +365,4 @@ def get_background(background=None) -> BackgroundSource:
         return PG19()
     if isinstance(background, (str, os.PathLike)):
         return BooksDir(background)
-    raise ValueError(f"background must be None, 'fallback', 'pg19' or a books dir, got {background!r}")
+    raise UsageError(f"background must be None, 'fallback', 'pg19' or a books dir, got {background!r}")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rmt.atomic import atomic_dir, atomic_file, sweep_leftovers
+from rmt.errors import UsageError
 from rmt.outputs import check_output
 
 FORMATS = ("jsonl", "parquet", "hub", "hf")
@@ -39,11 +40,11 @@ def infer_format(path: str | os.PathLike, fmt: str | None = None) -> str:
     the public layout)."""
     if fmt is not None:
         if fmt not in FORMATS:
-            raise ValueError(f"unknown output format {fmt!r}; allowed: {', '.join(FORMATS)}")
+            raise UsageError(f"unknown output format {fmt!r}; allowed: {', '.join(FORMATS)}")
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
-        raise ValueError(f"cannot tell the format of {path} from its suffix {suffix!r}; allowed: .jsonl, .json, "
+        raise UsageError(f"cannot tell the format of {path} from its suffix {suffix!r}; allowed: .jsonl, .json, "
                          ".parquet, or no suffix (a folder in the public layout); or give the format "
                          f"(--format {'|'.join(FORMATS)})")
     return SUFFIXES[suffix]
@@ -236,14 +237,14 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}, line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                raise UsageError(f"{path}, line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
                                  f"{exc.start + 1})") from None
             if not line.strip():
                 continue
             try:
                 yield number, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                raise UsageError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
 def load_records(path: str | os.PathLike) -> list[dict]:
@@ -262,7 +263,7 @@ def load_records(path: str | os.PathLike) -> list[dict]:
         records = []
         for number, record in read_jsonl(path):
             if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {number}: a record must be a JSON object, got {type(record).__name__}")
+                raise UsageError(f"{path}, line {number}: a record must be a JSON object, got {type(record).__name__}")
             records.append(record)
         return records
     import datasets

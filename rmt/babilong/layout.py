@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+from rmt.errors import UsageError
+
 CARD = "README.md"
 # The card's pretty_name: how a rerun of `rmt generate` knows a layout folder is its own to replace.
 WRITTEN_BY = "BABILong (generated with rmt)"
@@ -75,7 +77,7 @@ def write_layout_into(records: Iterable[dict], folder: Path, card_details: dict 
         for record in records:
             for field in ("task", "length"):
                 if field not in record:
-                    raise ValueError(f"record lacks {field!r}; the public layout files records by length and task")
+                    raise UsageError(f"record lacks {field!r}; the public layout files records by length and task")
             key = (str(record["length"]), str(record["task"]))
             buffers.setdefault(key, []).append(_order_columns(record))
             counts[key] += 1
@@ -270,7 +272,7 @@ def read_layout(path: str | os.PathLike, tasks: Iterable[str] | None = None,
 
     cells = layout_cells(path)
     if not cells:
-        raise ValueError(f"{path} is not a dataset in the public BABILong layout (no {CARD} with configs and no "
+        raise UsageError(f"{path} is not a dataset in the public BABILong layout (no {CARD} with configs and no "
                          "LENGTH/TASK-*.parquet files)")
     want_tasks = set(tasks) if tasks is not None else None
     want_lengths = {str(x) for x in lengths} if lengths is not None else None

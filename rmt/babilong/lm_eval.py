@@ -18,6 +18,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from rmt.errors import UsageError
+
 INSTALL_HINT = "pip install 'rmt[lm-eval]'"
 TASK_PREFIX = "rmt_babilong"
 # First line of every task file written here: how a rerun knows a file of that name is its own.
@@ -28,10 +30,10 @@ def lm_eval_babilong_dir() -> Path:
     """The installed lm-eval's ``tasks/babilong`` folder (found without importing lm-eval)."""
     spec = importlib.util.find_spec("lm_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"lm-eval is not installed; it is needed for its babilong task files ({INSTALL_HINT})")
+        raise UsageError(f"lm-eval is not installed; it is needed for its babilong task files ({INSTALL_HINT})")
     folder = Path(list(spec.submodule_search_locations)[0]) / "tasks" / "babilong"
     if not folder.is_dir():
-        raise ValueError(f"the installed lm-eval ({folder.parent.parent}) has no babilong tasks; {INSTALL_HINT}")
+        raise UsageError(f"the installed lm-eval ({folder.parent.parent}) has no babilong tasks; {INSTALL_HINT}")
     return folder
 
 
@@ -41,7 +43,7 @@ def lm_eval_task_file(task: str) -> Path:
     task = check_task(task)
     path = lm_eval_babilong_dir() / f"babilong_{task}.yaml"
     if not path.is_file():
-        raise ValueError(f"the installed lm-eval has no babilong task file for {task} ({path})")
+        raise UsageError(f"the installed lm-eval has no babilong task file for {task} ({path})")
     return path
 
 
@@ -51,14 +53,14 @@ def _read_task_yaml(path: Path, _seen: tuple = ()) -> dict:
     import yaml
 
     if path in _seen:
-        raise ValueError(f"include cycle at {path}")
+        raise UsageError(f"include cycle at {path}")
     class Loader(yaml.SafeLoader):
         pass
 
     Loader.add_constructor("!function", lambda loader, node: f"!function {loader.construct_scalar(node)}")
     data = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 (SafeLoader subclass)
     if not isinstance(data, dict):
-        raise ValueError(f"{path} is not an lm-eval task file (expected a mapping)")
+        raise UsageError(f"{path} is not an lm-eval task file (expected a mapping)")
     includes = data.pop("include", None)
     merged: dict = {}
     for name in [includes] if isinstance(includes, str) else list(includes or []):
@@ -85,7 +87,7 @@ def lm_eval_prompt_parts(task: str) -> dict:
     n = int(config["num_fewshot"] or 0) if "num_fewshot" in config else len(samples)
     blocks = [f"<example>\n{_render_doc(doc_to_text, s)}\nAnswer: {s['target']}\n</example>" for s in samples[:n]]
     if not description:
-        raise ValueError(f"{path} has no description; cannot build the lm-eval prompt of {task}")
+        raise UsageError(f"{path} has no description; cannot build the lm-eval prompt of {task}")
     return {"instruction": description, "examples": "\n".join(blocks), "post_prompt": ""}
 
 
@@ -112,7 +114,7 @@ def check_lm_eval_tasks_dir(out_dir: str | os.PathLike, data: str | os.PathLike 
     if data is not None:
         data_full, out_full = Path(os.path.abspath(Path(data).expanduser())), Path(os.path.abspath(out))
         if out_full == data_full or data_full in out_full.parents:
-            raise ValueError(f"{flag} {out_dir} is inside the dataset folder {data}; give a directory beside it")
+            raise UsageError(f"{flag} {out_dir} is inside the dataset folder {data}; give a directory beside it")
     if out.is_dir() and not overwrite:
         for file in sorted(out.glob(f"{TASK_PREFIX}*.yaml")):
             try:
@@ -140,7 +142,7 @@ def write_lm_eval_tasks(data: str | os.PathLike, out_dir: str | os.PathLike, ove
     data = Path(data).expanduser().resolve()
     cells = layout_cells(data)
     if not cells:
-        raise ValueError(f"{data} is not a dataset in the public layout (write it with rmt generate --out DIR)")
+        raise UsageError(f"{data} is not a dataset in the public layout (write it with rmt generate --out DIR)")
     out = check_lm_eval_tasks_dir(out_dir, data, overwrite, flag="lm-eval task dir")
     out.mkdir(parents=True, exist_ok=True)
     lengths = sorted(cells, key=_length_key)

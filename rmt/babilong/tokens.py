@@ -24,6 +24,8 @@ import os
 import re
 from pathlib import Path
 
+from rmt.errors import UsageError
+
 # GPT-2's pre-tokenisation pattern (with ASCII classes standing in for \p{L} / \p{N}).
 _PRETOKEN = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+""")
 PRETOKENS = "pretokens"
@@ -73,7 +75,7 @@ def _from_dir(path: Path) -> Counter:
 
         tok = ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
         return from_tokenizers(tok._tokenizer, str(path))
-    raise ValueError(f"tokenizer dir {path} holds neither tokenizer.json nor vocab.json + merges.txt")
+    raise UsageError(f"tokenizer dir {path} holds neither tokenizer.json nor vocab.json + merges.txt")
 
 
 def _cached_hub(name: str):
@@ -122,7 +124,7 @@ def get_counter(tokenizer=None) -> Counter:
             try:
                 return from_tokenizers(Tokenizer.from_file(str(path)), str(path))
             except Exception as exc:
-                raise ValueError(f"tokenizer file {path} cannot be read: {str(exc).splitlines()[0]}") from None
+                raise UsageError(f"tokenizer file {path} cannot be read: {str(exc).splitlines()[0]}") from None
         if spec.endswith(".json") or spec.startswith((".", "~", os.sep)):
             raise FileNotFoundError(f"tokenizer path not found: {spec}")
         cached = _cached_hub(spec)
@@ -135,7 +137,7 @@ def get_counter(tokenizer=None) -> Counter:
 
             hf = AutoTokenizer.from_pretrained(spec, local_files_only=True)
         except Exception:
-            raise ValueError(
+            raise UsageError(
                 f"tokenizer {spec!r} cannot be loaded offline (not a local path, not in the Hugging Face "
                 f"cache); pass a tokenizer dir/tokenizer.json, '{PRETOKENS}', or download it first"
             ) from None
@@ -153,5 +155,5 @@ def _from_object(tok, name: str) -> Counter:
         return from_tokenizers(backend, getattr(tok, "name_or_path", None) or name)
     if hasattr(tok, "encode"):  # a slow (Python) HF tokenizer
         return Counter(name, lambda texts: [len(tok.encode(t, add_special_tokens=False)) for t in texts])
-    raise ValueError(f"tokenizer of type {type(tok).__name__} is not supported; pass a name, a path, "
+    raise UsageError(f"tokenizer of type {type(tok).__name__} is not supported; pass a name, a path, "
                      f"a tokenizers.Tokenizer or a transformers tokenizer")

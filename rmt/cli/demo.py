@@ -2,6 +2,8 @@
 
 import typer
 
+from rmt.errors import UsageError
+
 
 def _peak_rss_mib() -> float:
     import resource
@@ -17,13 +19,13 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
     """Stream `tokens` seeded random token ids through an RMT: a small random GPT-2, a saved RMT
     (`checkpoint`), or fresh memory around a pretrained model (`model_name`, e.g. smollm2-135m)."""
     if checkpoint and model_name:
-        raise ValueError("give --checkpoint (a saved RMT) or --model (a pretrained base model), not both")
+        raise UsageError("give --checkpoint (a saved RMT) or --model (a pretrained base model), not both")
     if tokens < 1:
-        raise ValueError(f"--tokens must be >= 1, got {tokens}")
+        raise UsageError(f"--tokens must be >= 1, got {tokens}")
     if chunk < 1:
-        raise ValueError(f"--chunk must be >= 1, got {chunk}")
+        raise UsageError(f"--chunk must be >= 1, got {chunk}")
     if hidden < 1 or layers < 1 or vocab < 2:
-        raise ValueError(f"--hidden and --layers must be >= 1 and --vocab >= 2, got {hidden}, {layers}, {vocab}")
+        raise UsageError(f"--hidden and --layers must be >= 1 and --vocab >= 2, got {hidden}, {layers}, {vocab}")
     import time
 
     import torch
@@ -48,7 +50,7 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
     else:
         heads = max(1, hidden // 64)
         if hidden % heads:
-            raise ValueError(f"--hidden must be a multiple of 64 or below 64, got {hidden}")
+            raise UsageError(f"--hidden must be a multiple of 64 or below 64, got {hidden}")
         base = GPT2LMHeadModel(GPT2Config(n_layer=layers, n_head=heads, n_embd=hidden, vocab_size=vocab,
                                           n_positions=segment_size + 2 * mem_tokens))
         model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))

@@ -8,13 +8,15 @@ from typing import List, Optional
 
 import typer
 
+from rmt.errors import UsageError
+
 RAG_MODES = ("off", "on", "both")
 
 
 def _split_list(value: str, what: str) -> list[str]:
     items = [x.strip() for x in value.split(",") if x.strip()]
     if not items:
-        raise ValueError(f"{what} must be a comma-separated list, got {value!r}")
+        raise UsageError(f"{what} must be a comma-separated list, got {value!r}")
     return items
 
 
@@ -22,7 +24,7 @@ def _set_threads(threads, local: bool = True):
     """``--threads``, or one per core not already busy (``rmt.threads``); torch is imported only
     for local models (an endpoint evaluation never needs it)."""
     if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
+        raise UsageError(f"--threads must be >= 1, got {threads}")
     if local:
         from rmt.threads import set_threads
 
@@ -87,28 +89,28 @@ def register(app):
 
         _set_threads(threads, local=any(not spec.startswith(ENDPOINT_PREFIX) for spec in models))
         if rag not in RAG_MODES:
-            raise ValueError(f"unknown --rag {rag!r}; allowed: {', '.join(RAG_MODES)}")
+            raise UsageError(f"unknown --rag {rag!r}; allowed: {', '.join(RAG_MODES)}")
         if name and (len(models) > 1 or rag == "both"):
-            raise ValueError("--name names one model; leave it out when evaluating several (or with --rag both)")
+            raise UsageError("--name names one model; leave it out when evaluating several (or with --rag both)")
         if data is not None and public:
-            raise ValueError("give either --data or --public, not both")
+            raise UsageError("give either --data or --public, not both")
         for value, what in ((batch_size, "--batch-size"), (max_new_tokens, "--max-new-tokens"),
                             (concurrency, "--concurrency"), (rag_top_k, "--rag-top-k")):
             if value < 1:
-                raise ValueError(f"{what} must be >= 1, got {value}")
+                raise UsageError(f"{what} must be >= 1, got {value}")
         from rmt.cli.options import pick_alias
 
         tasks = pick_alias(tasks, task_alias, "--tasks", "--task", "qa1")
         prompts = pick_alias(prompts, str(prompt_file) if prompt_file else None, "--prompts", "--prompt-file")
         prompt = pick_alias(prompt_style, prompt_alias, "--prompt-style", "--prompt", "auto")
         if prompt not in STYLES:
-            raise ValueError(f"unknown --prompt-style {prompt!r}; allowed: {', '.join(STYLES)}")
+            raise UsageError(f"unknown --prompt-style {prompt!r}; allowed: {', '.join(STYLES)}")
         check_device(device)
         if dtype is not None:
             from rmt.evaluation.hf import DTYPES
 
             if dtype not in DTYPES:
-                raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+                raise UsageError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
         # only the parts switched off, so that each style keeps its own defaults
         switches = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
                     "context_tags": context_tags}
@@ -186,16 +188,16 @@ def register(app):
 
         start = time.perf_counter()
         if not 0 <= port <= 65535:
-            raise ValueError(f"--port must be in 0..65535, got {port}")
+            raise UsageError(f"--port must be in 0..65535, got {port}")
         if max_requests is not None and max_requests < 1:
-            raise ValueError(f"--max-requests must be >= 1, got {max_requests}")
+            raise UsageError(f"--max-requests must be >= 1, got {max_requests}")
         if max_batch_size < 1:
-            raise ValueError(f"--max-batch-size must be >= 1, got {max_batch_size}")
+            raise UsageError(f"--max-batch-size must be >= 1, got {max_batch_size}")
         if dtype is not None:
             from rmt.evaluation.hf import DTYPES
 
             if dtype not in DTYPES:
-                raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+                raise UsageError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
         print(f"rmt serve: loading {model} (importing torch and transformers, then the weights) ...", flush=True)
         _set_threads(threads)
         from rmt.evaluation.evaluate import load_local_model

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from rmt.errors import UsageError
+
 
 def register(app):
     """Add ``rmt generate`` to the app."""
@@ -54,7 +56,7 @@ def register(app):
             from rmt.babilong.lm_eval import check_lm_eval_tasks_dir, lm_eval_babilong_dir
 
             if fmt != "hub":
-                raise ValueError(f"--lm-eval-tasks reads the public layout: give --out a directory (not {out}) or --format hub")
+                raise UsageError(f"--lm-eval-tasks reads the public layout: give --out a directory (not {out}) or --format hub")
             lm_eval_tasks = check_lm_eval_tasks_dir(lm_eval_tasks, path, overwrite)
             lm_eval_babilong_dir()  # lm-eval missing: one line now, before any generation
         options = dict(babi_dir=babi_dir, split=split, n_facts=facts, prompt_allowance=prompt_allowance,

@@ -2,6 +2,8 @@
 
 import typer
 
+from rmt.errors import UsageError
+
 
 def register(app):
     """Add the `rmt models` command group to the `rmt` app."""
@@ -31,7 +33,7 @@ def register(app):
 
         for name in names:
             if name.lower() not in models.REGISTRY:
-                raise ValueError(f"{name!r} is not a registered model; registered: {', '.join(sorted(models.REGISTRY))}")
+                raise UsageError(f"{name!r} is not a registered model; registered: {', '.join(sorted(models.REGISTRY))}")
         for name in names:
             print(models.pull(name.lower()))
 

@@ -13,6 +13,8 @@ from dataclasses import MISSING, fields
 
 import typer
 
+from rmt.errors import UsageError
+
 # One line per flag (the dataclass docstring has the long story); a test checks every field has one.
 HELP = {
     "task": "qa1..qa20 (BABILong), memorize, detect, reason (2304.11062), or lm.",
@@ -137,7 +139,7 @@ def check_launch() -> None:
         return  # torchrun / a multi-process accelerate launch, or not launched by accelerate at all
     asked = _parent_num_processes()
     if asked and asked > 1:
-        raise ValueError(f"accelerate launch --num_processes {asked} started 1 process (without --multi_gpu, accelerate "
+        raise UsageError(f"accelerate launch --num_processes {asked} started 1 process (without --multi_gpu, accelerate "
                          f"runs one process on a machine without GPUs); add --multi_gpu (it then starts {asked} CPU "
                          f"processes with gloo) or run torchrun --nproc_per_node {asked} -m rmt train ...")
 
@@ -154,7 +156,7 @@ def build_config(config_file, values: dict, parsers: dict):
             try:
                 value = parsers[name](value)
             except ValueError:
-                raise ValueError(f"--{name.replace('_', '-')} must be comma-separated integers, got {value!r}") from None
+                raise UsageError(f"--{name.replace('_', '-')} must be comma-separated integers, got {value!r}") from None
         data[name] = value
     return TrainConfig.from_dict(data)
 

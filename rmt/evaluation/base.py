@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
+from rmt.errors import UsageError
+
 Messages = list[dict]
 Prompt = Union[str, Messages]
 # (record, chat) -> prompt string (chat=False) or chat messages (chat=True)
@@ -68,7 +70,7 @@ def messages_to_text(messages: Messages) -> str:
 def check_chat_template(name: str, tokenizer, on: bool | None) -> None:
     """``--chat-template`` asks for a template the tokenizer does not have: one-line ValueError."""
     if on and not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"--chat-template: the tokenizer of {name} has no chat template; "
+        raise UsageError(f"--chat-template: the tokenizer of {name} has no chat template; "
                          "leave the flag out (its prompts are plain text)")
 
 

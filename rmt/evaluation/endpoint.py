@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
+from rmt.errors import UsageError
 from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, Answer, Messages, PromptFn, Runner
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -84,7 +85,7 @@ class EndpointClient:
         import httpx
 
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint URL must start with http:// or https://, got {base_url!r}")
+            raise UsageError(f"endpoint URL must start with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.concurrency = max(1, int(concurrency))
@@ -93,7 +94,7 @@ class EndpointClient:
         self.max_tokens = max_tokens
         key = os.environ.get(api_key_env) if api_key_env else None
         if require_key and not key:
-            raise ValueError(f"environment variable {api_key_env} (the endpoint's API key) is not set")
+            raise UsageError(f"environment variable {api_key_env} (the endpoint's API key) is not set")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers,
                                   limits=httpx.Limits(max_connections=self.concurrency))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from rmt.errors import UsageError
 from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, Runner
 from rmt.evaluation.store import Result, ResultsStore, prompt_hash
 
@@ -55,7 +56,7 @@ def sample_ids(records: Sequence[dict]) -> list[str]:
 def _check_record(record: dict, index: int) -> None:
     missing = [k for k in ("input", "question", "target", "task", "length") if k not in record]
     if missing:
-        raise ValueError(f"record {index} lacks field(s) {', '.join(missing)}; evaluation needs input, question, "
+        raise UsageError(f"record {index} lacks field(s) {', '.join(missing)}; evaluation needs input, question, "
                          "target, task and length (as written by rmt generate)")
 
 
@@ -78,7 +79,7 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
             _check_record(record, index)
             cell = (record["task"], str(record["length"]), sid)
             if cell in cells:
-                raise ValueError(f"two records are sample {sid} of {cell[0]}/{cell[1]} (record {index}); "
+                raise UsageError(f"two records are sample {sid} of {cell[0]}/{cell[1]} (record {index}); "
                                  "sample ids must be unique per task and length")
             cells.add(cell)
             phash = prompt_hash(runner.prompt_key(record))
@@ -104,7 +105,7 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
                 elif answer.status == OVER_WINDOW:
                     summary.over_window += 1
                 else:
-                    raise ValueError(f"runner {runner.name} answered with unknown status {answer.status!r}")
+                    raise UsageError(f"runner {runner.name} answered with unknown status {answer.status!r}")
                 store.put(Result(model=model, task=task, length=length, sample_id=sid, prompt_hash=phash,
                                  status=answer.status, output=answer.output, target=record["target"],
                                  correct=correct, correct_strict=strict, n_tokens=answer.n_tokens,
@@ -136,7 +137,7 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
     """
     tasks, lengths = list(tasks), [str(x) for x in lengths]
     if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+        raise UsageError(f"samples must be >= 1, got {samples}")
     if data is not None:
         return _select(_read_data(data, tasks, lengths), tasks, lengths, samples, source=str(data))
     if public:
@@ -154,7 +155,7 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
                     raise
                 except Exception as exc:  # offline, unknown config, hub errors: one line, not a trace
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise ValueError(f"cannot load {task}/{length} of the public BABILong dataset "
+                    raise UsageError(f"cannot load {task}/{length} of the public BABILong dataset "
                                      f"(RMT-team/babilong; needs a connection or the HF cache): {first}") from None
         return records
     from rmt.babilong import iter_records
@@ -179,16 +180,16 @@ def _read_data(data: str | Path, tasks: list[str], lengths: list[str]) -> list[d
         have = [f"{t}/{l}" for l, splits in layout_cells(path).items() for t in splits]
         missing = [f"{t}/{l}" for l in lengths for t in tasks if f"{t}/{l}" not in have]
         if missing:
-            raise ValueError(f"dataset {data} has no samples for {', '.join(missing)}; it has: {', '.join(sorted(have))}")
+            raise UsageError(f"dataset {data} has no samples for {', '.join(missing)}; it has: {', '.join(sorted(have))}")
         return read_layout(path, tasks, lengths)
     records = list(load_records(path))
     if any("length" not in r for r in records):
         if len(lengths) != 1:
-            raise ValueError(f"dataset {data} does not say the length of its samples (a saved DatasetDict holds one "
+            raise UsageError(f"dataset {data} does not say the length of its samples (a saved DatasetDict holds one "
                              f"config); evaluate one length at a time, e.g. --lengths {lengths[0]}")
         records = [{"length": lengths[0], **r} for r in records]
     if any("task" not in r for r in records):
-        raise ValueError(f"dataset {data} has rows without a task (no 'task' column and no split named after one)")
+        raise UsageError(f"dataset {data} has rows without a task (no 'task' column and no split named after one)")
     return records
 
 
@@ -210,7 +211,7 @@ def _select(records: list[dict], tasks: list[str], lengths: list[str], samples: 
                 selected.extend(group[:samples])
     if missing:
         have = sorted({f"{t}/{l}" for t, l in groups})
-        raise ValueError(f"dataset {source} has no samples for {', '.join(missing)}; it has: {', '.join(have) or 'nothing'}")
+        raise UsageError(f"dataset {source} has no samples for {', '.join(missing)}; it has: {', '.join(have) or 'nothing'}")
     return selected
 
 
@@ -229,18 +230,18 @@ def check_device(device: str | None) -> str | None:
     except (RuntimeError, ValueError):
         kind = None
     if kind is None or kind.type not in DEVICE_TYPES:
-        raise ValueError(f"--device {device!r} is not a device; allowed: cpu, cuda, cuda:N, mps")
+        raise UsageError(f"--device {device!r} is not a device; allowed: cpu, cuda, cuda:N, mps")
     if kind.type == "cuda":
         if torch.version.cuda is None:
-            raise ValueError(f"--device {device}: this torch build ({torch.__version__}) has no CUDA support; "
+            raise UsageError(f"--device {device}: this torch build ({torch.__version__}) has no CUDA support; "
                              f"use --device cpu")
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+            raise UsageError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
         if kind.index is not None and kind.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                              f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     if kind.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+        raise UsageError(f"--device {device}: MPS is not available here; use --device cpu")
     return device
 
 
@@ -255,7 +256,7 @@ def load_local_model(spec: str, device: str | None = None, dtype: str | None = N
     from rmt.evaluation.rmt_runner import RMTModel
 
     if spec.startswith(ENDPOINT_PREFIX):
-        raise ValueError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
+        raise UsageError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
     device = check_device(device)
     if dtype is not None:
         torch_dtype(dtype)  # an unknown name: one line before any loading
@@ -302,12 +303,12 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
         from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
 
         if dtype is not None or chat_template is not None:
-            raise ValueError(f"--dtype and --chat-template/--no-chat-template apply to local models; {spec} is an "
+            raise UsageError(f"--dtype and --chat-template/--no-chat-template apply to local models; {spec} is an "
                              "endpoint (its server chooses both)")
 
         model, sep, url = spec[len(ENDPOINT_PREFIX):].rpartition("@")
         if not sep or not model or not url:
-            raise ValueError(f"endpoint spec must be openai:MODEL@BASE_URL (e.g. openai:gpt-4o@https://api.openai.com/v1), got {spec!r}")
+            raise UsageError(f"endpoint spec must be openai:MODEL@BASE_URL (e.g. openai:gpt-4o@https://api.openai.com/v1), got {spec!r}")
         client = EndpointClient(url, model, api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries,
                                 timeout=timeout, cache=cache, max_tokens=max_new_tokens)
         runner: Runner = EndpointRunner(client, prompts, name=name if not rag_top_k else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rmt import runs
+from rmt.errors import UsageError
 from rmt.evaluation.base import LocalModel, LocalRunner, _ids
 
 # Config attributes under which HF models state their context window.
@@ -31,7 +32,7 @@ def torch_dtype(dtype: str):
     import torch
 
     if dtype not in DTYPES:
-        raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+        raise UsageError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     return getattr(torch, dtype)
 
 
@@ -98,7 +99,7 @@ class LastWindowModel(HFModel):
         super().__init__(name_or_path, device=device, model=model, tokenizer=tokenizer)
         self.read_window = window or self.window
         if not self.read_window or self.read_window < 1:
-            raise ValueError(f"model {name_or_path} states no context window; give window=N tokens")
+            raise UsageError(f"model {name_or_path} states no context window; give window=N tokens")
         self.window = None  # every prompt is answered (from its last read_window tokens)
 
     def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
@@ -106,7 +107,7 @@ class LastWindowModel(HFModel):
         import torch
 
         if do_sample:
-            raise ValueError("a model that reads the last window decodes greedily; sampling is not supported")
+            raise UsageError("a model that reads the last window decodes greedily; sampling is not supported")
         rows = [list(ids) for ids in batch_ids]
         new: list[list[int]] = [[] for _ in rows]
         eos = self.eos_ids()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 from rmt import runs
+from rmt.errors import UsageError
 
 
 def benchmark_prompt(record: dict, chat: bool, **options):
@@ -38,7 +39,7 @@ def resolve_style(style: str, model_spec: str) -> str:
     answer``, no instruction; recognised by the run's ``train_config.json`` in the model dir or its
     parent), ``benchmark`` for everything else."""
     if style not in STYLES:
-        raise ValueError(f"unknown prompt style {style!r}; allowed: {', '.join(STYLES)}")
+        raise UsageError(f"unknown prompt style {style!r}; allowed: {', '.join(STYLES)}")
     if style == "auto":
         return "plain" if runs.trained_by_rmt_train(model_spec) else "benchmark"
     return style
@@ -66,7 +67,7 @@ def prompt_fn(style: str = "benchmark", **options):
     elif style == "benchmark":
         fn = partial(benchmark_prompt, **options)
     else:
-        raise ValueError(f"unknown prompt style {style!r}; allowed: benchmark, plain")
+        raise UsageError(f"unknown prompt style {style!r}; allowed: benchmark, plain")
     off = [part.replace("_", "-") for part in ("instruction", "examples", "post_prompt", "context_tags")
            if options.get(part) is False]
     fn.prompt_set = name + (f" (no {', no '.join(off)})" if off and style != "plain" else "")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from rmt.atomic import atomic_file
+from rmt.errors import UsageError
 from rmt.evaluation.store import Result, read_results
 from rmt.outputs import check_output
 
@@ -86,7 +87,7 @@ class Table:
 
 def build_table(results: Iterable[Result], mode: str = "official", models: list[str] | None = None) -> Table:
     if mode not in ("official", "strict"):
-        raise ValueError(f"unknown scoring mode {mode!r}; allowed: official, strict")
+        raise UsageError(f"unknown scoring mode {mode!r}; allowed: official, strict")
     cells: dict = defaultdict(Cell)
     seen_models: list[str] = []
     prompt_sets: dict = defaultdict(set)
@@ -105,7 +106,7 @@ def build_table(results: Iterable[Result], mode: str = "official", models: list[
     if models:
         unknown = [m for m in models if m not in seen_models]
         if unknown:
-            raise ValueError(f"model(s) {', '.join(unknown)} not in the results; available: {', '.join(seen_models)}")
+            raise UsageError(f"model(s) {', '.join(unknown)} not in the results; available: {', '.join(seen_models)}")
         seen_models = list(models)
     tasks = sorted({t for (_, t, _) in cells}, key=task_value)
     lengths = sorted({l for (_, _, l) in cells}, key=length_value)
@@ -115,10 +116,10 @@ def build_table(results: Iterable[Result], mode: str = "official", models: list[
 def load_table(stores: Iterable[str | Path], mode: str = "official", models: list[str] | None = None) -> Table:
     stores = list(stores)
     if not stores:
-        raise ValueError("no results store given")
+        raise UsageError("no results store given")
     results = read_results(stores)
     if not results:
-        raise ValueError(f"no results in {', '.join(map(str, stores))}")
+        raise UsageError(f"no results in {', '.join(map(str, stores))}")
     return build_table(results, mode, models)
 
 

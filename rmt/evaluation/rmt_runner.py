@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmt import runs
+from rmt.errors import UsageError
 from rmt.evaluation.base import LocalModel, LocalRunner
 from rmt.evaluation.hf import pick_device
 from rmt.runs import RMT_CONFIG_FILE, is_rmt_checkpoint  # noqa: F401  (the names it had here)
@@ -37,7 +38,7 @@ class RMTModel(LocalModel):
         import torch
 
         if do_sample and top_p < 1:
-            raise ValueError(f"top_p={top_p} is not supported for RMT checkpoints (their generate samples with "
+            raise UsageError(f"top_p={top_p} is not supported for RMT checkpoints (their generate samples with "
                              "temperature and top_k, not top_p); leave top_p at 1")
         width = max(len(ids) for ids in batch_ids)
         # RMT's generate takes each row's tokens by its mask, so right padding is fine.

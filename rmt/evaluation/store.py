@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from rmt.errors import UsageError
 from rmt.outputs import check_output
 
 # Bump SCHEMA_VERSION when the table layout changes, BENCHMARK_VERSION when the meaning of a score
@@ -88,7 +89,7 @@ def _tables(path: Path) -> set[str]:
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
-        raise ValueError(f"not a results store (SQLite said: {exc}): {path}") from None
+        raise UsageError(f"not a results store (SQLite said: {exc}): {path}") from None
 
 
 def check_store_path(path: str | Path, flag: str = "results store", write: bool = True) -> Path:
@@ -100,7 +101,7 @@ def check_store_path(path: str | Path, flag: str = "results store", write: bool 
         tables = _tables(path)
         if tables and not {"meta", "results"} <= tables:
             shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-            raise ValueError(f"{path} is an SQLite database but not a results store (its tables: {shown}); "
+            raise UsageError(f"{path} is an SQLite database but not a results store (its tables: {shown}); "
                              f"nothing was written to it; give a new file for the results")
     return check_output(path, flag, kind="file") if write else path
 
@@ -113,7 +114,7 @@ class ResultsStore:
         if not create and not self.path.is_file():
             raise FileNotFoundError(f"results store not found: {self.path}")
         if self.path.is_dir():
-            raise ValueError(f"results store path is a directory, expected a .sqlite file: {self.path}")
+            raise UsageError(f"results store path is a directory, expected a .sqlite file: {self.path}")
         check_store_path(self.path, write=create)
         if create:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,7 @@ class ResultsStore:
             if "prompt_set" not in columns:  # a store from before prompt sets were recorded
                 self._db.execute("ALTER TABLE results ADD COLUMN prompt_set TEXT")
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"not a results store (SQLite said: {exc}): {self.path}") from None
+            raise UsageError(f"not a results store (SQLite said: {exc}): {self.path}") from None
         self._check_versions(benchmark_version)
 
     def _check_versions(self, benchmark_version: str) -> None:

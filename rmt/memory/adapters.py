@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rmt.errors import UsageError
+
 # Causal LMs whose forward is exactly `lm_head(inner_model(...).last_hidden_state)`.
 DECODER_MODEL_TYPES = {"gpt2", "llama", "mistral", "qwen2", "qwen3"}
 # Decoder layers whose forward DecoderLayers._run_rows follows (pre-norm attention, then pre-norm MLP,
@@ -49,7 +51,7 @@ def adapter_for(model) -> Adapter:
         + ", ".join(sorted(ENCODER_MODEL_TYPES))
     )
     if not isinstance(model, PreTrainedModel):
-        raise ValueError(f"unsupported model class {name}: expected a Hugging Face PreTrainedModel; supported: {supported}")
+        raise UsageError(f"unsupported model class {name}: expected a Hugging Face PreTrainedModel; supported: {supported}")
     config = model.config
     model_type = getattr(config, "model_type", None)
     if model_type in DECODER_MODEL_TYPES and (name.endswith("ForCausalLM") or name.endswith("LMHeadModel")):
@@ -57,9 +59,9 @@ def adapter_for(model) -> Adapter:
     elif model_type in ENCODER_MODEL_TYPES and name.endswith("ForSequenceClassification"):
         kind = "encoder"
     else:
-        raise ValueError(f"unsupported model class {name} (model_type={model_type!r}); supported: {supported}")
+        raise UsageError(f"unsupported model class {name} (model_type={model_type!r}); supported: {supported}")
     if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
-        raise ValueError(
+        raise UsageError(
             f"unsupported position_embedding_type={config.position_embedding_type!r} for {name}; "
             "only absolute positions are supported for encoders"
         )
@@ -103,7 +105,7 @@ class DecoderLayers:
         self.config = self.inner.config
         self.model_type = self.config.model_type
         if self.model_type not in DECODER_MODEL_TYPES:
-            raise ValueError(f"no layer-level access for model_type={self.model_type!r}; supported: {', '.join(sorted(DECODER_MODEL_TYPES))}")
+            raise UsageError(f"no layer-level access for model_type={self.model_type!r}; supported: {', '.join(sorted(DECODER_MODEL_TYPES))}")
         self.is_gpt2 = self.model_type == "gpt2"
         self.layers = self.inner.h if self.is_gpt2 else self.inner.layers
         self.norm = self.inner.ln_f if self.is_gpt2 else self.inner.norm

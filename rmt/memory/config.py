@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from rmt.errors import UsageError
+
 
 MEMORY_WRITES = ("replace", "gated")  # RMT / RMT-R write rules (kinds/rmt.py, RMTKind.write)
 
@@ -13,17 +15,17 @@ def check_memory_write(memory_kind: str, memory_write: str, write_gate_bias, wri
     """The write-rule settings checked (one ``ValueError`` line naming the bad value), the two
     numbers as floats. Shared by ``RMTConfig`` and ``rmt train``'s ``TrainConfig``."""
     if memory_write not in MEMORY_WRITES:
-        raise ValueError(f"unknown memory_write {memory_write!r}; allowed: {', '.join(MEMORY_WRITES)}")
+        raise UsageError(f"unknown memory_write {memory_write!r}; allowed: {', '.join(MEMORY_WRITES)}")
     if memory_write != "replace" and memory_kind not in ("rmt", "rmt-r"):
-        raise ValueError(f"memory_write={memory_write!r} is a write rule of memory_kind 'rmt' and 'rmt-r'; "
+        raise UsageError(f"memory_write={memory_write!r} is a write rule of memory_kind 'rmt' and 'rmt-r'; "
                          f"memory_kind={memory_kind!r} writes with its own rule: use memory_write='replace'")
     numbers = []
     for name, value in (("write_gate_bias", write_gate_bias), ("write_sparsity", write_sparsity)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+            raise UsageError(f"{name} must be a finite number, got {value!r}")
         numbers.append(float(value))
     if numbers[1] < 0:
-        raise ValueError(f"write_sparsity must be >= 0, got {numbers[1]!r}")
+        raise UsageError(f"write_sparsity must be >= 0, got {numbers[1]!r}")
     return numbers[0], numbers[1]
 
 
@@ -91,41 +93,41 @@ class RMTConfig:
 
         allowed = memory_kind_names()
         if self.memory_kind not in allowed:
-            raise ValueError(f"unknown memory_kind {self.memory_kind!r}; allowed: {', '.join(allowed)}")
+            raise UsageError(f"unknown memory_kind {self.memory_kind!r}; allowed: {', '.join(allowed)}")
         if not isinstance(self.self_retrieval, bool):
-            raise ValueError(f"self_retrieval must be true or false, got {self.self_retrieval!r}")
+            raise UsageError(f"self_retrieval must be true or false, got {self.self_retrieval!r}")
         if self.self_retrieval:  # the old spelling of memory_kind="rmt-r"
             if self.memory_kind not in ("rmt", "rmt-r"):
-                raise ValueError(f"self_retrieval=True means memory_kind='rmt-r' and conflicts with memory_kind={self.memory_kind!r}; "
+                raise UsageError(f"self_retrieval=True means memory_kind='rmt-r' and conflicts with memory_kind={self.memory_kind!r}; "
                                  "set only memory_kind")
             self.memory_kind = "rmt-r"
         self.self_retrieval = self.memory_kind == "rmt-r"
         if not _is_int(self.segment_size) or self.segment_size < 1:
-            raise ValueError(f"segment_size must be an integer >= 1, got {self.segment_size!r}")
+            raise UsageError(f"segment_size must be an integer >= 1, got {self.segment_size!r}")
         if not _is_int(self.num_mem_tokens) or self.num_mem_tokens < 0:
-            raise ValueError(f"num_mem_tokens must be an integer >= 0, got {self.num_mem_tokens!r}")
+            raise UsageError(f"num_mem_tokens must be an integer >= 0, got {self.num_mem_tokens!r}")
         if not _is_int(self.bptt_depth) or (self.bptt_depth < 1 and self.bptt_depth != -1):
-            raise ValueError(f"bptt_depth must be -1 (all segments) or an integer >= 1, got {self.bptt_depth!r}")
+            raise UsageError(f"bptt_depth must be -1 (all segments) or an integer >= 1, got {self.bptt_depth!r}")
         if self.memory_kind == "rmt-r" and self.num_mem_tokens == 0:
-            raise ValueError("memory_kind='rmt-r' (self_retrieval=True) needs num_mem_tokens >= 1, got num_mem_tokens=0")
+            raise UsageError("memory_kind='rmt-r' (self_retrieval=True) needs num_mem_tokens >= 1, got num_mem_tokens=0")
         if self.memory_kind == "armt" and self.num_mem_tokens == 0:
-            raise ValueError("memory_kind='armt' needs num_mem_tokens >= 1 (they write the associative memory), got num_mem_tokens=0")
+            raise UsageError("memory_kind='armt' needs num_mem_tokens >= 1 (they write the associative memory), got num_mem_tokens=0")
         self.write_gate_bias, self.write_sparsity = check_memory_write(
             self.memory_kind, self.memory_write, self.write_gate_bias, self.write_sparsity)
         if not _is_int(self.retrieval_heads) or self.retrieval_heads < 1:
-            raise ValueError(f"retrieval_heads must be an integer >= 1, got {self.retrieval_heads!r}")
+            raise UsageError(f"retrieval_heads must be an integer >= 1, got {self.retrieval_heads!r}")
         if not _is_int(self.d_mem) or self.d_mem < 1:
-            raise ValueError(f"d_mem must be an integer >= 1, got {self.d_mem!r}")
+            raise UsageError(f"d_mem must be an integer >= 1, got {self.d_mem!r}")
         if not _is_int(self.dpfp_nu) or self.dpfp_nu < 1:
-            raise ValueError(f"dpfp_nu must be an integer >= 1, got {self.dpfp_nu!r}")
+            raise UsageError(f"dpfp_nu must be an integer >= 1, got {self.dpfp_nu!r}")
         if not _is_int(self.armt_heads) or self.armt_heads < 1:
-            raise ValueError(f"armt_heads must be an integer >= 1, got {self.armt_heads!r}")
+            raise UsageError(f"armt_heads must be an integer >= 1, got {self.armt_heads!r}")
         if self.d_mem % self.armt_heads:
-            raise ValueError(f"armt_heads={self.armt_heads} must divide d_mem={self.d_mem}")
+            raise UsageError(f"armt_heads={self.armt_heads} must divide d_mem={self.d_mem}")
         for name in ("cls_token_id", "sep_token_id"):
             value = getattr(self, name)
             if value is not None and (not _is_int(value) or value < 0):
-                raise ValueError(f"{name} must be None or a token id >= 0, got {value!r}")
+                raise UsageError(f"{name} must be None or a token id >= 0, got {value!r}")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -135,11 +137,11 @@ class RMTConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "RMTConfig":
         if not isinstance(data, dict):
-            raise ValueError(f"an RMT config must be a JSON object, got {type(data).__name__}")
+            raise UsageError(f"an RMT config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown RMT config keys {unknown}; allowed: {sorted(known)}")
+            raise UsageError(f"unknown RMT config keys {unknown}; allowed: {sorted(known)}")
         return cls(**data)
 
     def to_json_string(self) -> str:

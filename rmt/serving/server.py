@@ -34,6 +34,7 @@ from typing import Iterator, Union
 
 from pydantic import BaseModel, ConfigDict
 
+from rmt.errors import UsageError
 from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, LocalModel
 
 MAX_N = 64  # choices per request
@@ -428,7 +429,7 @@ def free_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
 
 

@@ -19,6 +19,7 @@ import torch
 
 from rmt import runs
 from rmt.atomic import atomic_dir
+from rmt.errors import UsageError
 from rmt.runs import TRAINER_STATE_FILE as STATE_NAME
 
 
@@ -111,17 +112,17 @@ def _check_safetensors(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ValueError(f"{path} is truncated ({size} bytes)")
+            raise UsageError(f"{path} is truncated ({size} bytes)")
         n = int.from_bytes(head, "little")
         if n > size - 8:
-            raise ValueError(f"{path} is truncated ({size} bytes; its header alone needs {n + 8})")
+            raise UsageError(f"{path} is truncated ({size} bytes; its header alone needs {n + 8})")
         try:
             header = json.loads(f.read(n))
             end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
         except (ValueError, KeyError, TypeError, IndexError):
-            raise ValueError(f"{path} is damaged (its header is not valid)") from None
+            raise UsageError(f"{path} is damaged (its header is not valid)") from None
     if size < 8 + n + end:
-        raise ValueError(f"{path} is truncated ({size} bytes of {8 + n + end})")
+        raise UsageError(f"{path} is truncated ({size} bytes of {8 + n + end})")
 
 
 def verify_checkpoint(path) -> dict:
@@ -133,23 +134,23 @@ def verify_checkpoint(path) -> dict:
         try:
             value = json.loads(file.read_bytes().decode("utf-8"))
         except UnicodeDecodeError:
-            raise ValueError(f"{file} is damaged (not UTF-8 text)") from None
+            raise UsageError(f"{file} is damaged (not UTF-8 text)") from None
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{file} is damaged (not valid JSON: {exc.msg}, line {exc.lineno})") from None
+            raise UsageError(f"{file} is damaged (not valid JSON: {exc.msg}, line {exc.lineno})") from None
         if file.name == STATE_NAME:
             state = value
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise ValueError(f"{path / STATE_NAME} is damaged (no step number in it)")
+        raise UsageError(f"{path / STATE_NAME} is damaged (no step number in it)")
     for file in sorted(path.glob("*.safetensors")):
         _check_safetensors(file)
     for name in runs.RESUME_FILES:
         file = path / name
         if not file.is_file():
-            raise ValueError(f"{file} is missing")
+            raise UsageError(f"{file} is missing")
         try:  # torch.save writes a zip archive; a cut one has no central directory at its end
             zipfile.ZipFile(file).close()
         except (zipfile.BadZipFile, OSError):
-            raise ValueError(f"{file} is damaged (not a complete torch file)") from None
+            raise UsageError(f"{file} is damaged (not a complete torch file)") from None
     return state
 
 
@@ -169,7 +170,7 @@ def resumable_checkpoint(out_dir, log=None) -> Path | None:
             log(f"warning: the newest checkpoint is damaged ({'; '.join(problems)}); resuming from {path} instead")
         return path
     if problems:
-        raise ValueError(f"--resume: no checkpoint in {Path(out_dir) / runs.CHECKPOINTS_DIR} is whole: {'; '.join(problems)}")
+        raise UsageError(f"--resume: no checkpoint in {Path(out_dir) / runs.CHECKPOINTS_DIR} is whole: {'; '.join(problems)}")
     return None
 
 

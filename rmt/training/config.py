@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from rmt.babilong.tasks import TASKS as BABI_TASKS
+from rmt.errors import UsageError
 
 BABILONG_TASKS = tuple(BABI_TASKS)  # the task specs of rmt.babilong.tasks
 MEMORIZATION_TASKS = ("memorize", "detect", "reason")  # arXiv 2304.11062, section 4
@@ -116,7 +117,7 @@ class TrainConfig:
     def __post_init__(self):
         def need(cond, message):
             if not cond:
-                raise ValueError(message)
+                raise UsageError(message)
 
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
@@ -197,12 +198,12 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         if not isinstance(data, dict):
-            raise ValueError(f"a training config must be a mapping of settings, got {type(data).__name__}")
+            raise UsageError(f"a training config must be a mapping of settings, got {type(data).__name__}")
         data = {k.replace("-", "_"): v for k, v in data.items()}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(known)}")
+            raise UsageError(f"unknown training config keys {unknown}; allowed: {sorted(known)}")
         return cls(**data)
 
     @classmethod
@@ -218,14 +219,14 @@ class TrainConfig:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = raw[:exc.start].count(b"\n") + 1
-            raise ValueError(f"config file {path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
+            raise UsageError(f"config file {path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ValueError(f"config file {path} is not valid YAML/JSON{where}: {problem}") from None
+            raise UsageError(f"config file {path} is not valid YAML/JSON{where}: {problem}") from None
         return cls.from_dict(data or {})
 
     def resume_mismatch(self, other: "TrainConfig") -> list[str]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from rmt import runs
 from rmt.atomic import atomic_file
+from rmt.errors import UsageError
 
 JSON_NAME = "diagnose.json"
 PNG_NAME = "diagnose.png"
@@ -46,13 +47,13 @@ def find_checkpoint(checkpoint) -> tuple[Path, Path]:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     if not path.is_dir():
-        raise ValueError(f"checkpoint {checkpoint} is a file; give a checkpoint directory (an rmt train output dir or its final/)")
+        raise UsageError(f"checkpoint {checkpoint} is a file; give a checkpoint directory (an rmt train output dir or its final/)")
     located = runs.locate(path)
     if not located.rmt:
         if runs.model_dir_of(path) is not None:
-            raise ValueError(f"checkpoint {checkpoint} is a model without memory (no {runs.RMT_CONFIG_FILE}); "
+            raise UsageError(f"checkpoint {checkpoint} is a model without memory (no {runs.RMT_CONFIG_FILE}); "
                              f"rmt diagnose inspects the memory of an RMT, RMT-R or ARMT checkpoint")
-        raise ValueError(f"{checkpoint} is not an RMT checkpoint (no {runs.RMT_CONFIG_FILE} in it or in its final/); "
+        raise UsageError(f"{checkpoint} is not an RMT checkpoint (no {runs.RMT_CONFIG_FILE} in it or in its final/); "
                          f"give an rmt train output dir or its final/")
     if located.train_config is None:
         raise FileNotFoundError(f"no {runs.TRAIN_CONFIG_FILE} in {located.model_dir} or beside it: rmt diagnose runs the "
@@ -340,7 +341,7 @@ def plot(result: dict, path: Path) -> Path:
 def check_arguments(segments, samples, batch_size: int = 16) -> None:
     for name, value in (("--segments", segments), ("--samples", samples), ("--batch-size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def check_replaceable(out: Path) -> None:
@@ -369,7 +370,7 @@ def diagnose(checkpoint, segments: int = 1024, samples: int = 16, out=None, batc
 
     cfg = TrainConfig.from_file(config_file)
     if cfg.task == "lm":
-        raise ValueError(f"checkpoint {checkpoint} was trained on task lm; rmt diagnose needs a question-answering task "
+        raise UsageError(f"checkpoint {checkpoint} was trained on task lm; rmt diagnose needs a question-answering task "
                          f"(qa1..qa20, memorize, detect, reason)")
     out = check_output(out if out is not None else default_out(model_dir), "--out", kind="dir")
     check_replaceable(out)

@@ -23,7 +23,9 @@ import dataclasses
 import time
 from pathlib import Path
 
+from rmt import runs
 from rmt.atomic import atomic_file
+from rmt.errors import UsageError
 from rmt.training.config import TrainConfig
 
 # The preset (docs/training.md, "How the quickstart was tuned"): stories of one qa1 fact, and RMT
@@ -107,9 +109,9 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
 
     start = time.time()
     if eval_samples < 1:
-        raise ValueError(f"eval_samples must be >= 1, got {eval_samples}")
+        raise UsageError(f"eval_samples must be >= 1, got {eval_samples}")
     if not 1 <= max_eval_segments <= EVAL_LENGTHS[-1]:
-        raise ValueError(f"max_eval_segments must be in 1..{EVAL_LENGTHS[-1]}, got {max_eval_segments}")
+        raise UsageError(f"max_eval_segments must be in 1..{EVAL_LENGTHS[-1]}, got {max_eval_segments}")
     out = Path(output_dir) if output_dir else Path("runs") / "quickstart" / time.strftime("%Y%m%d-%H%M%S")
     check_output_dir(out)
     torch.set_num_threads(threads)
@@ -157,7 +159,7 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
     log(f"RMT checkpoint:      {rmt_summary['final']}  (RecurrentMemoryTransformer.from_pretrained + AutoTokenizer)")
     log(f"baseline checkpoint: {base_summary['final']}")
     log(f"plot:                {png}")
-    log(f"metrics:             {out / 'rmt' / 'metrics.jsonl'}, {out / 'baseline' / 'metrics.jsonl'}")
+    log(f"metrics:             {out / 'rmt' / runs.METRICS_FILE}, {out / 'baseline' / runs.METRICS_FILE}")
     return {"task": "detect (one qa1 fact)", "seed": seed, "train_segments": cfg.max_segments,
             "segment_size": cfg.segment_size, "baseline_window_segments": window // cfg.segment_size,
             "rmt": results["rmt"], "baseline": results["baseline"], "seconds": round(time.time() - start, 1)}

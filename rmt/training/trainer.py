@@ -18,6 +18,7 @@ import torch
 
 from rmt import runs
 from rmt.atomic import atomic_dir, atomic_file
+from rmt.errors import UsageError
 from rmt.outputs import check_output
 from rmt.runs import METRICS_FILE as METRICS_NAME, TRAIN_CONFIG_FILE as CONFIG_NAME  # the names it had here
 from rmt.threads import set_threads
@@ -95,7 +96,7 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
     from rmt import RecurrentMemoryTransformer
 
     if not cfg.memory:
-        raise ValueError(f"--model {cfg.model} is an RMT checkpoint (a model with memory); --no-memory trains a plain "
+        raise UsageError(f"--model {cfg.model} is an RMT checkpoint (a model with memory); --no-memory trains a plain "
                          f"base model: give an HF model, or leave out --no-memory")
     model = RecurrentMemoryTransformer.from_pretrained(path)
     saved = model.config
@@ -105,11 +106,11 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
     if differ:
         wanted = " ".join(f"{flags[n]} {getattr(saved, n)}" for n in differ)
         now = ", ".join(f"{n}={getattr(cfg, n)!r}" for n in differ)
-        raise ValueError(f"--model {cfg.model} is an RMT checkpoint trained with other memory settings (this run has "
+        raise UsageError(f"--model {cfg.model} is an RMT checkpoint trained with other memory settings (this run has "
                          f"{now}); continue it with: {wanted}")
     vocab = model.base_model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab:
-        raise ValueError(f"--tokenizer {cfg.tokenizer} has {len(tokenizer)} tokens, more than the {vocab} embeddings of "
+        raise UsageError(f"--tokenizer {cfg.tokenizer} has {len(tokenizer)} tokens, more than the {vocab} embeddings of "
                          f"the RMT checkpoint {path}; leave out --tokenizer to use the checkpoint's own")
     saved.bptt_depth = cfg.bptt_depth  # how far gradients flow is a training setting, not part of the model
     model.train()
@@ -143,7 +144,7 @@ def enable_gradient_checkpointing(model) -> None:
 
     base = model.base_model if isinstance(model, RecurrentMemoryTransformer) else model
     if not getattr(base, "supports_gradient_checkpointing", False):
-        raise ValueError(f"--gradient-checkpointing: {type(base).__name__} does not support activation checkpointing")
+        raise UsageError(f"--gradient-checkpointing: {type(base).__name__} does not support activation checkpointing")
     base.activation_checkpointing_enable()
 
 
@@ -264,7 +265,7 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise ValueError("--tensorboard needs the tensorboard package: pip install 'rmt[tensorboard]'") from None
+                raise UsageError("--tensorboard needs the tensorboard package: pip install 'rmt[tensorboard]'") from None
             self.tb = SummaryWriter(str(tensorboard_dir))
 
     def truncate_after(self, step: int) -> None:
@@ -282,7 +283,7 @@ class MetricsLog:
             except (ValueError, UnicodeDecodeError, KeyError, TypeError):
                 if number == len(lines):  # no newline after it: a kill cut the last append short
                     continue
-                raise ValueError(f"{self.path}, line {number}: not a metrics record (a JSON object with a step); "
+                raise UsageError(f"{self.path}, line {number}: not a metrics record (a JSON object with a step); "
                                  f"remove the line to resume") from None
             if record_step <= step:
                 kept.append(raw.decode("utf-8"))
@@ -375,12 +376,12 @@ class Trainer:
         if resume:
             existing = ckpt.resumable_checkpoint(self.out, log=(lambda line: print(line, file=sys.stderr)) if main else None)
             if existing is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.out / 'checkpoints'}; start without --resume")
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.out / runs.CHECKPOINTS_DIR}; start without --resume")
             other = TrainConfig.from_file(existing / CONFIG_NAME)
             diff = self.cfg.resume_mismatch(other)
             if diff:
                 shown = ", ".join(f"{k}={getattr(other, k)!r} (now {getattr(self.cfg, k)!r})" for k in diff)
-                raise ValueError(f"--resume: {self.out} holds a run with another config: {shown}; "
+                raise UsageError(f"--resume: {self.out} holds a run with another config: {shown}; "
                                  f"use the same settings or another output dir")
             return existing
         if ckpt.latest_checkpoint(self.out) is not None or (self.out / METRICS_NAME).exists():
@@ -398,7 +399,7 @@ class Trainer:
         """This process's share of the global batch (contiguous rows)."""
         n, world, rank = batch["input_ids"].shape[0], self.accelerator.num_processes, self.accelerator.process_index
         if n % world:
-            raise ValueError(f"batch_size={n} must be divisible by the number of processes ({world})")
+            raise UsageError(f"batch_size={n} must be divisible by the number of processes ({world})")
         per = n // world
         return {k: v[rank * per : (rank + 1) * per].to(self.accelerator.device) for k, v in batch.items()}
 

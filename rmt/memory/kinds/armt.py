@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rmt.errors import UsageError
 from rmt.memory.adapters import DecoderLayers
 from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
 
@@ -132,10 +133,10 @@ class ARMTKind(MemoryKind):
     @classmethod
     def check_supported(cls, adapter, config) -> None:
         if not adapter.is_decoder:
-            raise ValueError(f"memory_kind='armt' needs a causal LM (model_type {adapter.model_type!r} is an encoder); "
+            raise UsageError(f"memory_kind='armt' needs a causal LM (model_type {adapter.model_type!r} is an encoder); "
                              "use memory_kind 'rmt' or 'rmt-r' for encoders")
         if adapter.hidden_size % config.armt_heads:
-            raise ValueError(f"armt_heads={config.armt_heads} must divide the hidden size {adapter.hidden_size}")
+            raise UsageError(f"armt_heads={config.armt_heads} must divide the hidden size {adapter.hidden_size}")
 
     @classmethod
     def extra_positions(cls, adapter, config) -> int:
@@ -149,13 +150,13 @@ class ARMTKind(MemoryKind):
 
     def state_from(self, memory, retrieval_store, batch: int) -> ARMTState:
         if retrieval_store is not None:
-            raise ValueError("retrieval_store is for memory_kind='rmt-r'; this model's memory_kind is 'armt'")
+            raise UsageError("retrieval_store is for memory_kind='rmt-r'; this model's memory_kind is 'armt'")
         if memory is None:
             return self.initial_state(batch)
         expected = self.initial_state(batch)
         if (not isinstance(memory, ARMTState) or memory.A.shape != expected.A.shape or memory.z.shape != expected.z.shape):
             got = f"A {tuple(memory.A.shape)}, z {tuple(memory.z.shape)}" if isinstance(memory, ARMTState) else type(memory).__name__
-            raise ValueError(f"memory must be an ARMTState with A of shape {tuple(expected.A.shape)} and z of shape "
+            raise UsageError(f"memory must be an ARMTState with A of shape {tuple(expected.A.shape)} and z of shape "
                              f"{tuple(expected.z.shape)} (the .memory of a previous call), got {got}")
         return memory.to(device=self.w_value.device, dtype=self.w_value.dtype)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rmt.errors import UsageError
 from rmt.memory.kinds.retrieval import RetrievalStore, SelfRetrieval
 from rmt.memory.kinds.rmt import RMTKind, RMTState
 
@@ -59,7 +60,7 @@ class RMTRKind(RMTKind):
         if retrieval_store is None:
             return RMTRState(memory, initial.store)
         if not isinstance(retrieval_store, RetrievalStore) or retrieval_store.states.shape[0] != batch:
-            raise ValueError(f"retrieval_store must be the RetrievalStore of a previous call with batch size {batch}, "
+            raise UsageError(f"retrieval_store must be the RetrievalStore of a previous call with batch size {batch}, "
                              f"got {type(retrieval_store).__name__}")
         return RMTRState(memory, retrieval_store)
 
