@@ -25,7 +25,7 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 CONNECT_RETRIES = 2
 
 
-class EndpointError(ValueError):
+class EndpointError(UsageError):
     """The endpoint refused or could not be reached (one line, names the URL)."""
 
 

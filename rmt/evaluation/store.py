@@ -75,7 +75,7 @@ class Result:
     prompt_set: str | None = None
 
 
-class StoreVersionError(ValueError):
+class StoreVersionError(UsageError):
     """The store was written for another benchmark or schema version."""
 
 
