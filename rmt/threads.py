@@ -45,7 +45,7 @@ def set_threads(threads: int | None, flag: str = "--threads") -> int:
     """Set torch's CPU threads to ``threads`` (checked), or to ``default_threads()`` when None; return it."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UsageError(f"{flag} must be an integer >= 1, got {threads!r}")
-    import torch
+    import torch  # lazy: available_cores() serves callers that never load torch (rmt reproduce's planning)
 
     n = threads if threads is not None else default_threads()
     torch.set_num_threads(n)

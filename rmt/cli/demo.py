@@ -1,4 +1,12 @@
-"""`rmt demo`: stream a long input (1M tokens by default) through a small RMT; print throughput and peak memory."""
+"""`rmt demo`: stream a long input (1M tokens by default) through a small RMT; print throughput and peak memory.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
+"""
+
+import json
+import sys
+import time
 
 import typer
 
@@ -6,8 +14,7 @@ from rmt.errors import UsageError
 
 
 def _peak_rss_mib() -> float:
-    import resource
-    import sys
+    import resource  # lazy: Unix only
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
@@ -26,7 +33,6 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
         raise UsageError(f"--chunk must be >= 1, got {chunk}")
     if hidden < 1 or layers < 1 or vocab < 2:
         raise UsageError(f"--hidden and --layers must be >= 1 and --vocab >= 2, got {hidden}, {layers}, {vocab}")
-    import time
 
     import torch
     from tqdm import tqdm
@@ -107,8 +113,6 @@ def register(app):
                                      "equal up to float rounding; compiling takes seconds, so it pays on long streams)."),
     ):
         """Stream a long random input through a small RMT; print throughput and peak memory (RSS)."""
-        import json
-
         result = run_demo(tokens, segment_size, mem_tokens, layers, hidden, vocab, self_retrieval, checkpoint, chunk, seed, threads,
                           compile=compile, model_name=model)
         print(f"streamed {result['tokens']:,} tokens in {result['segments']:,} segments: "

@@ -1,8 +1,13 @@
 """`rmt eval`, `rmt serve`, `rmt report`: evaluate any model on BABILong, serve a model behind an
-OpenAI-compatible API, and turn results stores into tables and heatmaps."""
+OpenAI-compatible API, and turn results stores into tables and heatmaps.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -184,8 +189,6 @@ def register(app):
     ):
         """Serve a model behind an OpenAI-compatible API: /v1/chat/completions, /v1/completions
         (streaming, n, stop, temperature/top_p), /v1/models; concurrent requests are batched."""
-        import time
-
         start = time.perf_counter()
         if not 0 <= port <= 65535:
             raise UsageError(f"--port must be in 0..65535, got {port}")

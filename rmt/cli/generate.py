@@ -1,5 +1,9 @@
 """``rmt generate``: write BABILong samples (the public dataset layout, JSONL, parquet or an HF
-datasets dir), atomically; optionally lm-evaluation-harness task files for them."""
+datasets dir), atomically; optionally lm-evaluation-harness task files for them.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""`rmt models`: the registered pretrained models and the local cache of their conversions."""
+"""`rmt models`: the registered pretrained models and the local cache of their conversions.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
+"""
 
 import typer
 

@@ -3,11 +3,16 @@
 `rmt train` has one flag per field of ``rmt.training.config.TrainConfig`` (built from the dataclass,
 so flags and config files can never drift apart): ``--config FILE`` (YAML/JSON) sets any of them,
 flags given on the command line win over the file.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import typing
 from dataclasses import MISSING, fields
 
@@ -113,8 +118,6 @@ def _config_flags():
 
 def _parent_num_processes() -> int | None:
     """``--num_processes N`` from the command line of the process that started this one (Linux)."""
-    import os
-
     try:
         with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
             argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
@@ -133,8 +136,6 @@ def _parent_num_processes() -> int | None:
 def check_launch() -> None:
     """``accelerate launch --num_processes N`` on a machine without GPUs and without ``--multi_gpu``
     (or a config saying MULTI_CPU) runs its single-process launcher: one process, silently. Say so."""
-    import os
-
     if "WORLD_SIZE" in os.environ or "ACCELERATE_MIXED_PRECISION" not in os.environ:
         return  # torchrun / a multi-process accelerate launch, or not launched by accelerate at all
     asked = _parent_num_processes()
@@ -169,8 +170,6 @@ def register(app):
               **values):
         """Train RMT (or the no-memory baseline) with a curriculum. Runs on CPU/GPU; for several
         GPUs or nodes start it with `accelerate launch` (DDP, DeepSpeed, FSDP configs)."""
-        import json
-
         from rmt.training.trainer import Trainer
 
         check_launch()
@@ -203,8 +202,6 @@ def register(app):
     ):
         """Train RMT on fact detection (one qa1 fact in background text) on <= 4 segments, then show
         accuracy up to 256 segments next to a same-size model without memory. CPU, offline, minutes."""
-        import json
-
         from rmt.training.quickstart import run_quickstart
 
         result = run_quickstart(output_dir=output_dir, steps=steps, eval_samples=eval_samples,
