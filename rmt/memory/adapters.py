@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from rmt.errors import UsageError
 
@@ -42,8 +45,6 @@ def _class_name(model) -> str:
 
 def adapter_for(model) -> Adapter:
     """Inspect a HF model and say how to wrap it; raise ValueError for anything unsupported."""
-    from transformers import PreTrainedModel
-
     name = _class_name(model)
     supported = (
         "causal LMs of type " + ", ".join(sorted(DECODER_MODEL_TYPES))
@@ -123,8 +124,6 @@ class DecoderLayers:
     def start(self, inputs_embeds, attention_mask, position_ids, cache=None):
         """The hidden state entering layer 0 and the per-call context the layers need (masks,
         rotary embeddings, cache); ``attention_mask`` is 2-D (batch, cached + new) or None."""
-        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-
         mask_kwargs = dict(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            past_key_values=cache, position_ids=position_ids)
         types = {self.mask_type(i) for i in range(len(self.layers))}
@@ -154,8 +153,6 @@ class DecoderLayers:
         layer, mask, cache = self.layers[i], context["masks"][self.mask_type(i)], context["cache"]
         if keep_from and self._can_keep_rows(layer, cache):
             if layer.gradient_checkpointing and layer.training:
-                from torch.utils.checkpoint import checkpoint
-
                 return checkpoint(self._run_rows, layer, hidden, mask, context, keep_from, use_reentrant=False)
             return self._run_rows(layer, hidden, mask, context, keep_from)
         if self.is_gpt2:

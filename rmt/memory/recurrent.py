@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.nn import functional as F
 from transformers.utils import ModelOutput
@@ -610,8 +613,6 @@ class RecurrentMemoryTransformer(nn.Module):
         """Write ``config.json`` (base HF config), ``rmt_config.json`` and ``model.safetensors`` (base
         weights + the memory kind's parameters) into ``path``; each file is written to a temp file then renamed,
         so a crash never leaves a half-written checkpoint file. Other files in ``path`` (a tokenizer) are kept."""
-        from safetensors.torch import save_model
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         base_config = self.base_model.config.to_dict()
@@ -629,10 +630,6 @@ class RecurrentMemoryTransformer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "RecurrentMemoryTransformer":
         """Rebuild the base model from the saved config, wrap it and load all weights."""
-        import transformers
-        from safetensors import safe_open
-        from safetensors.torch import load_model
-
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"RMT checkpoint directory not found: {path}")

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import DynamicCache
 
 from rmt.errors import UsageError
 from rmt.memory.adapters import DecoderLayers
@@ -222,8 +223,6 @@ class ARMTKind(MemoryKind):
     def start_decoding(self, base_model, state, tokens, lengths) -> Decoding:
         """The current segment's tokens with the state read in every layer, into a KV cache. No
         memory tokens: they come after the segment and never change its logits."""
-        from transformers import DynamicCache
-
         batch, width = tokens.shape
         device = tokens.device
         valid = torch.arange(width, device=device)[None, :] < lengths[:, None]
