@@ -16,17 +16,19 @@ import zipfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
 
 from rmt import runs
 from rmt.atomic import atomic_dir
 from rmt.errors import UsageError
+from rmt.memory import RecurrentMemoryTransformer
 from rmt.runs import TRAINER_STATE_FILE as STATE_NAME
 
 
 def save_model_dir(path: Path, model, tokenizer) -> None:
     """Model (RMT or plain HF) + tokenizer into ``path`` (which must exist)."""
-    from transformers.utils import logging as hf_logging
-
     # HF draws a "Writing model shards" bar even for one small shard: noise between our own bars.
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -40,18 +42,11 @@ def save_model_dir(path: Path, model, tokenizer) -> None:
 
 def load_weights(model, path: Path) -> None:
     """Load the weights saved in ``path`` into the already-built ``model`` (same architecture)."""
-    from rmt.memory import RecurrentMemoryTransformer
-
     if isinstance(model, RecurrentMemoryTransformer):
-        from safetensors.torch import load_model
-
         load_model(model, str(Path(path) / runs.WEIGHTS_FILE))
     else:
-        from transformers import AutoModelForCausalLM
-
         loaded = AutoModelForCausalLM.from_pretrained(path)
         model.load_state_dict(loaded.state_dict())
-
 
 
 def rng_state() -> dict:

@@ -25,14 +25,23 @@ from the earliest supporting fact to the question.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
 from rmt import runs
 from rmt.atomic import atomic_file
 from rmt.errors import UsageError
+from rmt.memory import RecurrentMemoryTransformer
+from rmt.outputs import check_output
+from rmt.threads import set_threads
+from rmt.training.config import TrainConfig
+from rmt.training.tasks import TaskData
 
 JSON_NAME = "diagnose.json"
 PNG_NAME = "diagnose.png"
@@ -74,8 +83,6 @@ def default_out(model_dir: Path) -> Path:
 # --------------------------------------------------------------------- the trace
 def _take(value, rows: int):
     """The first ``rows`` rows of a memory value (a tensor, an ARMTState or a RetrievalStore)."""
-    import dataclasses
-
     if value is None:
         return None
     if dataclasses.is_dataclass(value):
@@ -132,9 +139,6 @@ def trace(model, examples: list[dict], segment_size: int, batch_size: int = 16, 
           eos: bool = True) -> dict:
     """Read ``examples`` (``TaskData.example`` dicts) segment by segment; per-segment statistics,
     accuracy, and accuracy by fact-question distance. See the module docstring."""
-    import torch
-    from tqdm.auto import tqdm
-
     model.eval()
     device = model.device
     n_segments = max(math.ceil(len(e["ids"]) / segment_size) for e in examples)
@@ -275,7 +279,7 @@ def summary_text(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> Path:
     """Per-segment panels and accuracy by distance, written atomically."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib ~0.5 s; only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -365,8 +369,6 @@ def diagnose(checkpoint, segments: int = 1024, samples: int = 16, out=None, batc
     ``diagnose.txt`` into ``out`` (default: the run's ``diagnose/``). Returns the JSON's content."""
     check_arguments(segments, samples, batch_size)
     model_dir, config_file = find_checkpoint(checkpoint)
-    from rmt.outputs import check_output
-    from rmt.training.config import TrainConfig
 
     cfg = TrainConfig.from_file(config_file)
     if cfg.task == "lm":
@@ -376,11 +378,8 @@ def diagnose(checkpoint, segments: int = 1024, samples: int = 16, out=None, batc
     check_replaceable(out)
 
     start = time.time()
-    from rmt.threads import set_threads
 
     set_threads(threads)
-    from rmt import RecurrentMemoryTransformer
-    from rmt.training.tasks import TaskData
 
     model = RecurrentMemoryTransformer.from_pretrained(model_dir)
     tokenizer = runs.load_tokenizer(model_dir)

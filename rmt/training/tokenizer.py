@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
 from rmt import runs
 
 PAD, UNK, EOS = "[PAD]", "[UNK]", "[EOS]"
@@ -17,9 +20,6 @@ PAD, UNK, EOS = "[PAD]", "[UNK]", "[EOS]"
 
 def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 5000):
     """A word-level tokenizer (words and punctuation marks) trained on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.WordLevel(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     # Words are re-joined with spaces; close enough for reading model outputs ("kitchen").

@@ -15,10 +15,15 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from tqdm.auto import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from rmt import runs
 from rmt.atomic import atomic_dir, atomic_file
 from rmt.errors import UsageError
+from rmt.memory import RecurrentMemoryTransformer, RMTConfig
 from rmt.outputs import check_output
 from rmt.runs import METRICS_FILE as METRICS_NAME, TRAIN_CONFIG_FILE as CONFIG_NAME  # the names it had here
 from rmt.threads import set_threads
@@ -26,7 +31,7 @@ from rmt.training import checkpoint as ckpt
 from rmt.training.config import TrainConfig
 from rmt.training.curriculum import Curriculum
 from rmt.training.tasks import TaskData, answer_accuracy, segment_losses
-
+from rmt.training.tokenizer import train_word_tokenizer
 
 
 # --------------------------------------------------------------------- building blocks
@@ -41,8 +46,6 @@ def build_tokenizer(cfg: TrainConfig):
     """The configured HF tokenizer; else the tokenizer saved with the model given as ``--model`` (a
     pretrained model's or an RMT checkpoint's: its embeddings were trained for it); else (a model
     built from scratch) a word-level one trained on this task's text."""
-    from rmt.training.tokenizer import train_word_tokenizer
-
     if cfg.tokenizer:
         return runs.load_tokenizer(runs.locate(cfg.tokenizer).where, what="tokenizer")
     if cfg.model:
@@ -57,8 +60,6 @@ def window_of(cfg: TrainConfig) -> int:
 
 def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
     """An HF causal LM: ``cfg.model`` from the hub / a path, or a small GPT-2 built from scratch."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
     if cfg.model:
         # a registered name is fetched and converted once; no hub: fails at once
         model = runs.load_causal_lm(runs.locate(cfg.model).where)
@@ -93,8 +94,6 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
     """The RMT checkpoint ``path`` (``--model``) to train further: its base model, memory and
     retrieval weights as saved. Its memory settings are part of the weights, so the run must name
     the same ones (a clear error otherwise, never a silently re-initialised model)."""
-    from rmt import RecurrentMemoryTransformer
-
     if not cfg.memory:
         raise UsageError(f"--model {cfg.model} is an RMT checkpoint (a model with memory); --no-memory trains a plain "
                          f"base model: give an HF model, or leave out --no-memory")
@@ -126,7 +125,6 @@ def build_model(cfg: TrainConfig, tokenizer):
         return load_rmt_checkpoint(cfg, checkpoint, tokenizer)
     if not cfg.memory:
         return build_base_model(cfg, tokenizer, window_of(cfg))
-    from rmt import RMTConfig, RecurrentMemoryTransformer
 
     rmt_config = RMTConfig(num_mem_tokens=cfg.num_mem_tokens, segment_size=cfg.segment_size, bptt_depth=cfg.bptt_depth,
                            memory_kind=cfg.memory_kind, memory_write=cfg.memory_write,
@@ -140,8 +138,6 @@ def enable_gradient_checkpointing(model) -> None:
     the base model. The segment loop calls the HF layers one by one (``adapters.DecoderLayers``),
     and each layer checkpoints itself while training, so this covers every kind and the no-memory
     baseline alike; gradients equal those without it (tested)."""
-    from rmt.memory import RecurrentMemoryTransformer
-
     base = model.base_model if isinstance(model, RecurrentMemoryTransformer) else model
     if not getattr(base, "supports_gradient_checkpointing", False):
         raise UsageError(f"--gradient-checkpointing: {type(base).__name__} does not support activation checkpointing")
@@ -150,8 +146,6 @@ def enable_gradient_checkpointing(model) -> None:
 
 def model_window(model) -> int | None:
     """The longest input a model takes: None (unbounded) for RMT, else its position limit."""
-    from rmt.memory import RecurrentMemoryTransformer
-
     if isinstance(model, RecurrentMemoryTransformer):
         return None
     return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
@@ -263,7 +257,7 @@ class MetricsLog:
         self.tb = None
         if enabled and tensorboard_dir is not None:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # lazy: the `tensorboard` extra
             except ImportError:
                 raise UsageError("--tensorboard needs the tensorboard package: pip install 'rmt[tensorboard]'") from None
             self.tb = SummaryWriter(str(tensorboard_dir))
@@ -309,8 +303,6 @@ def _forget_other_precision(mixed_precision: str) -> None:
     precision than the first one of the process had. In one process (no launcher) that state is
     only an earlier run's, e.g. an fp32 run before a bf16 one in the same Python session: drop it
     so this run gets the precision it asks for. (Under a launcher every process runs one training.)"""
-    from accelerate.state import AcceleratorState
-
     shared = AcceleratorState._shared_state
     earlier = shared.get("_mixed_precision")
     if earlier is not None and earlier != mixed_precision and int(os.environ.get("WORLD_SIZE", "1")) == 1:
@@ -322,8 +314,6 @@ class Trainer:
     """``Trainer(cfg, resume=False).train()``; see ``docs/training.md``."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, accelerator=None, tokenizer=None):
-        from accelerate import Accelerator
-
         self.cfg = cfg
         self.threads = set_threads(cfg.threads)  # None: one per core not already busy (rmt.threads)
         # Launched as several processes (torchrun / accelerate launch) on a machine without CUDA:
@@ -423,8 +413,6 @@ class Trainer:
     def train(self, stop_after: int | None = None) -> dict:
         """Run the curriculum to the end (or ``stop_after`` more steps); returns a summary and
         writes ``OUT/final`` when the curriculum is done."""
-        from tqdm.auto import tqdm
-
         cfg, acc = self.cfg, self.accelerator
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", unit="step",
                    disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
