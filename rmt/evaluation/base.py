@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
 from rmt.errors import UsageError
+from rmt.evaluation.prompting import benchmark_prompt
 
 Messages = list[dict]
 Prompt = Union[str, Messages]
@@ -184,8 +185,6 @@ class LocalRunner(Runner):
 
     def __init__(self, model: LocalModel, prompt_fn: PromptFn | None = None, batch_size: int = 8,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, name: str | None = None, truncate: bool = True):
-        from rmt.evaluation.prompting import benchmark_prompt
-
         self.model = model
         self.prompt_fn = prompt_fn or benchmark_prompt
         self.prompt_set = getattr(self.prompt_fn, "prompt_set", "builtin")

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from rmt.errors import UsageError
 from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, Answer, Messages, PromptFn, Runner
+from rmt.evaluation.prompting import benchmark_prompt
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 CONNECT_RETRIES = 2
@@ -82,7 +83,7 @@ class EndpointClient:
                  concurrency: int = 4, max_retries: int = 5, timeout: float = 60.0,
                  backoff: float = 1.0, max_backoff: float = 60.0, cache: str | Path | None = None,
                  max_tokens: int = DEFAULT_MAX_NEW_TOKENS, require_key: bool = False):
-        import httpx
+        import httpx  # lazy: the `serve` extra; imported when an endpoint is called
 
         if not base_url.startswith(("http://", "https://")):
             raise UsageError(f"endpoint URL must start with http:// or https://, got {base_url!r}")
@@ -201,8 +202,6 @@ class EndpointRunner(Runner):
     """The benchmark prompt as chat messages, sent to an OpenAI-compatible endpoint."""
 
     def __init__(self, client: EndpointClient, prompt_fn: PromptFn | None = None, name: str | None = None):
-        from rmt.evaluation.prompting import benchmark_prompt
-
         self.client = client
         self.prompt_fn = prompt_fn or benchmark_prompt
         self.prompt_set = getattr(self.prompt_fn, "prompt_set", "builtin")

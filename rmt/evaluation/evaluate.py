@@ -13,8 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tqdm.auto import tqdm
+
+from rmt import hub, runs
+from rmt.babilong import iter_records, score
+from rmt.babilong.io import load_records
+from rmt.babilong.layout import is_layout, layout_cells, read_layout
+from rmt.babilong.public import PUBLIC_DATASET, load_public
+from rmt.babilong.tasks import record_task
 from rmt.errors import UsageError
-from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, Runner
+from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, LocalRunner, Runner, check_chat_template
+from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
+from rmt.evaluation.prompting import prompt_fn, resolve_style
 from rmt.evaluation.store import Result, ResultsStore, prompt_hash
 
 ENDPOINT_PREFIX = "openai:"
@@ -63,11 +73,6 @@ def _check_record(record: dict, index: int) -> None:
 def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str | Path, progress: bool = True,
              model_name: str | None = None) -> Summary:
     """Answer every record not yet in ``store`` and store each score as soon as it is known."""
-    from tqdm.auto import tqdm
-
-    from rmt.babilong import score
-    from rmt.babilong.tasks import record_task
-
     own_store = not isinstance(store, ResultsStore)
     store = ResultsStore(store) if own_store else store
     model = model_name or runner.name
@@ -141,9 +146,6 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
     if data is not None:
         return _select(_read_data(data, tasks, lengths), tasks, lengths, samples, source=str(data))
     if public:
-        from rmt import hub
-        from rmt.babilong.public import PUBLIC_DATASET, load_public
-
         hub.prepare(PUBLIC_DATASET)  # no network: fail at once instead of retrying for a minute
 
         records = []
@@ -158,7 +160,6 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
                     raise UsageError(f"cannot load {task}/{length} of the public BABILong dataset "
                                      f"(RMT-team/babilong; needs a connection or the HF cache): {first}") from None
         return records
-    from rmt.babilong import iter_records
 
     return list(iter_records(tasks, [_length_arg(x) for x in lengths], samples, seed, background, tokenizer))
 
@@ -167,16 +168,11 @@ def _read_data(data: str | Path, tasks: list[str], lengths: list[str]) -> list[d
     """Records of a dataset on disk. A public-layout folder is read only for the asked cells. Rows
     without a ``length`` (a saved DatasetDict of one public config: split = task) take the one
     asked length; rows without a ``task`` are an error naming what is missing."""
-    from rmt.babilong.io import load_records
-    from rmt.babilong.layout import is_layout, read_layout
-
     path = Path(data).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"dataset not found: {data} (a folder, JSONL or parquet file written by rmt generate, "
                                 "or a saved DatasetDict)")
     if is_layout(path):
-        from rmt.babilong.layout import layout_cells
-
         have = [f"{t}/{l}" for l, splits in layout_cells(path).items() for t in splits]
         missing = [f"{t}/{l}" for l in lengths for t in tasks if f"{t}/{l}" not in have]
         if missing:
@@ -223,7 +219,7 @@ def check_device(device: str | None) -> str | None:
     """``device`` if this torch build and machine have it; one-line ValueError otherwise."""
     if device is None:
         return None
-    import torch
+    import torch  # lazy: endpoint evaluations do without torch
 
     try:
         kind = torch.device(device)
@@ -251,8 +247,8 @@ def load_local_model(spec: str, device: str | None = None, dtype: str | None = N
 
     ``dtype``: float32, bfloat16 or float16 weights (default: as saved). ``chat_template``: None
     applies the tokenizer's chat template when it has one, False never, True requires one."""
-    from rmt import runs
-    from rmt.evaluation.hf import torch_dtype
+    # Lazy (torch): an endpoint evaluation does without it, and so does every bad-input error.
+    from rmt.evaluation.hf import HFModel, torch_dtype
     from rmt.evaluation.rmt_runner import RMTModel
 
     if spec.startswith(ENDPOINT_PREFIX):
@@ -267,9 +263,6 @@ def load_local_model(spec: str, device: str | None = None, dtype: str | None = N
         if dtype is not None:
             model.model.to(torch_dtype(dtype))
     else:
-        from rmt.evaluation.base import check_chat_template
-        from rmt.evaluation.hf import HFModel
-
         tokenizer = runs.load_tokenizer(spec)
         check_chat_template(name, tokenizer, chat_template)  # before the weights load
         model = HFModel(spec, device=device, dtype=dtype, tokenizer=tokenizer)
@@ -296,12 +289,8 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     ``dtype`` and ``chat_template``: local models only (see :func:`load_local_model`); endpoints
     apply their own chat template.
     """
-    from rmt.evaluation.prompting import prompt_fn, resolve_style
-
     prompts = prompt_fn(resolve_style(prompt_style, spec), **(prompt_options or {}))
     if spec.startswith(ENDPOINT_PREFIX):
-        from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
-
         if dtype is not None or chat_template is not None:
             raise UsageError(f"--dtype and --chat-template/--no-chat-template apply to local models; {spec} is an "
                              "endpoint (its server chooses both)")
@@ -313,12 +302,10 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
                                 timeout=timeout, cache=cache, max_tokens=max_new_tokens)
         runner: Runner = EndpointRunner(client, prompts, name=name if not rag_top_k else None)
     else:
-        from rmt.evaluation.base import LocalRunner
-
         runner = LocalRunner(load_local_model(spec, device=device, dtype=dtype, chat_template=chat_template), prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                              name=name if not rag_top_k else None)
     if rag_top_k:
-        from rmt.evaluation.rag import RAGRunner, Retriever
+        from rmt.evaluation.rag import RAGRunner, Retriever  # lazy: the `rag` extra (faiss, sentence-transformers)
 
         runner = RAGRunner(runner, Retriever(top_k=rag_top_k, split=rag_split, chunk_words=rag_chunk_words), name=name)
     return runner

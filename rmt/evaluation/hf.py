@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from rmt import runs
 from rmt.errors import UsageError
 from rmt.evaluation.base import LocalModel, LocalRunner, _ids
@@ -29,8 +31,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def torch_dtype(dtype: str):
     """A torch dtype from its name (float32, bfloat16, float16); one-line ValueError otherwise."""
-    import torch
-
     if dtype not in DTYPES:
         raise UsageError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     return getattr(torch, dtype)
@@ -39,8 +39,6 @@ def torch_dtype(dtype: str):
 def pick_device(device: str | None = None) -> str:
     if device:
         return device
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -59,8 +57,6 @@ class HFModel(LocalModel):
 
     def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
                   top_p: float = 1.0, seed: int | None = None):
-        import torch
-
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         width = max(len(ids) for ids in batch_ids)
         # Left padding: every row's answer starts at the same position.
@@ -104,8 +100,6 @@ class LastWindowModel(HFModel):
 
     def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
                   top_p: float = 1.0, seed: int | None = None):
-        import torch
-
         if do_sample:
             raise UsageError("a model that reads the last window decodes greedily; sampling is not supported")
         rows = [list(ids) for ids in batch_ids]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from functools import partial
 
 from rmt import runs
+from rmt.babilong import prompts
+from rmt.babilong.prompts import prompt_set_name, resolve_prompts
 from rmt.errors import UsageError
 
 
@@ -20,8 +22,6 @@ def benchmark_prompt(record: dict, chat: bool, **options):
     message; the chat template adds the turns around it. ``options`` go to ``rmt.babilong.prompts``
     (``prompts=`` a prompt file or dict, ``instruction=False``, ``examples=False``,
     ``post_prompt=False``, ``context_tags=False``, ``template=...``)."""
-    from rmt.babilong import prompts
-
     if chat:
         return prompts.format_messages(record, **options)
     return prompts.format_prompt(record, **options)
@@ -47,8 +47,6 @@ def resolve_style(style: str, model_spec: str) -> str:
 
 def plain_prompt(record: dict, chat: bool, **options):
     """``input question`` as one string (the training format), built by ``rmt.babilong.prompts``."""
-    from rmt.babilong import prompts
-
     return prompts.format_prompt(record, **{**PLAIN_OPTIONS, **options})
 
 
@@ -56,8 +54,6 @@ def prompt_fn(style: str = "benchmark", **options):
     """A ``(record, chat) -> prompt`` function with fixed options (none: the defaults). The prompts
     (``prompts=`` "builtin", "lm-eval", a file path or a dict) are read once here, not per record.
     The function's ``prompt_set`` attribute names what it asks, for the results store."""
-    from rmt.babilong.prompts import prompt_set_name, resolve_prompts
-
     name = prompt_set_name(options.get("prompts"))
     if "prompts" in options:
         options["prompts"] = resolve_prompts(options["prompts"])

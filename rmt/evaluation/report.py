@@ -199,7 +199,7 @@ def heatmap_pixels(table: Table, dpi: int = 150) -> tuple[int, int]:
 
 def save_heatmap(table: Table, path: str | Path, dpi: int = 150, flag: str = "heatmap path") -> Path:
     path = check_output(path, flag, suffixes=PNG_SUFFIXES)
-    import matplotlib
+    import matplotlib  # lazy: matplotlib ~0.5 s; only the heatmap needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -241,7 +241,7 @@ def _validation_message(errors) -> tuple[str, str | None]:
 
 
 def create_app(model: LocalModel, model_id: str | None = None, max_batch: int = 32):
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request  # lazy: the `serve` extra (fastapi, uvicorn)
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -434,7 +434,7 @@ def free_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 
 
 def make_server(app, sock: socket.socket, max_requests: int | None = None, log_level: str = "warning"):
-    import uvicorn
+    import uvicorn  # lazy: the `serve` extra
 
     config = uvicorn.Config(app, log_level=log_level, limit_max_requests=max_requests,
                             timeout_graceful_shutdown=5)
