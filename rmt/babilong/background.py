@@ -251,7 +251,7 @@ class BooksDir(BackgroundSource):
         shown when stderr is a terminal). Returns the number of books split now (0: all were split).
 
         Optional: books are split on first use anyway, and a sample is the same either way."""
-        from tqdm import tqdm
+        from tqdm import tqdm  # lazy: background.py is imported by `rmt --help` (tqdm ~40 ms)
 
         todo = [p for p in self.files if self._key(p) not in _BOOKS]
         if not todo:
@@ -289,7 +289,7 @@ class PG19(BackgroundSource):
         self.split, self.dataset, self.buffer_size = split, dataset, buffer_size
 
     def sentences(self, rng: random.Random) -> Iterator[str]:
-        import datasets
+        import datasets  # lazy: datasets takes ~1 s to import; only PG19 needs it
 
         try:
             stream = datasets.load_dataset(self.dataset, split=self.split, streaming=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rmt.atomic import atomic_dir, atomic_file, sweep_leftovers
+from rmt.babilong.layout import is_layout, is_rmt_layout, read_layout, write_layout_into
 from rmt.errors import UsageError
 from rmt.outputs import check_output
 
@@ -62,14 +63,12 @@ def is_records_output(path: str | os.PathLike) -> bool:
     if not path.exists():
         return True
     if path.is_dir():
-        from rmt.babilong.layout import is_rmt_layout
-
         return (path / MARKER).is_file() or not any(path.iterdir()) or is_rmt_layout(path)
     if path.stat().st_size == 0:
         return True
     if path.suffix.lower() == ".parquet":
         try:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # lazy: pyarrow ~0.4 s; only parquet needs it
 
             return set(RECORD_KEYS) <= set(pq.read_schema(path).names)
         except Exception:
@@ -102,10 +101,8 @@ def _write_final(records: Iterable[dict], path: Path, fmt: str, settings: dict |
     """The parquet file, datasets dir or public-layout folder of ``records``, atomically; return
     how many. The layout streams (one parquet writer per length and task); the others hold the rows."""
     if fmt == "hub":
-        from rmt.babilong.layout import write_layout_into
-
         return atomic_dir(path, lambda tmp: write_layout_into(records, tmp, card))
-    import datasets
+    import datasets  # lazy: datasets ~1 s; only the datasets format needs it
 
     dataset = datasets.Dataset.from_list(list(records))
     if fmt == "parquet":
@@ -219,7 +216,7 @@ class RecordsWriter:
 def _lock(f, path: Path) -> None:
     """One writer per output: a second ``rmt generate`` to the same path fails instead of interleaving."""
     try:
-        import fcntl
+        import fcntl  # lazy: POSIX only
     except ImportError:  # pragma: no cover - not POSIX
         return
     try:
@@ -254,8 +251,6 @@ def load_records(path: str | os.PathLike) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"records not found: {path}")
     if path.is_dir():
-        from rmt.babilong.layout import is_layout, read_layout
-
         if is_layout(path):
             return read_layout(path)
     fmt = "hf" if path.is_dir() else infer_format(path)

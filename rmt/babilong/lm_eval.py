@@ -18,7 +18,13 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+import yaml
+
+from rmt.atomic import atomic_file
+from rmt.babilong.layout import _length_key, _task_key, layout_cells
+from rmt.babilong.tasks import TASKS, check_task
 from rmt.errors import UsageError
+from rmt.outputs import check_output
 
 INSTALL_HINT = "pip install 'rmt[lm-eval]'"
 TASK_PREFIX = "rmt_babilong"
@@ -38,8 +44,6 @@ def lm_eval_babilong_dir() -> Path:
 
 
 def lm_eval_task_file(task: str) -> Path:
-    from rmt.babilong.tasks import check_task
-
     task = check_task(task)
     path = lm_eval_babilong_dir() / f"babilong_{task}.yaml"
     if not path.is_file():
@@ -50,8 +54,6 @@ def lm_eval_task_file(task: str) -> Path:
 def _read_task_yaml(path: Path, _seen: tuple = ()) -> dict:
     """A task YAML as lm-eval reads it: ``include``d files first, the file's own keys win; its
     ``!function`` tags are kept as plain strings (nothing is imported)."""
-    import yaml
-
     if path in _seen:
         raise UsageError(f"include cycle at {path}")
     class Loader(yaml.SafeLoader):
@@ -69,7 +71,7 @@ def _read_task_yaml(path: Path, _seen: tuple = ()) -> dict:
 
 
 def _render_doc(template: str, doc: dict) -> str:
-    import jinja2
+    import jinja2  # lazy: only the lm-eval export renders templates
 
     return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(**doc)
 
@@ -93,8 +95,6 @@ def lm_eval_prompt_parts(task: str) -> dict:
 
 def lm_eval_prompts() -> dict:
     """Prompt overrides for every task (``rmt.babilong.prompts`` prompt-dict shape)."""
-    from rmt.babilong.tasks import TASKS
-
     return {task: lm_eval_prompt_parts(task) for task in TASKS}
 
 
@@ -108,8 +108,6 @@ def check_lm_eval_tasks_dir(out_dir: str | os.PathLike, data: str | os.PathLike 
     """The output rule (``rmt.outputs``) for a task-file dir, plus: it is not the data folder or
     inside it (the layout folder holds only what its card lists), and a ``rmt_babilong*.yaml`` file
     already there that rmt did not write is kept unless ``overwrite``. Creates nothing."""
-    from rmt.outputs import check_output
-
     out = check_output(out_dir, flag, kind="dir")
     if data is not None:
         data_full, out_full = Path(os.path.abspath(Path(data).expanduser())), Path(os.path.abspath(out))
@@ -134,11 +132,6 @@ def write_lm_eval_tasks(data: str | os.PathLike, out_dir: str | os.PathLike, ove
     ``overwrite``); return the names to pass to ``--tasks``: the group of everything first
     (``rmt_babilong``), then one group per length (``rmt_babilong_4k``), then the single tasks
     (``rmt_babilong_qa1_4k``)."""
-    import yaml
-
-    from rmt.atomic import atomic_file
-    from rmt.babilong.layout import _length_key, _task_key, layout_cells
-
     data = Path(data).expanduser().resolve()
     cells = layout_cells(data)
     if not cells:

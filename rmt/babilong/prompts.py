@@ -22,7 +22,11 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
+import yaml
+
+from rmt.babilong.lm_eval import lm_eval_prompts
 from rmt.babilong.tasks import ANSWER_KINDS, TASK_SPECS, check_task, record_task, task_spec
+from rmt.babilong.worlds import simulate
 from rmt.errors import UsageError
 
 TEMPLATE = "{instruction}\n\n{examples}\n\n{post_prompt}\n\n<context>\n{context}\n</context>\n\nQuestion: {question}"
@@ -44,8 +48,6 @@ def resolve_prompts(prompts):
     if prompts == "builtin":
         return None
     if prompts == "lm-eval":
-        from rmt.babilong.lm_eval import lm_eval_prompts
-
         return lm_eval_prompts()
     return load_prompt_file(prompts)
 
@@ -62,8 +64,6 @@ def prompt_set_name(prompts) -> str:
 @lru_cache(maxsize=None)
 def builtin_examples(task: str, n: int = 2) -> str:
     """``n`` short worked examples of ``task`` from the simulator (fixed seed)."""
-    from rmt.babilong.worlds import simulate
-
     rng = random.Random(f"prompt-examples:{task}")
     blocks = []
     for _ in range(n):
@@ -86,8 +86,6 @@ def load_prompt_file(path: str | os.PathLike) -> dict:
         line = raw[:exc.start].count(b"\n") + 1
         raise UsageError(f"prompt file {path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:

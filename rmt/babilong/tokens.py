@@ -66,12 +66,12 @@ def from_tokenizers(tok, name: str) -> Counter:
 
 
 def _from_dir(path: Path) -> Counter:
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # lazy: the data side is imported by `rmt --help`
 
     if (path / "tokenizer.json").is_file():
         return from_tokenizers(Tokenizer.from_file(str(path / "tokenizer.json")), str(path))
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        from tokenizers import ByteLevelBPETokenizer
+        from tokenizers import ByteLevelBPETokenizer  # lazy: the data side is imported by `rmt --help`
 
         tok = ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
         return from_tokenizers(tok._tokenizer, str(path))
@@ -81,7 +81,7 @@ def _from_dir(path: Path) -> Counter:
 def _cached_hub(name: str):
     """A Hub tokenizer's tokenizer.json from the local HF cache, or None (never downloads)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: the data side is imported by `rmt --help`
     except ImportError:  # pragma: no cover - huggingface_hub ships with datasets
         return None
     found = try_to_load_from_cache(name, "tokenizer.json")
@@ -133,7 +133,7 @@ def get_counter(tokenizer=None) -> Counter:
 
             return from_tokenizers(Tokenizer.from_file(str(cached)), spec)
         try:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # lazy: transformers ~2 s; only HF tokenizer names need it
 
             hf = AutoTokenizer.from_pretrained(spec, local_files_only=True)
         except Exception:
