@@ -105,10 +105,6 @@ class Located:
     def model_dir(self) -> Path:
         return Path(self.where)
 
-    @property
-    def local(self) -> bool:
-        return Path(self.where).is_dir()
-
 
 def locate(spec: str | os.PathLike) -> Located:
     """``spec`` -> what to load. A local directory is a model dir, or a run whose ``final/`` is one
