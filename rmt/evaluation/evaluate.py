@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 
 from rmt import hub, runs
 from rmt.babilong import iter_records, score
+from rmt.babilong import public as public_dataset
 from rmt.babilong.io import load_records
 from rmt.babilong.layout import is_layout, layout_cells, read_layout
-from rmt.babilong.public import PUBLIC_DATASET, load_public
 from rmt.babilong.tasks import record_task
 from rmt.errors import UsageError
 from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, LocalRunner, Runner, check_chat_template
@@ -146,13 +146,13 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
     if data is not None:
         return _select(_read_data(data, tasks, lengths), tasks, lengths, samples, source=str(data))
     if public:
-        hub.prepare(PUBLIC_DATASET)  # no network: fail at once instead of retrying for a minute
+        hub.prepare(public_dataset.PUBLIC_DATASET)  # no network: fail at once instead of retrying for a minute
 
         records = []
         for length in lengths:
             for task in tasks:
                 try:
-                    records.extend(load_public(task=task, length=length, samples=samples))
+                    records.extend(public_dataset.load_public(task=task, length=length, samples=samples))
                 except (ValueError, FileNotFoundError):
                     raise
                 except Exception as exc:  # offline, unknown config, hub errors: one line, not a trace

