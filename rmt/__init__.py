@@ -9,11 +9,17 @@ The names are resolved lazily so that ``rmt --help`` and the data side do not pa
 torch and transformers.
 """
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 __all__ = ["RMTConfig", "RecurrentMemoryTransformer", "__version__"]
 
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and "go to definition"
+    from rmt.memory import RMTConfig, RecurrentMemoryTransformer
+
 
 def __getattr__(name):
+    # Lazy: `import rmt` (every `rmt` command, the data side) must not import torch (~1 s of `rmt --help`).
     if name in ("RMTConfig", "RecurrentMemoryTransformer"):
         from rmt import memory
 

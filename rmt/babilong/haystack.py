@@ -20,6 +20,7 @@ import re
 from typing import Iterable, Iterator
 
 from rmt.babilong.tokens import Counter
+from rmt.errors import UsageError
 
 LENGTH_NAMES = ["0k", "1k", "2k", "4k", "8k", "16k", "32k", "64k", "128k", "256k", "512k",
                 "1M", "2M", "10M"]
@@ -30,14 +31,14 @@ SEPARATOR = " "
 def parse_length(length) -> tuple[str, int]:
     """``"4k"`` -> ("4k", 4000), ``"1M"`` -> ("1M", 1000000), ``8192`` -> ("8192", 8192)."""
     if isinstance(length, bool):
-        raise ValueError(f"length {length!r} is not a length")
+        raise UsageError(f"length {length!r} is not a length")
     if isinstance(length, int):
         if length < 0:
-            raise ValueError(f"length must be >= 0 tokens, got {length}")
+            raise UsageError(f"length must be >= 0 tokens, got {length}")
         return str(length), length
     match = _LENGTH.match(str(length).strip())
     if not match:
-        raise ValueError(f"unknown length {length!r}; allowed: a token count (e.g. 8192) or a name "
+        raise UsageError(f"unknown length {length!r}; allowed: a token count (e.g. 8192) or a name "
                          f"like {', '.join(LENGTH_NAMES)} (k = 1000, M = 1000000)")
     number, unit = int(match.group(1)), match.group(2).lower()
     scale = {"": 1, "k": 1000, "m": 1_000_000}[unit]

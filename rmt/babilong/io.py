@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from rmt.atomic import atomic_dir, atomic_file, sweep_leftovers
+from rmt.babilong.layout import is_layout, is_rmt_layout, read_layout, write_layout_into
+from rmt.errors import UsageError
 from rmt.outputs import check_output
 
 FORMATS = ("jsonl", "parquet", "hub", "hf")
@@ -42,11 +44,11 @@ def infer_format(path: str | os.PathLike, fmt: str | None = None) -> str:
     the public layout)."""
     if fmt is not None:
         if fmt not in FORMATS:
-            raise ValueError(f"unknown output format {fmt!r}; allowed: {', '.join(FORMATS)}")
+            raise UsageError(f"unknown output format {fmt!r}; allowed: {', '.join(FORMATS)}")
         return fmt
     suffix = Path(path).suffix.lower()
     if suffix not in SUFFIXES:
-        raise ValueError(f"cannot tell the format of {path} from its suffix {suffix!r}; allowed: .jsonl, .json, "
+        raise UsageError(f"cannot tell the format of {path} from its suffix {suffix!r}; allowed: .jsonl, .json, "
                          ".parquet, or no suffix (a folder in the public layout); or give the format "
                          f"(--format {'|'.join(FORMATS)})")
     return SUFFIXES[suffix]
@@ -64,14 +66,12 @@ def is_records_output(path: str | os.PathLike) -> bool:
     if not path.exists():
         return True
     if path.is_dir():
-        from rmt.babilong.layout import is_rmt_layout
-
         return (path / MARKER).is_file() or not any(path.iterdir()) or is_rmt_layout(path)
     if path.stat().st_size == 0:
         return True
     if path.suffix.lower() == ".parquet":
         try:
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # lazy: pyarrow ~0.4 s; only parquet needs it
 
             return set(RECORD_KEYS) <= set(pq.read_schema(path).names)
         except Exception:
@@ -104,10 +104,8 @@ def _write_final(records: Iterable[dict], path: Path, fmt: str, settings: dict |
     """The parquet file, datasets dir or public-layout folder of ``records``, atomically; return
     how many. The layout streams (one parquet writer per length and task); the others hold the rows."""
     if fmt == "hub":
-        from rmt.babilong.layout import write_layout_into
-
         return atomic_dir(path, lambda tmp: write_layout_into(records, tmp, card))
-    import datasets
+    import datasets  # lazy: datasets ~1 s; only the datasets format needs it
 
     dataset = datasets.Dataset.from_list(list(records))
     if fmt == "parquet":
@@ -247,7 +245,7 @@ class RecordsWriter:
 def _lock(f, path: Path) -> None:
     """One writer per output: a second ``rmt generate`` to the same path fails instead of interleaving."""
     try:
-        import fcntl
+        import fcntl  # lazy: POSIX only
     except ImportError:  # pragma: no cover - not POSIX
         return
     try:
@@ -265,14 +263,14 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise ValueError(f"{path}, line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                raise UsageError(f"{path}, line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
                                  f"{exc.start + 1})") from None
             if not line.strip():
                 continue
             try:
                 yield number, json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                raise UsageError(f"{path}, line {number}: not valid JSON ({exc.msg} at column {exc.colno})") from None
 
 
 def load_records(path: str | os.PathLike) -> list[dict]:
@@ -282,8 +280,6 @@ def load_records(path: str | os.PathLike) -> list[dict]:
     if not path.exists():
         raise FileNotFoundError(f"records not found: {path}")
     if path.is_dir():
-        from rmt.babilong.layout import is_layout, read_layout
-
         if is_layout(path):
             return read_layout(path)
     fmt = "hf" if path.is_dir() else infer_format(path)
@@ -291,7 +287,7 @@ def load_records(path: str | os.PathLike) -> list[dict]:
         records = []
         for number, record in read_jsonl(path):
             if not isinstance(record, dict):
-                raise ValueError(f"{path}, line {number}: a record must be a JSON object, got {type(record).__name__}")
+                raise UsageError(f"{path}, line {number}: a record must be a JSON object, got {type(record).__name__}")
             records.append(record)
         return records
     import datasets

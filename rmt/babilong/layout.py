@@ -20,6 +20,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+import yaml
+
+from rmt.babilong.haystack import parse_length
+from rmt.babilong.tasks import TASK_SPECS, TASKS
+from rmt.errors import UsageError
+
 CARD = "README.md"
 # The card's pretty_name: how a rerun of `rmt generate` knows a layout folder is its own to replace.
 WRITTEN_BY = "BABILong (generated with rmt)"
@@ -45,8 +51,8 @@ def _order_columns(row: dict) -> dict:
 def write_layout_into(records: Iterable[dict], folder: Path, card_details: dict | None = None) -> int:
     """Write ``records`` (each with ``task`` and ``length``) into the existing empty ``folder``;
     return how many. The caller makes it atomic (``rmt.atomic.atomic_dir``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    import pyarrow as pa  # lazy: pyarrow ~0.4 s; only the parquet layout needs it
+    import pyarrow.parquet as pq  # lazy: pyarrow ~0.4 s; only the parquet layout needs it
 
     writers: dict = {}
     buffers: dict = {}
@@ -75,7 +81,7 @@ def write_layout_into(records: Iterable[dict], folder: Path, card_details: dict 
         for record in records:
             for field in ("task", "length"):
                 if field not in record:
-                    raise ValueError(f"record lacks {field!r}; the public layout files records by length and task")
+                    raise UsageError(f"record lacks {field!r}; the public layout files records by length and task")
             key = (str(record["length"]), str(record["task"]))
             buffers.setdefault(key, []).append(_order_columns(record))
             counts[key] += 1
@@ -92,8 +98,6 @@ def write_layout_into(records: Iterable[dict], folder: Path, card_details: dict 
 
 
 def _length_key(length: str):
-    from rmt.babilong.haystack import parse_length
-
     try:
         return (0, parse_length(length)[1])
     except ValueError:
@@ -101,15 +105,11 @@ def _length_key(length: str):
 
 
 def _task_key(task: str):
-    from rmt.babilong.tasks import TASKS
-
     return (TASKS.index(task), task) if task in TASKS else (len(TASKS), task)
 
 
 def dataset_card(counts: Counter, nbytes: Counter, schemas: dict, details: dict) -> str:
     """The dataset card: YAML metadata (configs, dataset_info, language, ...) and a short body."""
-    import yaml
-
     lengths = sorted({length for length, _ in counts}, key=_length_key)
     configs, info = [], []
     for length in lengths:
@@ -187,7 +187,6 @@ def _card_meta(folder: Path) -> dict:
     card = folder / CARD
     if not card.is_file():
         return {}
-    import yaml
 
     try:
         text = card.read_text(encoding="utf-8")
@@ -218,9 +217,6 @@ def _card_configs(folder: Path) -> dict:
 
 def _scan_shards(folder: Path) -> dict:
     """{length: {task: [files]}} from ``LENGTH/TASK-*.parquet`` or ``TASK/LENGTH-*.parquet`` names."""
-    from rmt.babilong.haystack import parse_length
-    from rmt.babilong.tasks import TASK_SPECS
-
     found: dict = {}
     for file in sorted(folder.glob("*/*.parquet")):
         outer, inner = file.parent.name, file.name.split("-")[0].removesuffix(".parquet")
@@ -270,7 +266,7 @@ def read_layout(path: str | os.PathLike, tasks: Iterable[str] | None = None,
 
     cells = layout_cells(path)
     if not cells:
-        raise ValueError(f"{path} is not a dataset in the public BABILong layout (no {CARD} with configs and no "
+        raise UsageError(f"{path} is not a dataset in the public BABILong layout (no {CARD} with configs and no "
                          "LENGTH/TASK-*.parquet files)")
     want_tasks = set(tasks) if tasks is not None else None
     want_lengths = {str(x) for x in lengths} if lengths is not None else None

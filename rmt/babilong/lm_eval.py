@@ -18,6 +18,14 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+import yaml
+
+from rmt.atomic import atomic_file
+from rmt.babilong.layout import _length_key, _task_key, layout_cells
+from rmt.babilong.tasks import TASKS, check_task
+from rmt.errors import UsageError
+from rmt.outputs import check_output
+
 INSTALL_HINT = "pip install 'rmt[lm-eval]'"
 TASK_PREFIX = "rmt_babilong"
 # First line of every task file written here: how a rerun knows a file of that name is its own.
@@ -28,37 +36,33 @@ def lm_eval_babilong_dir() -> Path:
     """The installed lm-eval's ``tasks/babilong`` folder (found without importing lm-eval)."""
     spec = importlib.util.find_spec("lm_eval")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError(f"lm-eval is not installed; it is needed for its babilong task files ({INSTALL_HINT})")
+        raise UsageError(f"lm-eval is not installed; it is needed for its babilong task files ({INSTALL_HINT})")
     folder = Path(list(spec.submodule_search_locations)[0]) / "tasks" / "babilong"
     if not folder.is_dir():
-        raise ValueError(f"the installed lm-eval ({folder.parent.parent}) has no babilong tasks; {INSTALL_HINT}")
+        raise UsageError(f"the installed lm-eval ({folder.parent.parent}) has no babilong tasks; {INSTALL_HINT}")
     return folder
 
 
 def lm_eval_task_file(task: str) -> Path:
-    from rmt.babilong.tasks import check_task
-
     task = check_task(task)
     path = lm_eval_babilong_dir() / f"babilong_{task}.yaml"
     if not path.is_file():
-        raise ValueError(f"the installed lm-eval has no babilong task file for {task} ({path})")
+        raise UsageError(f"the installed lm-eval has no babilong task file for {task} ({path})")
     return path
 
 
 def _read_task_yaml(path: Path, _seen: tuple = ()) -> dict:
     """A task YAML as lm-eval reads it: ``include``d files first, the file's own keys win; its
     ``!function`` tags are kept as plain strings (nothing is imported)."""
-    import yaml
-
     if path in _seen:
-        raise ValueError(f"include cycle at {path}")
+        raise UsageError(f"include cycle at {path}")
     class Loader(yaml.SafeLoader):
         pass
 
     Loader.add_constructor("!function", lambda loader, node: f"!function {loader.construct_scalar(node)}")
     data = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 (SafeLoader subclass)
     if not isinstance(data, dict):
-        raise ValueError(f"{path} is not an lm-eval task file (expected a mapping)")
+        raise UsageError(f"{path} is not an lm-eval task file (expected a mapping)")
     includes = data.pop("include", None)
     merged: dict = {}
     for name in [includes] if isinstance(includes, str) else list(includes or []):
@@ -67,7 +71,7 @@ def _read_task_yaml(path: Path, _seen: tuple = ()) -> dict:
 
 
 def _render_doc(template: str, doc: dict) -> str:
-    import jinja2
+    import jinja2  # lazy: only the lm-eval export renders templates
 
     return jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(template).render(**doc)
 
@@ -85,14 +89,12 @@ def lm_eval_prompt_parts(task: str) -> dict:
     n = int(config["num_fewshot"] or 0) if "num_fewshot" in config else len(samples)
     blocks = [f"<example>\n{_render_doc(doc_to_text, s)}\nAnswer: {s['target']}\n</example>" for s in samples[:n]]
     if not description:
-        raise ValueError(f"{path} has no description; cannot build the lm-eval prompt of {task}")
+        raise UsageError(f"{path} has no description; cannot build the lm-eval prompt of {task}")
     return {"instruction": description, "examples": "\n".join(blocks), "post_prompt": ""}
 
 
 def lm_eval_prompts() -> dict:
     """Prompt overrides for every task (``rmt.babilong.prompts`` prompt-dict shape)."""
-    from rmt.babilong.tasks import TASKS
-
     return {task: lm_eval_prompt_parts(task) for task in TASKS}
 
 
@@ -106,13 +108,11 @@ def check_lm_eval_tasks_dir(out_dir: str | os.PathLike, data: str | os.PathLike 
     """The output rule (``rmt.outputs``) for a task-file dir, plus: it is not the data folder or
     inside it (the layout folder holds only what its card lists), and a ``rmt_babilong*.yaml`` file
     already there that rmt did not write is kept unless ``overwrite``. Creates nothing."""
-    from rmt.outputs import check_output
-
     out = check_output(out_dir, flag, kind="dir")
     if data is not None:
         data_full, out_full = Path(os.path.abspath(Path(data).expanduser())), Path(os.path.abspath(out))
         if out_full == data_full or data_full in out_full.parents:
-            raise ValueError(f"{flag} {out_dir} is inside the dataset folder {data}; give a directory beside it")
+            raise UsageError(f"{flag} {out_dir} is inside the dataset folder {data}; give a directory beside it")
     if out.is_dir() and not overwrite:
         for file in sorted(out.glob(f"{TASK_PREFIX}*.yaml")):
             try:
@@ -132,15 +132,10 @@ def write_lm_eval_tasks(data: str | os.PathLike, out_dir: str | os.PathLike, ove
     ``overwrite``); return the names to pass to ``--tasks``: the group of everything first
     (``rmt_babilong``), then one group per length (``rmt_babilong_4k``), then the single tasks
     (``rmt_babilong_qa1_4k``)."""
-    import yaml
-
-    from rmt.atomic import atomic_file
-    from rmt.babilong.layout import _length_key, _task_key, layout_cells
-
     data = Path(data).expanduser().resolve()
     cells = layout_cells(data)
     if not cells:
-        raise ValueError(f"{data} is not a dataset in the public layout (write it with rmt generate --out DIR)")
+        raise UsageError(f"{data} is not a dataset in the public layout (write it with rmt generate --out DIR)")
     out = check_lm_eval_tasks_dir(out_dir, data, overwrite, flag="lm-eval task dir")
     out.mkdir(parents=True, exist_ok=True)
     lengths = sorted(cells, key=_length_key)

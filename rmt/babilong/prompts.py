@@ -22,7 +22,12 @@ import random
 from functools import lru_cache
 from pathlib import Path
 
+import yaml
+
+from rmt.babilong.lm_eval import lm_eval_prompts
 from rmt.babilong.tasks import ANSWER_KINDS, TASK_SPECS, check_task, record_task, task_spec
+from rmt.babilong.worlds import simulate
+from rmt.errors import UsageError
 
 TEMPLATE = "{instruction}\n\n{examples}\n\n{post_prompt}\n\n<context>\n{context}\n</context>\n\nQuestion: {question}"
 NO_TAGS_TEMPLATE = "{instruction}\n\n{examples}\n\n{post_prompt}\n\n{context}\n\nQuestion: {question}"
@@ -43,8 +48,6 @@ def resolve_prompts(prompts):
     if prompts == "builtin":
         return None
     if prompts == "lm-eval":
-        from rmt.babilong.lm_eval import lm_eval_prompts
-
         return lm_eval_prompts()
     return load_prompt_file(prompts)
 
@@ -61,8 +64,6 @@ def prompt_set_name(prompts) -> str:
 @lru_cache(maxsize=None)
 def builtin_examples(task: str, n: int = 2) -> str:
     """``n`` short worked examples of ``task`` from the simulator (fixed seed)."""
-    from rmt.babilong.worlds import simulate
-
     rng = random.Random(f"prompt-examples:{task}")
     blocks = []
     for _ in range(n):
@@ -83,24 +84,22 @@ def load_prompt_file(path: str | os.PathLike) -> dict:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
-        raise ValueError(f"prompt file {path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
+        raise UsageError(f"prompt file {path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
     if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f", line {mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or ["invalid"])[0]
-            raise ValueError(f"prompt file {path}{where}: not valid YAML ({problem})") from None
+            raise UsageError(f"prompt file {path}{where}: not valid YAML ({problem})") from None
     else:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"prompt file {path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+            raise UsageError(f"prompt file {path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"prompt file {path} must hold a mapping of task -> parts")
+        raise UsageError(f"prompt file {path} must hold a mapping of task -> parts")
     return data
 
 
@@ -113,7 +112,7 @@ def prompt_parts(task: str, prompts: dict | str | os.PathLike | None = None) -> 
     if overrides is not None:
         for key, value in (overrides.get(task) or {}).items():
             if key not in PARTS:
-                raise ValueError(f"prompt part {key!r} of {task} unknown; allowed: {', '.join(PARTS)}")
+                raise UsageError(f"prompt part {key!r} of {task} unknown; allowed: {', '.join(PARTS)}")
             parts[key] = value
     return parts
 

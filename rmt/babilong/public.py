@@ -29,7 +29,7 @@ def public_to_records(rows, task: str, length: str) -> list[dict]:
 def load_public(task: str = "qa1", length: str = "0k", samples: int | None = None,
                 dataset: str = PUBLIC_DATASET, **load_kwargs) -> list[dict]:
     """Records of one task at one length from the public dataset (downloads through ``datasets``)."""
-    import datasets
+    import datasets  # lazy: datasets ~1 s; only the public dataset needs it
 
     task = check_task(task)
     name, _ = parse_length(length)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 from rmt.babilong.tasks import TASK_SPECS, check_task
+from rmt.errors import UsageError
 
 # Fixed answer labels per task, from the task specs (rmt.babilong.tasks).
 TASK_LABELS: dict[str, list[str]] = {name: list(spec.labels) for name, spec in TASK_SPECS.items()}
@@ -46,7 +47,7 @@ def _contains(text: str, label: str, mode: str) -> bool:
 
 def _check_mode(mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"unknown scoring mode {mode!r}; allowed: {', '.join(MODES)}")
+        raise UsageError(f"unknown scoring mode {mode!r}; allowed: {', '.join(MODES)}")
 
 
 def labels_for(task: str) -> list[str]:

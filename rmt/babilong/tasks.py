@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from rmt.errors import UsageError
+
 # World order: the simulator draws rooms from this list, so reordering it changes every seed's data.
 ROOMS = ("bathroom", "hallway", "garden", "office", "bedroom", "kitchen")
 _ROOM_LABELS = tuple(sorted(ROOMS))
@@ -143,7 +145,7 @@ def check_task(task: str) -> str:
     if name.isdigit():
         name = "qa" + name
     if name not in TASK_SPECS:
-        raise ValueError(f"unknown task {task!r}; allowed: qa1 ... qa20")
+        raise UsageError(f"unknown task {task!r}; allowed: qa1 ... qa20")
     return name
 
 

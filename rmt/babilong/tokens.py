@@ -26,6 +26,8 @@ import os
 import re
 from pathlib import Path
 
+from rmt.errors import UsageError
+
 # GPT-2's pre-tokenisation pattern (with ASCII classes standing in for \p{L} / \p{N}).
 _PRETOKEN = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+""")
 PRETOKENS = "pretokens"
@@ -79,22 +81,22 @@ def from_tokenizers(tok, name: str) -> Counter:
 
 
 def _from_dir(path: Path) -> Counter:
-    from tokenizers import Tokenizer
+    from tokenizers import Tokenizer  # lazy: the data side is imported by `rmt --help`
 
     if (path / "tokenizer.json").is_file():
         return from_tokenizers(Tokenizer.from_file(str(path / "tokenizer.json")), str(path))
     if (path / "vocab.json").is_file() and (path / "merges.txt").is_file():
-        from tokenizers import ByteLevelBPETokenizer
+        from tokenizers import ByteLevelBPETokenizer  # lazy: the data side is imported by `rmt --help`
 
         tok = ByteLevelBPETokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
         return from_tokenizers(tok._tokenizer, str(path))
-    raise ValueError(f"tokenizer dir {path} holds neither tokenizer.json nor vocab.json + merges.txt")
+    raise UsageError(f"tokenizer dir {path} holds neither tokenizer.json nor vocab.json + merges.txt")
 
 
 def _cached_hub(name: str):
     """A Hub tokenizer's tokenizer.json from the local HF cache, or None (never downloads)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: the data side is imported by `rmt --help`
     except ImportError:  # pragma: no cover - huggingface_hub ships with datasets
         return None
     found = try_to_load_from_cache(name, "tokenizer.json")
@@ -137,7 +139,7 @@ def get_counter(tokenizer=None) -> Counter:
             try:
                 return from_tokenizers(Tokenizer.from_file(str(path)), str(path))
             except Exception as exc:
-                raise ValueError(f"tokenizer file {path} cannot be read: {str(exc).splitlines()[0]}") from None
+                raise UsageError(f"tokenizer file {path} cannot be read: {str(exc).splitlines()[0]}") from None
         if spec.endswith(".json") or spec.startswith((".", "~", os.sep)):
             raise FileNotFoundError(f"tokenizer path not found: {spec}")
         cached = _cached_hub(spec)
@@ -146,11 +148,11 @@ def get_counter(tokenizer=None) -> Counter:
 
             return from_tokenizers(Tokenizer.from_file(str(cached)), spec)
         try:
-            from transformers import AutoTokenizer
+            from transformers import AutoTokenizer  # lazy: transformers ~2 s; only HF tokenizer names need it
 
             hf = AutoTokenizer.from_pretrained(spec, local_files_only=True)
         except Exception:
-            raise ValueError(
+            raise UsageError(
                 f"tokenizer {spec!r} cannot be loaded offline (not a local path, not in the Hugging Face "
                 f"cache); pass a tokenizer dir/tokenizer.json, '{PRETOKENS}', or download it first"
             ) from None
@@ -170,5 +172,5 @@ def _from_object(tok, name: str) -> Counter:
         vocab = tok.get_vocab() if hasattr(tok, "get_vocab") else {}
         fingerprint = _sha256(f"{type(tok).__name__}:{json.dumps(sorted(vocab.items()))}") if vocab else None
         return Counter(name, lambda texts: [len(tok.encode(t, add_special_tokens=False)) for t in texts], fingerprint)
-    raise ValueError(f"tokenizer of type {type(tok).__name__} is not supported; pass a name, a path, "
+    raise UsageError(f"tokenizer of type {type(tok).__name__} is not supported; pass a name, a path, "
                      f"a tokenizers.Tokenizer or a transformers tokenizer")

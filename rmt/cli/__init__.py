@@ -2,9 +2,16 @@
 
 Each command module exposes ``register(app)``; heavy imports (torch, transformers, datasets) happen
 inside the command functions so that ``rmt --help`` stays fast.
+
+Errors: a user's mistake (``rmt.errors.UsageError``, a flag that does not parse, a file the user
+named that is missing, exists already or may not be written) is one ``error: ...`` line, exit
+status 2. Anything else is a bug and shows its traceback. ``rmt --debug`` or ``RMT_DEBUG=1`` shows
+the traceback of user errors too.
 """
 
+import os
 import sys
+import traceback
 
 import typer
 import typer.core
@@ -21,6 +28,11 @@ def _no_type_for_flags(self, ctx):
 typer.core.TyperOption.display_type_rich = _no_type_for_flags
 
 from rmt.cli import demo, evaluate, generate, models, reproduce, train
+from rmt.errors import UsageError
+
+# The file errors that name a path the user gave (rmt checks its own paths before writing).
+USER_FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError)
+_debug = {"on": False}  # set by --debug for this call of main()
 
 app = typer.Typer(
     name="rmt",
@@ -32,12 +44,14 @@ app = typer.Typer(
 )
 
 
-
 @app.callback(invoke_without_command=True)
 def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of every error, user errors included "
+                                                      "(also: RMT_DEBUG=1)."),
 ):
     """Recurrent Memory Transformer and the BABILong benchmark toolkit."""
+    _debug["on"] = _debug["on"] or debug
     if version:
         from rmt import __version__
 
@@ -47,10 +61,6 @@ def _root(
 
 for _module in (demo, generate, train, evaluate, reproduce, models):
     _module.register(app)
-
-
-class UsageError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
 
 
 def _one_line(text) -> str:
@@ -65,10 +75,17 @@ def _click_exceptions():
     return exceptions
 
 
+def debugging() -> bool:
+    """Whether tracebacks are wanted for user errors too (``--debug`` or ``RMT_DEBUG`` set, not 0)."""
+    return _debug["on"] or os.environ.get("RMT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv=None):
-    """Entry point: known user errors become one clear line on stderr instead of a traceback,
-    flag errors found while parsing (an unknown option, a value of the wrong type) included."""
+    """Entry point: user errors become one clear line on stderr instead of a traceback, flag errors
+    found while parsing (an unknown option, a value of the wrong type) included; any other
+    exception is a bug and propagates with its traceback."""
     click = _click_exceptions()
+    _debug["on"] = False
     try:
         code = app(args=argv, standalone_mode=False)
     except click.UsageError as exc:
@@ -83,7 +100,9 @@ def main(argv=None):
     except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(1)
-    except (ValueError, FileNotFoundError, FileExistsError, PermissionError, UsageError) as exc:
+    except (UsageError, *USER_FILE_ERRORS) as exc:
+        if debugging():
+            traceback.print_exc()
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,11 +1,20 @@
-"""`rmt demo`: stream a long input (1M tokens by default) through a small RMT; print throughput and peak memory."""
+"""`rmt demo`: stream a long input (1M tokens by default) through a small RMT; print throughput and peak memory.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
+"""
+
+import json
+import sys
+import time
 
 import typer
 
+from rmt.errors import UsageError
+
 
 def _peak_rss_mib() -> float:
-    import resource
-    import sys
+    import resource  # lazy: Unix only
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
@@ -17,14 +26,13 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
     """Stream `tokens` seeded random token ids through an RMT: a small random GPT-2, a saved RMT
     (`checkpoint`), or fresh memory around a pretrained model (`model_name`, e.g. smollm2-135m)."""
     if checkpoint and model_name:
-        raise ValueError("give --checkpoint (a saved RMT) or --model (a pretrained base model), not both")
+        raise UsageError("give --checkpoint (a saved RMT) or --model (a pretrained base model), not both")
     if tokens < 1:
-        raise ValueError(f"--tokens must be >= 1, got {tokens}")
+        raise UsageError(f"--tokens must be >= 1, got {tokens}")
     if chunk < 1:
-        raise ValueError(f"--chunk must be >= 1, got {chunk}")
+        raise UsageError(f"--chunk must be >= 1, got {chunk}")
     if hidden < 1 or layers < 1 or vocab < 2:
-        raise ValueError(f"--hidden and --layers must be >= 1 and --vocab >= 2, got {hidden}, {layers}, {vocab}")
-    import time
+        raise UsageError(f"--hidden and --layers must be >= 1 and --vocab >= 2, got {hidden}, {layers}, {vocab}")
 
     import torch
     from tqdm import tqdm
@@ -37,18 +45,18 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
     set_threads(threads)  # None: one per core not already busy
     torch.manual_seed(seed)
     if checkpoint:
-        model = RecurrentMemoryTransformer.from_pretrained(checkpoint)
+        from rmt import runs
+
+        model = RecurrentMemoryTransformer.from_pretrained(runs.rmt_checkpoint_of(checkpoint) or checkpoint)
     elif model_name:
-        from transformers import AutoModelForCausalLM
+        from rmt import runs
 
-        from rmt import models
-
-        base = AutoModelForCausalLM.from_pretrained(models.resolve(model_name))
+        base = runs.load_causal_lm(runs.locate(model_name).where)
         model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))
     else:
         heads = max(1, hidden // 64)
         if hidden % heads:
-            raise ValueError(f"--hidden must be a multiple of 64 or below 64, got {hidden}")
+            raise UsageError(f"--hidden must be a multiple of 64 or below 64, got {hidden}")
         base = GPT2LMHeadModel(GPT2Config(n_layer=layers, n_head=heads, n_embd=hidden, vocab_size=vocab,
                                           n_positions=segment_size + 2 * mem_tokens))
         model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))
@@ -105,8 +113,6 @@ def register(app):
                                      "equal up to float rounding; compiling takes seconds, so it pays on long streams)."),
     ):
         """Stream a long random input through a small RMT; print throughput and peak memory (RSS)."""
-        import json
-
         result = run_demo(tokens, segment_size, mem_tokens, layers, hidden, vocab, self_retrieval, checkpoint, chunk, seed, threads,
                           compile=compile, model_name=model)
         print(f"streamed {result['tokens']:,} tokens in {result['segments']:,} segments: "

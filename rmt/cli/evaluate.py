@@ -1,14 +1,20 @@
 """`rmt eval`, `rmt serve`, `rmt report`: evaluate any model on BABILong, serve a model behind an
-OpenAI-compatible API, and turn results stores into tables and heatmaps."""
+OpenAI-compatible API, and turn results stores into tables and heatmaps.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from rmt.errors import UsageError
 from rmt.serving.limits import Limits
 
 RAG_MODES = ("off", "on", "both")
@@ -17,7 +23,7 @@ RAG_MODES = ("off", "on", "both")
 def _split_list(value: str, what: str) -> list[str]:
     items = [x.strip() for x in value.split(",") if x.strip()]
     if not items:
-        raise ValueError(f"{what} must be a comma-separated list, got {value!r}")
+        raise UsageError(f"{what} must be a comma-separated list, got {value!r}")
     return items
 
 
@@ -25,7 +31,7 @@ def _set_threads(threads, local: bool = True):
     """``--threads``, or one per core not already busy (``rmt.threads``); torch is imported only
     for local models (an endpoint evaluation never needs it)."""
     if threads is not None and threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {threads}")
+        raise UsageError(f"--threads must be >= 1, got {threads}")
     if local:
         from rmt.threads import set_threads
 
@@ -93,33 +99,33 @@ def register(app):
 
         _set_threads(threads, local=any(not spec.startswith(ENDPOINT_PREFIX) for spec in models))
         if rag not in RAG_MODES:
-            raise ValueError(f"unknown --rag {rag!r}; allowed: {', '.join(RAG_MODES)}")
+            raise UsageError(f"unknown --rag {rag!r}; allowed: {', '.join(RAG_MODES)}")
         if name and (len(models) > 1 or rag == "both"):
-            raise ValueError("--name names one model; leave it out when evaluating several (or with --rag both)")
+            raise UsageError("--name names one model; leave it out when evaluating several (or with --rag both)")
         if data is not None and public:
-            raise ValueError("give either --data or --public, not both")
+            raise UsageError("give either --data or --public, not both")
         for value, what in ((batch_size, "--batch-size"), (max_new_tokens, "--max-new-tokens"),
                             (concurrency, "--concurrency"), (rag_top_k, "--rag-top-k")):
             if value < 1:
-                raise ValueError(f"{what} must be >= 1, got {value}")
+                raise UsageError(f"{what} must be >= 1, got {value}")
         from rmt.cli.options import pick_alias
 
         tasks = pick_alias(tasks, task_alias, "--tasks", "--task", "qa1")
         prompts = pick_alias(prompts, str(prompt_file) if prompt_file else None, "--prompts", "--prompt-file")
         prompt = pick_alias(prompt_style, prompt_alias, "--prompt-style", "--prompt", "auto")
         if prompt not in STYLES:
-            raise ValueError(f"unknown --prompt-style {prompt!r}; allowed: {', '.join(STYLES)}")
+            raise UsageError(f"unknown --prompt-style {prompt!r}; allowed: {', '.join(STYLES)}")
         check_device(device)
         if dtype is not None:
             from rmt.evaluation.hf import DTYPES
 
             if dtype not in DTYPES:
-                raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+                raise UsageError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
         if all(spec.startswith(ENDPOINT_PREFIX) for spec in models):
             # an endpoint's server decides both; silently ignoring the flag would mislabel the results
             for flag, value in (("--dtype", dtype), ("--chat-template/--no-chat-template", chat_template)):
                 if value is not None:
-                    raise ValueError(f"{flag} applies to local models; every model given is an endpoint "
+                    raise UsageError(f"{flag} applies to local models; every model given is an endpoint "
                                      f"({ENDPOINT_PREFIX}...), whose server decides it")
         # only the parts switched off, so that each style keeps its own defaults
         switches = {"instruction": instruction, "examples": examples, "post_prompt": post_prompt,
@@ -143,7 +149,7 @@ def register(app):
                 ResultsStore(store, read_only=True).close()  # another benchmark version: fail before any work
             if cache is not None:
                 if cache.resolve() == store.resolve():
-                    raise ValueError(f"--cache {cache} is the --store; give the endpoint response cache its own file")
+                    raise UsageError(f"--cache {cache} is the --store; give the endpoint response cache its own file")
                 check_cache_path(cache, "--cache")
         records = load_records_for_eval(_split_list(tasks, "--tasks"), _split_list(lengths, "--lengths"), samples,
                                         seed=seed, data=data, public=public, background=background, tokenizer=tokenizer)
@@ -218,26 +224,24 @@ def register(app):
         """Serve a model behind an OpenAI-compatible API: /v1/chat/completions, /v1/completions
         (streaming, n, stop, temperature/top_p), /v1/models, /health; concurrent requests are batched,
         within per-request and queue limits."""
-        import time
-
         start = time.perf_counter()
         if not 0 <= port <= 65535:
-            raise ValueError(f"--port must be in 0..65535, got {port}")
+            raise UsageError(f"--port must be in 0..65535, got {port}")
         if max_requests is not None and max_requests < 1:
-            raise ValueError(f"--max-requests must be >= 1, got {max_requests}")
+            raise UsageError(f"--max-requests must be >= 1, got {max_requests}")
         for value, flag in ((max_batch_size, "--max-batch-size"), (max_tokens_limit, "--max-tokens-limit"),
                             (max_request_prompts, "--max-request-prompts"), (max_queue, "--max-queue")):
             if value < 1:
-                raise ValueError(f"{flag} must be >= 1, got {value}")
+                raise UsageError(f"{flag} must be >= 1, got {value}")
         if api_key is not None and not api_key.strip():
-            raise ValueError("--api-key (or RMT_API_KEY) is empty; give a key or leave it unset")
+            raise UsageError("--api-key (or RMT_API_KEY) is empty; give a key or leave it unset")
         limits = Limits(max_tokens=max_tokens_limit, max_request_prompts=max_request_prompts, max_queue=max_queue,
                         max_batch=max_batch_size)
         if dtype is not None:
             from rmt.evaluation.hf import DTYPES
 
             if dtype not in DTYPES:
-                raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+                raise UsageError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
         print(f"rmt serve: loading {model} (importing torch and transformers, then the weights) ...", flush=True)
         _set_threads(threads)
         from rmt.evaluation.evaluate import load_local_model

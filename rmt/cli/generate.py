@@ -1,11 +1,17 @@
 """``rmt generate``: write BABILong samples (the public dataset layout, JSONL, parquet or an HF
-datasets dir), atomically; optionally lm-evaluation-harness task files for them."""
+datasets dir), atomically; optionally lm-evaluation-harness task files for them.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
 from typing import Optional
 
 import typer
+
+from rmt.errors import UsageError
 
 
 def register(app):
@@ -59,7 +65,7 @@ def register(app):
             from rmt.babilong.lm_eval import check_lm_eval_tasks_dir, lm_eval_babilong_dir
 
             if fmt != "hub":
-                raise ValueError(f"--lm-eval-tasks reads the public layout: give --out a directory (not {out}) or --format hub")
+                raise UsageError(f"--lm-eval-tasks reads the public layout: give --out a directory (not {out}) or --format hub")
             lm_eval_tasks = check_lm_eval_tasks_dir(lm_eval_tasks, path, overwrite)
             lm_eval_babilong_dir()  # lm-eval missing: one line now, before any generation
         # The tokenizer and background as they resolve now (a default, a path's contents): a resume

@@ -1,6 +1,12 @@
-"""`rmt models`: the registered pretrained models and the local cache of their conversions."""
+"""`rmt models`: the registered pretrained models and the local cache of their conversions.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
+"""
 
 import typer
+
+from rmt.errors import UsageError
 
 
 def register(app):
@@ -31,7 +37,7 @@ def register(app):
 
         for name in names:
             if name.lower() not in models.REGISTRY:
-                raise ValueError(f"{name!r} is not a registered model; registered: {', '.join(sorted(models.REGISTRY))}")
+                raise UsageError(f"{name!r} is not a registered model; registered: {', '.join(sorted(models.REGISTRY))}")
         for name in names:
             print(models.pull(name.lower()))
 

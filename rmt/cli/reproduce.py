@@ -1,7 +1,12 @@
-"""`rmt reproduce` (the seeds' tables) and `rmt diagnose` (the memory, segment by segment)."""
+"""`rmt reproduce` (the seeds' tables) and `rmt diagnose` (the memory, segment by segment).
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import typer
@@ -22,8 +27,6 @@ def register(app):
     ):
         """Train and evaluate every recipe x row x seed (RMT, RMT-R, ARMT, no memory, RAG, LLM), resumably;
         write the summary table (mean and min over seeds), the rmt report table and heatmap."""
-        import json
-
         from rmt.training.reproduce import reproduce
 
         result = reproduce(recipes=recipes, seeds=seeds, output_dir=output_dir, quick_settings=quick, threads=threads,

@@ -4,17 +4,24 @@
 memory settings of its ``RMTConfig`` (every memory kind's options; built from them, so flags and
 config files can never drift apart): ``--config FILE`` (YAML/JSON) sets any of them, flags given on
 the command line win over the file.
+
+Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
+`rmt --help` imports neither (see rmt/cli/__init__.py).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import typing
 from dataclasses import MISSING
 
 import typer
 import typer.core
 import typer.main
+
+from rmt.errors import UsageError
 
 # One line per flag of a training field (the dataclass docstring has the long story; a test checks
 # every field has one). The memory settings' lines are their Options' (rmt/memory/kinds/).
@@ -161,8 +168,6 @@ class _TrainCommand(typer.core.TyperCommand):
 
 def _parent_num_processes() -> int | None:
     """``--num_processes N`` from the command line of the process that started this one (Linux)."""
-    import os
-
     try:
         with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
             argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
@@ -181,13 +186,11 @@ def _parent_num_processes() -> int | None:
 def check_launch(command: str = "train") -> None:
     """``accelerate launch --num_processes N`` on a machine without GPUs and without ``--multi_gpu``
     (or a config saying MULTI_CPU) runs its single-process launcher: one process, silently. Say so."""
-    import os
-
     if "WORLD_SIZE" in os.environ or "ACCELERATE_MIXED_PRECISION" not in os.environ:
         return  # torchrun / a multi-process accelerate launch, or not launched by accelerate at all
     asked = _parent_num_processes()
     if asked and asked > 1:
-        raise ValueError(f"accelerate launch --num_processes {asked} started 1 process (without --multi_gpu, accelerate "
+        raise UsageError(f"accelerate launch --num_processes {asked} started 1 process (without --multi_gpu, accelerate "
                          f"runs one process on a machine without GPUs); add --multi_gpu (it then starts {asked} CPU "
                          f"processes with gloo) or run torchrun --nproc_per_node {asked} -m rmt {command} ...")
 
@@ -204,7 +207,7 @@ def build_config(config_file, values: dict, parsers: dict):
             try:
                 value = parsers[name](value)
             except ValueError:
-                raise ValueError(f"--{name.replace('_', '-')} must be comma-separated integers, got {value!r}") from None
+                raise UsageError(f"--{name.replace('_', '-')} must be comma-separated integers, got {value!r}") from None
         data[name] = value
     return TrainConfig.from_dict(data)
 
@@ -218,8 +221,6 @@ def register(app):
               **values):
         """Train RMT (or the no-memory baseline) with a curriculum. Runs on CPU/GPU; for several
         GPUs or nodes start it with `accelerate launch` (DDP, DeepSpeed, FSDP configs)."""
-        import json
-
         from rmt.training.trainer import Trainer
 
         check_launch()
@@ -253,8 +254,6 @@ def register(app):
     ):
         """Train RMT on fact detection (one qa1 fact in background text) on <= 4 segments, then show
         accuracy up to 256 segments next to a same-size model without memory. CPU, offline, minutes."""
-        import json
-
         from rmt.training.quickstart import run_quickstart
 
         result = run_quickstart(output_dir=output_dir, steps=steps, eval_samples=eval_samples,

@@ -21,6 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence, Union
 
+from rmt.errors import UsageError
+from rmt.evaluation.prompting import benchmark_prompt
+
 Messages = list[dict]
 Prompt = Union[str, Messages]
 # (record, chat) -> prompt string (chat=False) or chat messages (chat=True)
@@ -83,7 +86,7 @@ def messages_to_text(messages: Messages) -> str:
 def check_chat_template(name: str, tokenizer, on: bool | None) -> None:
     """``--chat-template`` asks for a template the tokenizer does not have: one-line ValueError."""
     if on and not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"--chat-template: the tokenizer of {name} has no chat template; "
+        raise UsageError(f"--chat-template: the tokenizer of {name} has no chat template; "
                          "leave the flag out (its prompts are plain text)")
 
 
@@ -207,8 +210,6 @@ class LocalRunner(Runner):
 
     def __init__(self, model: LocalModel, prompt_fn: PromptFn | None = None, batch_size: int = 8,
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, name: str | None = None, truncate: bool = True):
-        from rmt.evaluation.prompting import benchmark_prompt
-
         self.model = model
         self.prompt_fn = prompt_fn or benchmark_prompt
         self.prompt_set = getattr(self.prompt_fn, "prompt_set", "builtin")

@@ -21,13 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
+from rmt.errors import UsageError
 from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, Answer, Messages, PromptFn, Runner
+from rmt.evaluation.prompting import benchmark_prompt
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 CONNECT_RETRIES = 2
 
 
-class EndpointError(ValueError):
+class EndpointError(UsageError):
     """The endpoint refused or could not be reached (one line, names the URL)."""
 
 
@@ -113,13 +115,13 @@ def reply_text(body) -> str:
     try:
         content = body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise ValueError("no choices[0].message.content") from None
+        raise UsageError("no choices[0].message.content") from None
     if content is None or isinstance(content, str):
         return content or ""
     if isinstance(content, list) and all(isinstance(part, dict) and part.get("type") == "text"
                                          and isinstance(part.get("text"), str) for part in content):
         return "".join(part["text"] for part in content)
-    raise ValueError(f"its message content is a {type(content).__name__}, not text")
+    raise UsageError(f"its message content is a {type(content).__name__}, not text")
 
 
 def _context_length_error(status: int, body: str) -> bool:
@@ -136,10 +138,10 @@ class EndpointClient:
                  concurrency: int = 4, max_retries: int = 5, timeout: float = 60.0,
                  backoff: float = 1.0, max_backoff: float = 60.0, cache: str | Path | None = None,
                  max_tokens: int = DEFAULT_MAX_NEW_TOKENS, require_key: bool = False):
-        import httpx
+        import httpx  # lazy: the `serve` extra; imported when an endpoint is called
 
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint URL must start with http:// or https://, got {base_url!r}")
+            raise UsageError(f"endpoint URL must start with http:// or https://, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.concurrency = max(1, int(concurrency))
@@ -148,7 +150,7 @@ class EndpointClient:
         self.max_tokens = max_tokens
         key = os.environ.get(api_key_env) if api_key_env else None
         if require_key and not key:
-            raise ValueError(f"environment variable {api_key_env} (the endpoint's API key) is not set")
+            raise UsageError(f"environment variable {api_key_env} (the endpoint's API key) is not set")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._http = httpx.Client(timeout=httpx.Timeout(timeout), headers=headers,
                                   limits=httpx.Limits(max_connections=self.concurrency))
@@ -264,8 +266,6 @@ class EndpointRunner(Runner):
     """The benchmark prompt as chat messages, sent to an OpenAI-compatible endpoint."""
 
     def __init__(self, client: EndpointClient, prompt_fn: PromptFn | None = None, name: str | None = None):
-        from rmt.evaluation.prompting import benchmark_prompt
-
         self.client = client
         self.prompt_fn = prompt_fn or benchmark_prompt
         self.prompt_set = getattr(self.prompt_fn, "prompt_set", "builtin")

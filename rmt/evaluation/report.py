@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from rmt.atomic import atomic_file
+from rmt.errors import UsageError
 from rmt.evaluation.store import Result, read_results, unique_stores
 from rmt.outputs import check_output, check_replaceable
 
@@ -117,7 +118,7 @@ class Table:
 
 def build_table(results: Iterable[Result], mode: str = "official", models: list[str] | None = None) -> Table:
     if mode not in ("official", "strict"):
-        raise ValueError(f"unknown scoring mode {mode!r}; allowed: official, strict")
+        raise UsageError(f"unknown scoring mode {mode!r}; allowed: official, strict")
     cells: dict = defaultdict(Cell)
     seen_models: list[str] = []
     prompt_sets: dict = defaultdict(set)
@@ -136,7 +137,7 @@ def build_table(results: Iterable[Result], mode: str = "official", models: list[
     if models:
         unknown = [m for m in models if m not in seen_models]
         if unknown:
-            raise ValueError(f"model(s) {', '.join(map(printable, unknown))} not in the results; "
+            raise UsageError(f"model(s) {', '.join(map(printable, unknown))} not in the results; "
                              f"available: {', '.join(map(printable, seen_models))}")
         seen_models = list(models)
     tasks = sorted({t for (_, t, _) in cells}, key=task_value)
@@ -168,7 +169,7 @@ def combine(stores: list[tuple[Path, list[Result]]]) -> list[Result]:
                 conflicts.append((first[key][0], path, r))
     if conflicts:
         a, b, r = conflicts[0]
-        raise ValueError(f"{a} and {b} answer the same question differently ({len(conflicts)} answer(s), e.g. "
+        raise UsageError(f"{a} and {b} answer the same question differently ({len(conflicts)} answer(s), e.g. "
                          f"model {printable(r.model)}, {printable(r.task)} at {printable(r.length)}, sample "
                          f"{printable(r.sample_id)}): pooling them would count each question twice; report them "
                          f"separately, or give each run its own model name (rmt eval --name)")
@@ -178,10 +179,10 @@ def combine(stores: list[tuple[Path, list[Result]]]) -> list[Result]:
 def load_table(stores: Iterable[str | Path], mode: str = "official", models: list[str] | None = None) -> Table:
     stores = unique_stores(stores)  # the same file named twice is read once
     if not stores:
-        raise ValueError("no results store given")
+        raise UsageError("no results store given")
     results = combine([(path, read_results([path])) for path in stores])
     if not results:
-        raise ValueError(f"no results in {', '.join(map(str, stores))}")
+        raise UsageError(f"no results in {', '.join(map(str, stores))}")
     return build_table(results, mode, models)
 
 
@@ -304,7 +305,7 @@ def check_png_output(path: str | Path, flag: str = "heatmap path", overwrite: bo
 def save_heatmap(table: Table, path: str | Path, dpi: int = 150, flag: str = "heatmap path",
                  overwrite: bool = False) -> Path:
     path = check_png_output(path, flag, overwrite)
-    import matplotlib
+    import matplotlib  # lazy: matplotlib ~0.5 s; only the heatmap needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -9,24 +9,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from rmt import runs
+from rmt.errors import UsageError
 from rmt.evaluation.base import LocalModel, LocalRunner
-from rmt.evaluation.hf import load_tokenizer, pick_device
-
-RMT_CONFIG_FILE = "rmt_config.json"  # written by RecurrentMemoryTransformer.save_pretrained
-
-
-def is_rmt_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / RMT_CONFIG_FILE).is_file()
+from rmt.evaluation.hf import pick_device
+from rmt.memory import RecurrentMemoryTransformer
+from rmt.runs import RMT_CONFIG_FILE, is_rmt_checkpoint  # noqa: F401  (the names it had here)
 
 
 class RMTModel(LocalModel):
     def __init__(self, path: str | Path, device: str | None = None, model=None, tokenizer=None,
                  max_batch_tokens: int = 65536):
-        from rmt import RecurrentMemoryTransformer
-
         self.name = str(path)
         self.device = pick_device(device)
-        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(str(path))
+        self.tokenizer = tokenizer if tokenizer is not None else runs.load_tokenizer(path)
         if model is None:
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"RMT checkpoint directory not found: {path}")
@@ -41,10 +39,8 @@ class RMTModel(LocalModel):
 
     def _generate(self, batch_ids, max_new_tokens, do_sample: bool = False, temperature: float = 1.0,
                   top_p: float = 1.0, seed: int | None = None):
-        import torch
-
         if do_sample and top_p < 1:
-            raise ValueError(f"top_p={top_p} is not supported for RMT checkpoints (their generate samples with "
+            raise UsageError(f"top_p={top_p} is not supported for RMT checkpoints (their generate samples with "
                              "temperature and top_k, not top_p); leave top_p at 1")
         width = max(len(ids) for ids in batch_ids)
         # RMT's generate takes each row's tokens by its mask, so right padding is fine.

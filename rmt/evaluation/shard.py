@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
+from rmt.errors import UsageError
+
 # How long a process may wait for the others at one step: a step is one batch per process, and a
 # batch of million-token inputs takes minutes; the default 30 minutes is too tight for slow models.
 STEP_TIMEOUT = timedelta(hours=6)
@@ -65,7 +67,7 @@ def launched_shard(device: str | None = None) -> Shard:
     the whole run. ``device``: the one asked for (``cpu`` keeps the processes off the GPUs)."""
     raw = os.environ.get("WORLD_SIZE", "1").strip() or "1"
     if not raw.isdigit() or int(raw) < 1:
-        raise ValueError(f"environment variable WORLD_SIZE={raw!r} is not a process count; it is set by torchrun or "
+        raise UsageError(f"environment variable WORLD_SIZE={raw!r} is not a process count; it is set by torchrun or "
                          "accelerate launch (unset it to run one process)")
     if int(raw) == 1:
         return Shard()
@@ -76,7 +78,7 @@ def launched_shard(device: str | None = None) -> Shard:
     cpu = not torch.cuda.is_available() or str(device or "").startswith("cpu")
     per_machine = os.environ.get("LOCAL_WORLD_SIZE", "1")
     if not cpu and per_machine.isdigit() and int(per_machine) > torch.cuda.device_count():
-        raise ValueError(f"the launcher started {per_machine} processes on this machine, which has "
+        raise UsageError(f"the launcher started {per_machine} processes on this machine, which has "
                          f"{torch.cuda.device_count()} CUDA device(s) (one process each); start at most "
                          f"{torch.cuda.device_count()} per machine, or evaluate on the CPU with --device cpu")
     state = PartialState(cpu=cpu, timeout=STEP_TIMEOUT)

@@ -11,6 +11,8 @@ import sqlite3
 import urllib.request
 from pathlib import Path
 
+from rmt.errors import UsageError
+
 
 def connect_read_only(path: str | Path) -> sqlite3.Connection:
     """A connection to the existing SQLite file ``path`` that cannot write to it.
@@ -63,9 +65,9 @@ def check_own_file(path: str | Path, flag: str | None, required: dict[str, set[s
     try:
         tables = table_columns(path)
     except sqlite3.DatabaseError as exc:
-        raise ValueError(f"{named}{path} is not {what} (SQLite said: {exc}); nothing was written to it; "
+        raise UsageError(f"{named}{path} is not {what} (SQLite said: {exc}); nothing was written to it; "
                          f"give a new file") from None
     if tables and any(not columns <= tables.get(name, set()) for name, columns in required.items()):
         shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-        raise ValueError(f"{named}{path} is an SQLite database but not {what} (its tables: {shown}); "
+        raise UsageError(f"{named}{path} is an SQLite database but not {what} (its tables: {shown}); "
                          f"nothing was written to it; give a new file")

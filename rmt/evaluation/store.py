@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from rmt.errors import UsageError
 from rmt.evaluation.sqlite_files import check_own_file, connect_read_only, file_state
 from rmt.outputs import check_output
 
@@ -90,7 +91,7 @@ class StaleResultsError(ValueError):
     decoding settings, or not recorded): they are neither reused nor replaced."""
 
 
-class StoreVersionError(ValueError):
+class StoreVersionError(UsageError):
     """The store was written for another benchmark or schema version."""
 
 
@@ -131,7 +132,7 @@ class ResultsStore:
         if (read_only or not create) and not self.path.is_file():
             raise FileNotFoundError(f"results store not found: {self.path}")
         if self.path.is_dir():
-            raise ValueError(f"results store path is a directory, expected a .sqlite file: {self.path}")
+            raise UsageError(f"results store path is a directory, expected a .sqlite file: {self.path}")
         check_store_path(self.path, write=create and not read_only)
         if read_only:
             self._open_read_only(benchmark_version)
@@ -150,7 +151,7 @@ class ResultsStore:
             if "producer" not in columns:  # from before producers were recorded: its rows stay NULL
                 self._db.execute("ALTER TABLE results ADD COLUMN producer TEXT")
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"not a results store (SQLite said: {exc}): {self.path}") from None
+            raise UsageError(f"not a results store (SQLite said: {exc}): {self.path}") from None
         self._check_versions(benchmark_version)
 
     def _open_read_only(self, benchmark_version: str) -> None:
@@ -158,10 +159,10 @@ class ResultsStore:
             self._db = connect_read_only(self.path)
             tables = {name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"not a results store (SQLite said: {exc}): {self.path}") from None
+            raise UsageError(f"not a results store (SQLite said: {exc}): {self.path}") from None
         try:
             if not set(STORE_TABLES) <= tables:
-                raise ValueError(f"not a results store (no results table): {self.path}")
+                raise UsageError(f"not a results store (no results table): {self.path}")
             self._check_versions(benchmark_version)
         except BaseException:
             self._db.close()

@@ -12,6 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+from rmt.errors import UsageError
 
 from rmt.memory.families import FAMILIES, family_for
 
@@ -40,8 +45,6 @@ def _class_name(model) -> str:
 
 def adapter_for(model) -> Adapter:
     """Inspect a HF model and say how to wrap it; raise ValueError for anything unsupported."""
-    from transformers import PreTrainedModel
-
     name = _class_name(model)
     supported = (
         "causal LMs of type " + ", ".join(sorted(DECODER_MODEL_TYPES))
@@ -49,7 +52,7 @@ def adapter_for(model) -> Adapter:
         + ", ".join(sorted(ENCODER_MODEL_TYPES))
     )
     if not isinstance(model, PreTrainedModel):
-        raise ValueError(f"unsupported model class {name}: expected a Hugging Face PreTrainedModel; supported: {supported}")
+        raise UsageError(f"unsupported model class {name}: expected a Hugging Face PreTrainedModel; supported: {supported}")
     config = model.config
     model_type = getattr(config, "model_type", None)
     if model_type in DECODER_MODEL_TYPES and (name.endswith("ForCausalLM") or name.endswith("LMHeadModel")):
@@ -57,9 +60,9 @@ def adapter_for(model) -> Adapter:
     elif model_type in ENCODER_MODEL_TYPES and name.endswith("ForSequenceClassification"):
         kind = "encoder"
     else:
-        raise ValueError(f"unsupported model class {name} (model_type={model_type!r}); supported: {supported}")
+        raise UsageError(f"unsupported model class {name} (model_type={model_type!r}); supported: {supported}")
     if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
-        raise ValueError(
+        raise UsageError(
             f"unsupported position_embedding_type={config.position_embedding_type!r} for {name}; "
             "only absolute positions are supported for encoders"
         )
@@ -105,7 +108,7 @@ class DecoderLayers:
         self.model_type = self.config.model_type
         self.family = family_for(self.model_type)
         if self.family is None:
-            raise ValueError(f"no layer-level access for model_type={self.model_type!r}; supported: {', '.join(sorted(DECODER_MODEL_TYPES))}")
+            raise UsageError(f"no layer-level access for model_type={self.model_type!r}; supported: {', '.join(sorted(DECODER_MODEL_TYPES))}")
         self.layers = self.family.layers(self.inner)
         self.norm = self.family.final_norm(self.inner)
 
@@ -119,8 +122,6 @@ class DecoderLayers:
     def start(self, inputs_embeds, attention_mask, position_ids, cache=None):
         """The hidden state entering layer 0 and the per-call context the layers need (masks,
         rotary embeddings, cache); ``attention_mask`` is 2-D (batch, cached + new) or None."""
-        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
-
         mask_kwargs = dict(config=self.config, inputs_embeds=inputs_embeds, attention_mask=attention_mask,
                            past_key_values=cache, position_ids=position_ids)
         types = {self.mask_type(i) for i in range(len(self.layers))}
@@ -145,8 +146,6 @@ class DecoderLayers:
         layer, mask, cache = self.layers[i], context["masks"][self.mask_type(i)], context["cache"]
         if keep_from and self._can_keep_rows(layer, cache):
             if layer.gradient_checkpointing and layer.training:
-                from torch.utils.checkpoint import checkpoint
-
                 return checkpoint(self._run_rows, layer, hidden, mask, context, keep_from, use_reentrant=False)
             return self._run_rows(layer, hidden, mask, context, keep_from)
         out = self.family.call_layer(layer, hidden, mask, context)

@@ -25,6 +25,8 @@ CORE_OPTIONS = (
 )
 _LEGACY = "self_retrieval"  # the v0.1 spelling of memory_kind="rmt-r"; never written to new files
 
+from rmt.errors import UsageError
+
 
 def memory_kinds() -> dict:
     """The registry ``rmt.memory.kinds.MEMORY_KINDS`` (name -> MemoryKind class)."""
@@ -47,7 +49,7 @@ def memory_options() -> tuple[Option, ...]:
         for option in kind.options:
             known = found.get(option.name)
             if known is not None and known != option:
-                raise ValueError(f"memory_kind {name!r} declares option {option.name!r} unlike "
+                raise UsageError(f"memory_kind {name!r} declares option {option.name!r} unlike "
                                  f"{owners.get(option.name, 'the core settings')!r} does")
             found[option.name] = option
             owners.setdefault(option.name, name)
@@ -113,24 +115,24 @@ class RMTConfig:
         known = {option.name for option in options}
         unknown = sorted(set(given) - known)
         if unknown:
-            raise ValueError(f"unknown RMT config keys {unknown}; allowed: {sorted(known)}")
+            raise UsageError(f"unknown RMT config keys {unknown}; allowed: {sorted(known)}")
         kinds = memory_kinds()
         if memory_kind not in kinds:
-            raise ValueError(f"unknown memory_kind {memory_kind!r}; allowed: {', '.join(kinds)}")
+            raise UsageError(f"unknown memory_kind {memory_kind!r}; allowed: {', '.join(kinds)}")
         if not isinstance(self_retrieval, bool):
-            raise ValueError(f"self_retrieval must be true or false, got {self_retrieval!r}")
+            raise UsageError(f"self_retrieval must be true or false, got {self_retrieval!r}")
         if self_retrieval:  # the old spelling of memory_kind="rmt-r"
             if memory_kind not in ("rmt", "rmt-r"):
-                raise ValueError(f"self_retrieval=True means memory_kind='rmt-r' and conflicts with memory_kind={memory_kind!r}; "
+                raise UsageError(f"self_retrieval=True means memory_kind='rmt-r' and conflicts with memory_kind={memory_kind!r}; "
                                  "set only memory_kind")
             given["memory_kind"] = "rmt-r"
         given[_LEGACY] = given["memory_kind"] == "rmt-r"
         if bptt_depth != -1 and (isinstance(bptt_depth, bool) or not isinstance(bptt_depth, int) or bptt_depth < 1):
-            raise ValueError(f"bptt_depth must be -1 (all segments) or an integer >= 1, got {bptt_depth!r}")
+            raise UsageError(f"bptt_depth must be -1 (all segments) or an integer >= 1, got {bptt_depth!r}")
         for option in options:
             value = option.check(given.get(option.name, option.default))
             if option.exclusive and value != option.default and option.name not in {o.name for o in kinds[given["memory_kind"]].options}:
-                raise ValueError(f"{option.name}={value!r} is {option.exclusive} of memory_kind {_joined(_owners(option.name))}; "
+                raise UsageError(f"{option.name}={value!r} is {option.exclusive} of memory_kind {_joined(_owners(option.name))}; "
                                  f"memory_kind={given['memory_kind']!r} does not use it: use {option.name}={option.default!r}")
             self.__dict__[option.name] = value
         kinds[self.memory_kind].check_config(self)
@@ -143,7 +145,7 @@ class RMTConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "RMTConfig":
         if not isinstance(data, dict):
-            raise ValueError(f"an RMT config must be a JSON object, got {type(data).__name__}")
+            raise UsageError(f"an RMT config must be a JSON object, got {type(data).__name__}")
         return cls(**data)
 
     def to_json_string(self) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from rmt.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Option:
@@ -40,17 +42,17 @@ class Option:
         kind = self.type
         if kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{self.name} must be a finite number, got {value!r}")
+                raise UsageError(f"{self.name} must be a finite number, got {value!r}")
             value = float(value)
         elif kind is int:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{self.name} must be {self.describe()}, got {value!r}")
+                raise UsageError(f"{self.name} must be {self.describe()}, got {value!r}")
         elif not isinstance(value, kind):
-            raise ValueError(f"{self.name} must be {self.describe()}, got {value!r}")
+            raise UsageError(f"{self.name} must be {self.describe()}, got {value!r}")
         if self.choices and value not in self.choices:
-            raise ValueError(f"unknown {self.name} {value!r}; allowed: {', '.join(map(str, self.choices))}")
+            raise UsageError(f"unknown {self.name} {value!r}; allowed: {', '.join(map(str, self.choices))}")
         if self.minimum is not None and value < self.minimum:
-            raise ValueError(f"{self.name} must be {self.describe()}, got {value!r}")
+            raise UsageError(f"{self.name} must be {self.describe()}, got {value!r}")
         return value
 
     def describe(self) -> str:

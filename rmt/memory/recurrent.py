@@ -17,20 +17,22 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.nn import functional as F
 from transformers.utils import ModelOutput
 
 from rmt.atomic import atomic_file
+from rmt.errors import UsageError
 from rmt.memory.adapters import DecoderLayers, adapter_for
 from rmt.memory.config import RMTConfig
 from rmt.memory.diagonal import DIAGONAL_BLOCK, diagonal_unsupported_reason, run_diagonal
 from rmt.memory.kinds import MEMORY_KINDS
 from rmt.memory.kinds.retrieval import RetrievalStore
+from rmt.runs import BASE_CONFIG_FILE as BASE_CONFIG_NAME, RMT_CONFIG_FILE as RMT_CONFIG_NAME, WEIGHTS_FILE as WEIGHTS_NAME
 
-WEIGHTS_NAME = "model.safetensors"
-RMT_CONFIG_NAME = "rmt_config.json"
-BASE_CONFIG_NAME = "config.json"
 FORMAT_VERSION = 2  # 1: v0.1 (memory parameters named `memory`, `retrieval.*`); 2: `memory_kind.*`
 
 
@@ -100,19 +102,19 @@ def _most_memory(kind_class, adapter, config) -> int:
 
 def _check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> torch.Tensor:
     if not isinstance(input_ids, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.LongTensor, got {type(input_ids).__name__}")
+        raise UsageError(f"{name} must be a torch.LongTensor, got {type(input_ids).__name__}")
     if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}")
+        raise UsageError(f"{name} must hold integer token ids, got dtype {input_ids.dtype}")
     if input_ids.dim() == 1:
         input_ids = input_ids[None, :]
     if input_ids.dim() != 2:
-        raise ValueError(f"{name} must be 1-D (tokens) or 2-D (batch, tokens), got shape {tuple(input_ids.shape)}")
+        raise UsageError(f"{name} must be 1-D (tokens) or 2-D (batch, tokens), got shape {tuple(input_ids.shape)}")
     if input_ids.numel() == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(input_ids.shape)}); give at least one token per row")
+        raise UsageError(f"{name} is empty (shape {tuple(input_ids.shape)}); give at least one token per row")
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab_size:
         bad = high if high >= vocab_size else low
-        raise ValueError(f"token id {bad} in {name} is outside the vocabulary: allowed 0..{vocab_size - 1}")
+        raise UsageError(f"token id {bad} in {name} is outside the vocabulary: allowed 0..{vocab_size - 1}")
     return input_ids.long()
 
 
@@ -122,19 +124,19 @@ class RecurrentMemoryTransformer(nn.Module):
     def __init__(self, base_model: nn.Module, config: RMTConfig):
         super().__init__()
         if not isinstance(config, RMTConfig):
-            raise ValueError(f"config must be an RMTConfig, got {type(config).__name__}")
+            raise UsageError(f"config must be an RMTConfig, got {type(config).__name__}")
         self.adapter = adapter_for(base_model)
         kind_class = MEMORY_KINDS[config.memory_kind]
         kind_class.check_supported(self.adapter, config)
         extra = kind_class.extra_positions(self.adapter, config)
         limit = self.adapter.max_positions
         if limit is not None and extra >= limit:
-            raise ValueError(
+            raise UsageError(
                 f"num_mem_tokens={config.num_mem_tokens} takes {extra} memory/special positions of the base model's {limit}, "
                 f"leaving none for segment tokens; allowed num_mem_tokens <= {_most_memory(kind_class, self.adapter, config)}"
             )
         if limit is not None and config.segment_size + extra > limit:
-            raise ValueError(
+            raise UsageError(
                 f"segment_size={config.segment_size} plus {extra} memory/special positions exceeds the base model's "
                 f"{limit} positions; allowed segment_size <= {limit - extra}"
             )
@@ -185,7 +187,7 @@ class RecurrentMemoryTransformer(nn.Module):
         (seconds; torch's inductor needs a C++ compiler), so this pays on long streams and training
         runs, not on a few calls. ``compile_kwargs`` go to ``torch.compile``. Decoders only."""
         if not self.adapter.is_decoder:
-            raise ValueError(f"compile_layers() is for causal LMs; {type(self.base_model).__name__} is a sequence classifier")
+            raise UsageError(f"compile_layers() is for causal LMs; {type(self.base_model).__name__} is a sequence classifier")
         for layer in DecoderLayers(self.base_model).layers:
             layer.mlp.compile(**compile_kwargs)
         return self
@@ -200,7 +202,7 @@ class RecurrentMemoryTransformer(nn.Module):
         if diagonal is None:
             return reason is None and n_segments > 1
         if reason is not None:
-            raise ValueError(f"diagonal=True is not possible here: {reason}")
+            raise UsageError(f"diagonal=True is not possible here: {reason}")
         return True
 
     def _sequential(self, segments, state, logits_from):
@@ -323,7 +325,7 @@ class RecurrentMemoryTransformer(nn.Module):
             if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() == 1 and batch == 1:
                 attention_mask = torch.as_tensor(attention_mask).reshape(1, -1)
             if tuple(attention_mask.shape) != (batch, total):
-                raise ValueError(f"attention_mask must have the shape of input_ids {(batch, total)}, got {tuple(attention_mask.shape)}")
+                raise UsageError(f"attention_mask must have the shape of input_ids {(batch, total)}, got {tuple(attention_mask.shape)}")
             valid = attention_mask.to(self.device) != 0
             if bool(valid.all()):
                 attention_mask = None
@@ -331,7 +333,7 @@ class RecurrentMemoryTransformer(nn.Module):
             lengths = valid.sum(dim=1)
             if bool((lengths == 0).any()):
                 row = int((lengths == 0).nonzero()[0])
-                raise ValueError(f"row {row} of the batch is empty (its attention_mask is all 0); give at least one token per row")
+                raise UsageError(f"row {row} of the batch is empty (its attention_mask is all 0); give at least one token per row")
             # Compact: each row's real tokens first, in order (stable sort puts valid positions first).
             order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
             compact = input_ids.gather(1, order)
@@ -349,7 +351,7 @@ class RecurrentMemoryTransformer(nn.Module):
             labels = labels.to(self.device)
             if is_decoder:
                 if tuple(labels.shape) != (batch, total):
-                    raise ValueError(f"labels must have the shape of input_ids {(batch, total)}, got {tuple(labels.shape)}")
+                    raise UsageError(f"labels must have the shape of input_ids {(batch, total)}, got {tuple(labels.shape)}")
                 compact_labels = self._compact_labels(labels, order, lengths, longest)
         logits_from = "all"
         if is_decoder and not output_logits:
@@ -443,7 +445,7 @@ class RecurrentMemoryTransformer(nn.Module):
             return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float())
         if problem == "single_label_classification":
             if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
-                raise ValueError(f"class label outside 0..{num_labels - 1}: got {labels.tolist()}")
+                raise UsageError(f"class label outside 0..{num_labels - 1}: got {labels.tolist()}")
             return F.cross_entropy(logits.float().view(-1, num_labels), labels.view(-1))
         return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
@@ -467,7 +469,7 @@ class RecurrentMemoryTransformer(nn.Module):
             if reason is None:
                 block = DIAGONAL_BLOCK * len(DecoderLayers(self.base_model))
             elif diagonal:
-                raise ValueError(f"diagonal=True is not possible here: {reason}")
+                raise UsageError(f"diagonal=True is not possible here: {reason}")
         pending: list[torch.Tensor] = []
         pending_len = 0
         batch = None
@@ -491,7 +493,7 @@ class RecurrentMemoryTransformer(nn.Module):
                 batch = chunk.shape[0]
                 result["state"] = self.memory_kind.state_from(memory, retrieval_store, batch)
             elif chunk.shape[0] != batch:
-                raise ValueError(f"all stream chunks must have the same batch size {batch}, got a chunk of shape {tuple(chunk.shape)}")
+                raise UsageError(f"all stream chunks must have the same batch size {batch}, got a chunk of shape {tuple(chunk.shape)}")
             pending.append(chunk)
             pending_len += chunk.shape[1]
             result["tokens"] += chunk.shape[1]
@@ -502,7 +504,7 @@ class RecurrentMemoryTransformer(nn.Module):
                 rest = buffered[:, n_full * seg :]
                 pending, pending_len = [rest], rest.shape[1]
         if batch is None:
-            raise ValueError("stream got no tokens: the chunks are empty")
+            raise UsageError("stream got no tokens: the chunks are empty")
         run(torch.cat(pending, dim=1), last=True)
         memory, store = self.memory_kind.public(result["state"])
         return StreamState(memory, result["logits"], store, result["tokens"], result["segments"])
@@ -530,13 +532,13 @@ class RecurrentMemoryTransformer(nn.Module):
         (else the base config's pad_token_id, else 0). ``diagonal``: how ARMT reads the context (see ``forward``).
         """
         if not self.adapter.is_decoder:
-            raise ValueError(f"generate() needs a causal LM; {type(self.base_model).__name__} is a sequence classifier")
+            raise UsageError(f"generate() needs a causal LM; {type(self.base_model).__name__} is a sequence classifier")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+            raise UsageError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
         if do_sample and not temperature > 0:
-            raise ValueError(f"temperature must be > 0 when sampling, got {temperature!r}")
+            raise UsageError(f"temperature must be > 0 when sampling, got {temperature!r}")
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+            raise UsageError(f"top_k must be None or an integer >= 1, got {top_k!r}")
         eos_ids = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
         input_ids = _check_token_ids(input_ids, self.adapter.vocab_size).to(self.device)
         batch, total = input_ids.shape
@@ -544,12 +546,12 @@ class RecurrentMemoryTransformer(nn.Module):
             valid = torch.ones_like(input_ids, dtype=torch.bool)
         else:
             if tuple(attention_mask.shape) != (batch, total):
-                raise ValueError(f"attention_mask must have the shape of input_ids {(batch, total)}, got {tuple(attention_mask.shape)}")
+                raise UsageError(f"attention_mask must have the shape of input_ids {(batch, total)}, got {tuple(attention_mask.shape)}")
             valid = attention_mask.to(self.device) != 0
         rows = [input_ids[i][valid[i]] for i in range(batch)]
         for i, row in enumerate(rows):
             if row.numel() == 0:
-                raise ValueError(f"row {i} of the batch is empty (its attention_mask is all 0); give at least one token per row")
+                raise UsageError(f"row {i} of the batch is empty (its attention_mask is all 0); give at least one token per row")
 
         seg = self.config.segment_size
         # 1. Every full segment before each row's current (last, possibly partial) one, batched.
@@ -636,8 +638,6 @@ class RecurrentMemoryTransformer(nn.Module):
         """Write ``config.json`` (base HF config), ``rmt_config.json`` and ``model.safetensors`` (base
         weights + the memory kind's parameters) into ``path``; each file is written to a temp file then renamed,
         so a crash never leaves a half-written checkpoint file. Other files in ``path`` (a tokenizer) are kept."""
-        from safetensors.torch import save_model
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         base_config = self.base_model.config.to_dict()
@@ -655,10 +655,6 @@ class RecurrentMemoryTransformer(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "RecurrentMemoryTransformer":
         """Rebuild the base model from the saved config, wrap it and load all weights."""
-        import transformers
-        from safetensors import safe_open
-        from safetensors.torch import load_model
-
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"RMT checkpoint directory not found: {path}")
@@ -670,21 +666,21 @@ class RecurrentMemoryTransformer(nn.Module):
             try:
                 return json.loads((path / name).read_text())
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise ValueError(f"corrupt checkpoint file {path / name}: {exc}") from None
+                raise UsageError(f"corrupt checkpoint file {path / name}: {exc}") from None
 
         meta = read_json(RMT_CONFIG_NAME)
         if not isinstance(meta, dict) or "rmt_config" not in meta or "base_model_class" not in meta:
-            raise ValueError(f"corrupt checkpoint file {path / RMT_CONFIG_NAME}: expected keys rmt_config and base_model_class")
+            raise UsageError(f"corrupt checkpoint file {path / RMT_CONFIG_NAME}: expected keys rmt_config and base_model_class")
         config = RMTConfig.from_dict(meta["rmt_config"])
         base_dict = read_json(BASE_CONFIG_NAME)
         class_name = meta["base_model_class"]
         model_class = getattr(transformers, str(class_name), None)
         if model_class is None or not hasattr(model_class, "config_class"):
-            raise ValueError(f"checkpoint names an unknown base model class {class_name!r}")
+            raise UsageError(f"checkpoint names an unknown base model class {class_name!r}")
         try:
             base_config = model_class.config_class.from_dict(base_dict)
         except Exception as exc:  # a config that HF cannot parse is a corrupt checkpoint
-            raise ValueError(f"corrupt checkpoint file {path / BASE_CONFIG_NAME}: {' '.join(str(exc).split())}") from None
+            raise UsageError(f"corrupt checkpoint file {path / BASE_CONFIG_NAME}: {' '.join(str(exc).split())}") from None
         weights = path / WEIGHTS_NAME
         try:
             with safe_open(str(weights), framework="pt") as f:
@@ -692,7 +688,7 @@ class RecurrentMemoryTransformer(nn.Module):
                 saved_dtype = f.get_slice(keys[0]).get_dtype() if keys else None
                 saved_shapes = {_current_key(key): tuple(f.get_slice(key).get_shape()) for key in keys}
         except Exception as exc:
-            raise ValueError(f"corrupt checkpoint weights {weights}: {' '.join(str(exc).split())}") from None
+            raise UsageError(f"corrupt checkpoint weights {weights}: {' '.join(str(exc).split())}") from None
         base_model = model_class(base_config)
         model = cls(base_model, config)
         torch_dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}.get(saved_dtype)
@@ -701,15 +697,15 @@ class RecurrentMemoryTransformer(nn.Module):
         expected_shapes = {key: tuple(value.shape) for key, value in model.state_dict().items()}
         for key, shape in saved_shapes.items():
             if key not in expected_shapes:
-                raise ValueError(f"checkpoint weights {weights} do not match the model: unexpected tensor {key}")
+                raise UsageError(f"checkpoint weights {weights} do not match the model: unexpected tensor {key}")
             if shape != expected_shapes[key]:
-                raise ValueError(f"checkpoint weights {weights} do not match the model: {key} has shape {shape}, the model expects {expected_shapes[key]}")
+                raise UsageError(f"checkpoint weights {weights} do not match the model: {key} has shape {shape}, the model expects {expected_shapes[key]}")
         try:
             missing, unexpected = load_model(model, str(weights), strict=False)
         except Exception as exc:
-            raise ValueError(f"corrupt checkpoint weights {weights}: {' '.join(str(exc).split())}") from None
+            raise UsageError(f"corrupt checkpoint weights {weights}: {' '.join(str(exc).split())}") from None
         if missing or unexpected:
-            raise ValueError(f"checkpoint weights {weights} do not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+            raise UsageError(f"checkpoint weights {weights} do not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
         model.eval()
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)

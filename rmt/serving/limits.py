@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rmt.errors import UsageError
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -25,4 +27,4 @@ class Limits:
                      "short_job_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise UsageError(f"{name} must be an integer >= 1, got {value!r}")

@@ -38,6 +38,7 @@ from typing import Iterator, Union
 
 from pydantic import BaseModel, ConfigDict
 
+from rmt.errors import UsageError
 from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, LocalModel
 from rmt.serving.access import APIKeyMiddleware, exposure_warning
 from rmt.serving.batcher import Batcher, Cancelled, Job, QueueFull, Settings, Stopping
@@ -190,7 +191,7 @@ def create_app(model: LocalModel, model_id: str | None = None, max_batch: int | 
     ``limits.max_batch`` (its older spelling)."""
     from dataclasses import replace
 
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request  # lazy: the `serve` extra (fastapi, uvicorn)
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.concurrency import run_in_threadpool
@@ -468,7 +469,7 @@ def free_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
 
 
@@ -476,7 +477,7 @@ def make_server(app, sock: socket.socket, max_requests: int | None = None, log_l
     """A uvicorn server for ``app`` that, on shutdown (SIGINT/SIGTERM, ``should_exit``), first stops
     decoding (running batches end at their next step, queued requests get 503) and then gives open
     requests :data:`SHUTDOWN_GRACE_S` to finish: it exits in about a second, whatever is decoding."""
-    import uvicorn
+    import uvicorn  # lazy: the `serve` extra
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets=None):

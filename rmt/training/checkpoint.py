@@ -1,12 +1,6 @@
 """Atomic, resumable checkpoints.
 
-Layout of a run's output dir::
-
-    OUT/train_config.json          the run's settings (rmt train --config OUT/train_config.json)
-    OUT/metrics.jsonl              one JSON object per logged step / evaluation
-    OUT/checkpoints/step-000200/   model (RecurrentMemoryTransformer.save_pretrained) + tokenizer
-                                   + optimizer.pt, scheduler.pt, rng.pt, trainer_state.json
-    OUT/final/                     the trained model + tokenizer (what evaluation loads)
+The files of a run's output dir and of a checkpoint are named in ``rmt.runs``.
 
 A checkpoint is written into a hidden temp dir beside its final name and renamed into place only
 when complete, so a crash (even ``kill -9``) mid-write leaves the previous good checkpoint as the
@@ -17,23 +11,24 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import shutil
 import zipfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging as hf_logging
 
+from rmt import runs
 from rmt.atomic import atomic_dir
-
-STATE_NAME = "trainer_state.json"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+from rmt.errors import UsageError
+from rmt.memory import RecurrentMemoryTransformer
+from rmt.runs import TRAINER_STATE_FILE as STATE_NAME
 
 
 def save_model_dir(path: Path, model, tokenizer) -> None:
     """Model (RMT or plain HF) + tokenizer into ``path`` (which must exist)."""
-    from transformers.utils import logging as hf_logging
-
     # HF draws a "Writing model shards" bar even for one small shard: noise between our own bars.
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
@@ -47,18 +42,11 @@ def save_model_dir(path: Path, model, tokenizer) -> None:
 
 def load_weights(model, path: Path) -> None:
     """Load the weights saved in ``path`` into the already-built ``model`` (same architecture)."""
-    from rmt.memory import RecurrentMemoryTransformer
-
     if isinstance(model, RecurrentMemoryTransformer):
-        from safetensors.torch import load_model
-
-        load_model(model, str(Path(path) / "model.safetensors"))
+        load_model(model, str(Path(path) / runs.WEIGHTS_FILE))
     else:
-        from transformers import AutoModelForCausalLM
-
         loaded = AutoModelForCausalLM.from_pretrained(path)
         model.load_state_dict(loaded.state_dict())
-
 
 
 def rng_state() -> dict:
@@ -73,17 +61,16 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(out_dir, step: int, model, tokenizer, optimizer, scheduler, trainer_state: dict, config,
                     keep: int = 2) -> Path:
     """Write ``OUT/checkpoints/step-<step>`` atomically; keep only the newest ``keep`` checkpoints."""
-    ckpt_root = Path(out_dir) / "checkpoints"
 
     def write(tmp: Path):
         save_model_dir(tmp, model, tokenizer)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save(rng_state(), tmp / "rng.pt")
-        config.save(tmp / "train_config.json")
+        torch.save(optimizer.state_dict(), tmp / runs.OPTIMIZER_FILE)
+        torch.save(scheduler.state_dict(), tmp / runs.SCHEDULER_FILE)
+        torch.save(rng_state(), tmp / runs.RNG_FILE)
+        config.save(tmp / runs.TRAIN_CONFIG_FILE)
         (tmp / STATE_NAME).write_text(json.dumps(trainer_state, indent=2, sort_keys=True) + "\n")
 
-    path = ckpt_root / f"step-{step:06d}"
+    path = runs.step_dir(out_dir, step)
     atomic_dir(path, write)
     for old in list_checkpoints(out_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -92,10 +79,10 @@ def save_checkpoint(out_dir, step: int, model, tokenizer, optimizer, scheduler, 
 
 def list_checkpoints(out_dir) -> list[Path]:
     """Complete checkpoints, oldest first (temp dirs of an interrupted write are not listed)."""
-    root = Path(out_dir) / "checkpoints"
+    root = Path(out_dir) / runs.CHECKPOINTS_DIR
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and (p / STATE_NAME).is_file()]
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := runs.STEP_DIR.match(p.name)) and (p / STATE_NAME).is_file()]
     return [p for _, p in sorted(found)]
 
 
@@ -106,7 +93,7 @@ def latest_checkpoint(out_dir) -> Path | None:
 
 def sweep_temp_dirs(out_dir) -> None:
     """Remove what an interrupted checkpoint write left behind."""
-    root = Path(out_dir) / "checkpoints"
+    root = Path(out_dir) / runs.CHECKPOINTS_DIR
     if root.is_dir():
         for p in root.iterdir():
             if p.name.startswith(".") and p.name.endswith((".tmp", ".old")):
@@ -120,17 +107,17 @@ def _check_safetensors(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise ValueError(f"{path} is truncated ({size} bytes)")
+            raise UsageError(f"{path} is truncated ({size} bytes)")
         n = int.from_bytes(head, "little")
         if n > size - 8:
-            raise ValueError(f"{path} is truncated ({size} bytes; its header alone needs {n + 8})")
+            raise UsageError(f"{path} is truncated ({size} bytes; its header alone needs {n + 8})")
         try:
             header = json.loads(f.read(n))
             end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
         except (ValueError, KeyError, TypeError, IndexError):
-            raise ValueError(f"{path} is damaged (its header is not valid)") from None
+            raise UsageError(f"{path} is damaged (its header is not valid)") from None
     if size < 8 + n + end:
-        raise ValueError(f"{path} is truncated ({size} bytes of {8 + n + end})")
+        raise UsageError(f"{path} is truncated ({size} bytes of {8 + n + end})")
 
 
 def verify_checkpoint(path) -> dict:
@@ -142,23 +129,23 @@ def verify_checkpoint(path) -> dict:
         try:
             value = json.loads(file.read_bytes().decode("utf-8"))
         except UnicodeDecodeError:
-            raise ValueError(f"{file} is damaged (not UTF-8 text)") from None
+            raise UsageError(f"{file} is damaged (not UTF-8 text)") from None
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{file} is damaged (not valid JSON: {exc.msg}, line {exc.lineno})") from None
+            raise UsageError(f"{file} is damaged (not valid JSON: {exc.msg}, line {exc.lineno})") from None
         if file.name == STATE_NAME:
             state = value
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
-        raise ValueError(f"{path / STATE_NAME} is damaged (no step number in it)")
+        raise UsageError(f"{path / STATE_NAME} is damaged (no step number in it)")
     for file in sorted(path.glob("*.safetensors")):
         _check_safetensors(file)
-    for name in ("optimizer.pt", "scheduler.pt", "rng.pt"):
+    for name in runs.RESUME_FILES:
         file = path / name
         if not file.is_file():
-            raise ValueError(f"{file} is missing")
+            raise UsageError(f"{file} is missing")
         try:  # torch.save writes a zip archive; a cut one has no central directory at its end
             zipfile.ZipFile(file).close()
         except (zipfile.BadZipFile, OSError):
-            raise ValueError(f"{file} is damaged (not a complete torch file)") from None
+            raise UsageError(f"{file} is damaged (not a complete torch file)") from None
     return state
 
 
@@ -178,7 +165,7 @@ def resumable_checkpoint(out_dir, log=None) -> Path | None:
             log(f"warning: the newest checkpoint is damaged ({'; '.join(problems)}); resuming from {path} instead")
         return path
     if problems:
-        raise ValueError(f"--resume: no checkpoint in {Path(out_dir) / 'checkpoints'} is whole: {'; '.join(problems)}")
+        raise UsageError(f"--resume: no checkpoint in {Path(out_dir) / runs.CHECKPOINTS_DIR} is whole: {'; '.join(problems)}")
     return None
 
 
@@ -187,7 +174,7 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     path = Path(path)
     state = verify_checkpoint(path)
     load_weights(model, path)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    optimizer.load_state_dict(torch.load(path / runs.OPTIMIZER_FILE, weights_only=False))
+    scheduler.load_state_dict(torch.load(path / runs.SCHEDULER_FILE, weights_only=False))
+    set_rng_state(torch.load(path / runs.RNG_FILE, weights_only=False))
     return state

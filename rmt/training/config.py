@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from rmt.babilong.tasks import TASKS as BABI_TASKS
+from rmt.errors import UsageError
 from rmt.memory.config import RMTConfig
 from rmt.memory.options import from_text
 
@@ -64,7 +65,7 @@ def _memory_config(rmt, settings: dict) -> RMTConfig:
     elif isinstance(rmt, dict):
         base = {**MEMORY_DEFAULTS, **rmt}
     else:
-        raise ValueError(f"rmt must be an RMTConfig or a mapping of memory settings, got {type(rmt).__name__}")
+        raise UsageError(f"rmt must be an RMTConfig or a mapping of memory settings, got {type(rmt).__name__}")
     return RMTConfig(**{**base, **settings})
 
 
@@ -172,7 +173,7 @@ class TrainConfig:
     def __post_init__(self):
         def need(cond, message):
             if not cond:
-                raise ValueError(message)
+                raise UsageError(message)
 
         def is_int(v):
             return isinstance(v, int) and not isinstance(v, bool)
@@ -196,7 +197,7 @@ class TrainConfig:
             try:
                 self.curriculum = [int(x) for x in str(self.curriculum).split(",")]
             except ValueError:
-                raise ValueError(f"curriculum must be a list of segment counts >= 1, got {self.curriculum!r}") from None
+                raise UsageError(f"curriculum must be a list of segment counts >= 1, got {self.curriculum!r}") from None
         need(isinstance(self.curriculum, (list, tuple)), f"curriculum must be a list of segment counts >= 1, got {self.curriculum!r}")
         self.curriculum = list(self.curriculum)
         need(len(self.curriculum) > 0 and all(is_int(n) and n >= 1 for n in self.curriculum),
@@ -282,13 +283,13 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         if not isinstance(data, dict):
-            raise ValueError(f"a training config must be a mapping of settings, got {type(data).__name__}")
+            raise UsageError(f"a training config must be a mapping of settings, got {type(data).__name__}")
         data = {str(k).replace("-", "_"): v for k, v in data.items()}
         memory = {option.name: option for option in memory_options()}
         own = {f.name: f for f in training_fields()}
         unknown = sorted(set(data) - set(memory) - set(own) - {"rmt"})
         if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; allowed: {sorted(set(memory) | set(own))}")
+            raise UsageError(f"unknown training config keys {unknown}; allowed: {sorted(set(memory) | set(own))}")
         # A file's text is read as the field's declared type (PyYAML reads 3e-4 as a string).
         for name, value in data.items():
             if name in memory:
@@ -310,14 +311,14 @@ class TrainConfig:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             line = raw[:exc.start].count(b"\n") + 1
-            raise ValueError(f"config file {path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
+            raise UsageError(f"config file {path}, line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ValueError(f"config file {path} is not valid YAML/JSON{where}: {problem}") from None
+            raise UsageError(f"config file {path} is not valid YAML/JSON{where}: {problem}") from None
         return cls.from_dict(data or {})
 
     def resume_mismatch(self, other: "TrainConfig") -> list[str]:

@@ -25,12 +25,23 @@ from the earliest supporting fact to the question.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from rmt import runs
 from rmt.atomic import atomic_file
+from rmt.errors import UsageError
+from rmt.memory import RecurrentMemoryTransformer
+from rmt.outputs import check_output
+from rmt.threads import set_threads
+from rmt.training.config import TrainConfig
+from rmt.training.tasks import TaskData
 
 JSON_NAME = "diagnose.json"
 PNG_NAME = "diagnose.png"
@@ -41,33 +52,30 @@ TEXT_NAME = "diagnose.txt"
 def find_checkpoint(checkpoint) -> tuple[Path, Path]:
     """(model dir, its train_config.json) for ``checkpoint``: an RMT model dir (``OUT/final``, a
     ``checkpoints/step-N`` dir) or the output dir of ``rmt train`` (its ``final/``)."""
-    from rmt.training.trainer import CONFIG_NAME as TRAIN_CONFIG_FILE, RMT_CONFIG_FILE
-
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     if not path.is_dir():
-        raise ValueError(f"checkpoint {checkpoint} is a file; give a checkpoint directory (an rmt train output dir or its final/)")
-    model_dir = next((p for p in (path, path / "final") if (p / RMT_CONFIG_FILE).is_file()), None)
-    if model_dir is None:
-        if any((p / "config.json").is_file() for p in (path, path / "final")):
-            raise ValueError(f"checkpoint {checkpoint} is a model without memory (no {RMT_CONFIG_FILE}); "
+        raise UsageError(f"checkpoint {checkpoint} is a file; give a checkpoint directory (an rmt train output dir or its final/)")
+    located = runs.locate(path)
+    if not located.rmt:
+        if runs.model_dir_of(path) is not None:
+            raise UsageError(f"checkpoint {checkpoint} is a model without memory (no {runs.RMT_CONFIG_FILE}); "
                              f"rmt diagnose inspects the memory of an RMT, RMT-R or ARMT checkpoint")
-        raise ValueError(f"{checkpoint} is not an RMT checkpoint (no {RMT_CONFIG_FILE} in it or in its final/); "
+        raise UsageError(f"{checkpoint} is not an RMT checkpoint (no {runs.RMT_CONFIG_FILE} in it or in its final/); "
                          f"give an rmt train output dir or its final/")
-    config = next((p / TRAIN_CONFIG_FILE for p in (model_dir, model_dir.parent) if (p / TRAIN_CONFIG_FILE).is_file()), None)
-    if config is None:
-        raise FileNotFoundError(f"no {TRAIN_CONFIG_FILE} in {model_dir} or beside it: rmt diagnose runs the checkpoint's "
-                                f"own task, as saved by rmt train")
-    return model_dir, config
+    if located.train_config is None:
+        raise FileNotFoundError(f"no {runs.TRAIN_CONFIG_FILE} in {located.model_dir} or beside it: rmt diagnose runs the "
+                                f"checkpoint's own task, as saved by rmt train")
+    return located.model_dir, located.train_config
 
 
 def default_out(model_dir: Path) -> Path:
     """``OUT/diagnose`` of the run: beside ``final/``, or beside ``checkpoints/`` for a step dir (never
     inside a checkpoint, which training rotates away)."""
-    if model_dir.name == "final":
+    if model_dir.name == runs.FINAL_DIR:
         return model_dir.parent / "diagnose"
-    if model_dir.parent.name == "checkpoints":
+    if model_dir.parent.name == runs.CHECKPOINTS_DIR:
         return model_dir.parent.parent / f"diagnose-{model_dir.name}"
     return model_dir / "diagnose"
 
@@ -75,8 +83,6 @@ def default_out(model_dir: Path) -> Path:
 # --------------------------------------------------------------------- the trace
 def _take(value, rows: int):
     """The first ``rows`` rows of a memory value (a tensor, an ARMTState or a RetrievalStore)."""
-    import dataclasses
-
     if value is None:
         return None
     if dataclasses.is_dataclass(value):
@@ -133,9 +139,6 @@ def trace(model, examples: list[dict], segment_size: int, batch_size: int = 16, 
           eos: bool = True) -> dict:
     """Read ``examples`` (``TaskData.example`` dicts) segment by segment; per-segment statistics,
     accuracy, and accuracy by fact-question distance. See the module docstring."""
-    import torch
-    from tqdm.auto import tqdm
-
     model.eval()
     device = model.device
     n_segments = max(math.ceil(len(e["ids"]) / segment_size) for e in examples)
@@ -276,7 +279,7 @@ def summary_text(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> Path:
     """Per-segment panels and accuracy by distance, written atomically."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib ~0.5 s; only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -342,7 +345,7 @@ def plot(result: dict, path: Path) -> Path:
 def check_arguments(segments, samples, batch_size: int = 16) -> None:
     for name, value in (("--segments", segments), ("--samples", samples), ("--batch-size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            raise UsageError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def check_replaceable(out: Path) -> None:
@@ -366,27 +369,20 @@ def diagnose(checkpoint, segments: int = 1024, samples: int = 16, out=None, batc
     ``diagnose.txt`` into ``out`` (default: the run's ``diagnose/``). Returns the JSON's content."""
     check_arguments(segments, samples, batch_size)
     model_dir, config_file = find_checkpoint(checkpoint)
-    from rmt.outputs import check_output
-    from rmt.training.config import TrainConfig
 
     cfg = TrainConfig.from_file(config_file)
     if cfg.task == "lm":
-        raise ValueError(f"checkpoint {checkpoint} was trained on task lm; rmt diagnose needs a question-answering task "
+        raise UsageError(f"checkpoint {checkpoint} was trained on task lm; rmt diagnose needs a question-answering task "
                          f"(qa1..qa20, memorize, detect, reason)")
     out = check_output(out if out is not None else default_out(model_dir), "--out", kind="dir")
     check_replaceable(out)
 
     start = time.time()
-    from rmt.threads import set_threads
 
     set_threads(threads)
-    from transformers import AutoTokenizer
-
-    from rmt import RecurrentMemoryTransformer
-    from rmt.training.tasks import TaskData
 
     model = RecurrentMemoryTransformer.from_pretrained(model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = runs.load_tokenizer(model_dir)
     data = TaskData(cfg, tokenizer)
     log(f"diagnose: {samples} samples of {segments} segments of {cfg.task} ({cfg.memory_kind}, {model.config.memory_write} writes)")
     examples = [data.example(r, segments) for r in data.records("eval", 0, segments, samples)]

@@ -23,8 +23,14 @@ import dataclasses
 import time
 from pathlib import Path
 
+import torch
+from tqdm.auto import tqdm
+
+from rmt import runs
 from rmt.atomic import atomic_file
+from rmt.errors import UsageError
 from rmt.training.config import TrainConfig
+from rmt.training.trainer import Trainer, build_tokenizer, check_output_dir, evaluate, model_window
 
 # The preset (docs/training.md, "How the quickstart was tuned"): stories of one qa1 fact, and RMT
 # whose memory is written through 0/1 gates trained to stay shut (memory_write="gated"): a segment
@@ -102,7 +108,7 @@ def quickstart_config(output_dir, steps: int | None = None, seed: int = 0, threa
 def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, train_segments: int, segment_size: int,
                   window_segments: int, title: str = "fact detection (one qa1 fact in background text)") -> Path:
     """Accuracy vs input length for both models, written atomically (temp file, then rename)."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib ~0.5 s; only the plot needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -133,18 +139,13 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
     """The from-scratch fact-detection run, or with ``base`` (a model name ``rmt.models`` resolves, e.g.
     ``smollm2-135m``) that pretrained model fine-tuned with memory on multi-fact qa1 (``BASE_PRESET``).
     ``max_eval_segments``: default 256 from scratch, 16x the training length with a base."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from rmt.training.trainer import Trainer, build_tokenizer, check_output_dir, evaluate, model_window
-
     start = time.time()
     if eval_samples < 1:
-        raise ValueError(f"eval_samples must be >= 1, got {eval_samples}")
+        raise UsageError(f"eval_samples must be >= 1, got {eval_samples}")
     if max_eval_segments is None:
         max_eval_segments = 256 if base is None else BASE_MAX_EVAL_FACTOR * max(BASE_PRESET["curriculum"])
     if not 1 <= max_eval_segments <= EVAL_LENGTHS[-1]:
-        raise ValueError(f"max_eval_segments must be in 1..{EVAL_LENGTHS[-1]}, got {max_eval_segments}")
+        raise UsageError(f"max_eval_segments must be in 1..{EVAL_LENGTHS[-1]}, got {max_eval_segments}")
     out = Path(output_dir) if output_dir else Path("runs") / "quickstart" / time.strftime("%Y%m%d-%H%M%S")
     check_output_dir(out)
     torch.set_num_threads(threads)
@@ -205,7 +206,7 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
     log(f"RMT checkpoint:      {rmt_summary['final']}  (RecurrentMemoryTransformer.from_pretrained + AutoTokenizer)")
     log(f"baseline checkpoint: {base_summary['final']}")
     log(f"plot:                {png}")
-    log(f"metrics:             {out / 'rmt' / 'metrics.jsonl'}, {out / 'baseline' / 'metrics.jsonl'}")
+    log(f"metrics:             {out / 'rmt' / runs.METRICS_FILE}, {out / 'baseline' / runs.METRICS_FILE}")
     return {"task": task, "base": base, "seed": seed, "train_segments": cfg.max_segments,
             "segment_size": cfg.segment_size, "baseline_window_segments": window // cfg.segment_size,
             "rmt": results["rmt"], "baseline": results["baseline"], "seconds": round(time.time() - start, 1)}

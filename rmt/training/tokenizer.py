@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from rmt import runs
+
 PAD, UNK, EOS = "[PAD]", "[UNK]", "[EOS]"
 
 
 def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 5000):
     """A word-level tokenizer (words and punctuation marks) trained on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.WordLevel(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     # Words are re-joined with spaces; close enough for reading model outputs ("kitchen").
@@ -28,17 +30,8 @@ def train_word_tokenizer(texts: Iterable[str], vocab_size: int = 5000):
 
 
 def load_tokenizer(name_or_path: str):
-    """An HF tokenizer from the hub or a local dir; gets a pad token (= eos) when it has none."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot load tokenizer {name_or_path!r} (a hub name or a local dir with tokenizer files): "
-                         f"{str(exc).splitlines()[0]}") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
-    return tok
+    """An HF tokenizer from the hub or a local dir, with the one pad rule (``rmt.runs``)."""
+    return runs.load_tokenizer(name_or_path, what="tokenizer")
 
 
 def answer_eos_id(tokenizer) -> int | None:

@@ -16,20 +16,25 @@ import time
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from tqdm.auto import tqdm
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from rmt import runs
 from rmt.atomic import atomic_dir, atomic_file
+from rmt.errors import UsageError
+from rmt.memory import RecurrentMemoryTransformer
 from rmt.memory.adapters import Adapter
 from rmt.memory.config import memory_kinds
 from rmt.outputs import check_output
+from rmt.runs import METRICS_FILE as METRICS_NAME, TRAIN_CONFIG_FILE as CONFIG_NAME  # the names it had here
 from rmt.threads import set_threads
 from rmt.training import checkpoint as ckpt
 from rmt.training.config import TrainConfig, memory_options
 from rmt.training.curriculum import Curriculum
 from rmt.training.tasks import TaskData, answer_accuracy, segment_losses
-
-CONFIG_NAME = "train_config.json"
-METRICS_NAME = "metrics.jsonl"
-RMT_CONFIG_FILE = "rmt_config.json"  # written by RecurrentMemoryTransformer.save_pretrained
+from rmt.training.tokenizer import train_word_tokenizer
 
 
 # --------------------------------------------------------------------- building blocks
@@ -40,31 +45,14 @@ def check_output_dir(path, flag: str = "--output-dir") -> Path:
     return path
 
 
-def rmt_checkpoint_of(spec) -> Path | None:
-    """``--model`` as an RMT checkpoint: a dir with ``rmt_config.json``, or the output dir of
-    ``rmt train`` (its ``final/``), as ``rmt eval`` reads them; None for anything else."""
-    if not spec:
-        return None
-    for path in (Path(spec).expanduser(), Path(spec).expanduser() / "final"):
-        if (path / RMT_CONFIG_FILE).is_file():
-            return path
-    return None
-
-
 def build_tokenizer(cfg: TrainConfig):
     """The configured HF tokenizer; else the tokenizer saved with the model given as ``--model`` (a
     pretrained model's or an RMT checkpoint's: its embeddings were trained for it); else (a model
     built from scratch) a word-level one trained on this task's text."""
-    from rmt import models
-    from rmt.training.tokenizer import load_tokenizer, train_word_tokenizer
-
     if cfg.tokenizer:
-        return load_tokenizer(models.resolve(cfg.tokenizer))
-    checkpoint = rmt_checkpoint_of(cfg.model)
-    if checkpoint is not None:
-        return load_tokenizer(str(checkpoint))
+        return runs.load_tokenizer(runs.locate(cfg.tokenizer).where, what="tokenizer")
     if cfg.model:
-        return load_tokenizer(models.resolve(cfg.model))
+        return runs.load_tokenizer(runs.locate(cfg.model).where, what="tokenizer")
     return train_word_tokenizer(TaskData(cfg).corpus(seed=cfg.seed), cfg.vocab_size)
 
 
@@ -75,17 +63,9 @@ def window_of(cfg: TrainConfig) -> int:
 
 def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
     """An HF causal LM: ``cfg.model`` from the hub / a path, or a small GPT-2 built from scratch."""
-    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
-
     if cfg.model:
-        from rmt import models
-
-        where = models.resolve(cfg.model)  # a registered name is fetched and converted once; no hub: fails at once
-        try:
-            model = AutoModelForCausalLM.from_pretrained(where)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot load base model {cfg.model!r} (a hub name or a local dir): "
-                             f"{str(exc).splitlines()[0]}") from None
+        # a registered name is fetched and converted once; no hub: fails at once
+        model = runs.load_causal_lm(runs.locate(cfg.model).where)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
         return causal_lm_loss(model)
@@ -117,10 +97,8 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
     """The RMT checkpoint ``path`` (``--model``) to train further: its base model, memory and
     retrieval weights as saved. Its memory settings are part of the weights, so the run must name
     the same ones (a clear error otherwise, never a silently re-initialised model)."""
-    from rmt import RecurrentMemoryTransformer
-
     if not cfg.memory:
-        raise ValueError(f"--model {cfg.model} is an RMT checkpoint (a model with memory); --no-memory trains a plain "
+        raise UsageError(f"--model {cfg.model} is an RMT checkpoint (a model with memory); --no-memory trains a plain "
                          f"base model: give an HF model, or leave out --no-memory")
     model = RecurrentMemoryTransformer.from_pretrained(path)
     saved = model.config
@@ -130,11 +108,11 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
     if differ:
         wanted = " ".join(f"--{n.replace('_', '-')} {getattr(saved, n)}" for n in differ)
         now = ", ".join(f"{n}={getattr(cfg, n)!r}" for n in differ)
-        raise ValueError(f"--model {cfg.model} is an RMT checkpoint trained with other memory settings (this run has "
+        raise UsageError(f"--model {cfg.model} is an RMT checkpoint trained with other memory settings (this run has "
                          f"{now}); continue it with: {wanted}")
     vocab = model.base_model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab:
-        raise ValueError(f"--tokenizer {cfg.tokenizer} has {len(tokenizer)} tokens, more than the {vocab} embeddings of "
+        raise UsageError(f"--tokenizer {cfg.tokenizer} has {len(tokenizer)} tokens, more than the {vocab} embeddings of "
                          f"the RMT checkpoint {path}; leave out --tokenizer to use the checkpoint's own")
     saved.bptt_depth = cfg.bptt_depth  # how far gradients flow is a training setting, not part of the model
     model.train()
@@ -156,12 +134,11 @@ def build_model(cfg: TrainConfig, tokenizer):
     """RMT around the base model, or (``memory=False``) the bare base model with a full-attention
     window as long as the longest training input. An RMT checkpoint as ``cfg.model`` is trained
     further as it is."""
-    checkpoint = rmt_checkpoint_of(cfg.model)
+    checkpoint = runs.rmt_checkpoint_of(cfg.model)
     if checkpoint is not None:
         return load_rmt_checkpoint(cfg, checkpoint, tokenizer)
     if not cfg.memory:
         return build_base_model(cfg, tokenizer, window_of(cfg))
-    from rmt import RecurrentMemoryTransformer
 
     base = build_base_model(cfg, tokenizer, segment_window(cfg))
     return RecurrentMemoryTransformer.wrap(base, copy.copy(cfg.rmt))
@@ -172,18 +149,14 @@ def enable_gradient_checkpointing(model) -> None:
     the base model. The segment loop calls the HF layers one by one (``adapters.DecoderLayers``),
     and each layer checkpoints itself while training, so this covers every kind and the no-memory
     baseline alike; gradients equal those without it (tested)."""
-    from rmt.memory import RecurrentMemoryTransformer
-
     base = model.base_model if isinstance(model, RecurrentMemoryTransformer) else model
     if not getattr(base, "supports_gradient_checkpointing", False):
-        raise ValueError(f"--gradient-checkpointing: {type(base).__name__} does not support activation checkpointing")
+        raise UsageError(f"--gradient-checkpointing: {type(base).__name__} does not support activation checkpointing")
     base.activation_checkpointing_enable()
 
 
 def model_window(model) -> int | None:
     """The longest input a model takes: None (unbounded) for RMT, else its position limit."""
-    from rmt.memory import RecurrentMemoryTransformer
-
     if isinstance(model, RecurrentMemoryTransformer):
         return None
     return getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
@@ -295,9 +268,9 @@ class MetricsLog:
         self.tb = None
         if enabled and tensorboard_dir is not None:
             try:
-                from torch.utils.tensorboard import SummaryWriter
+                from torch.utils.tensorboard import SummaryWriter  # lazy: the `tensorboard` extra
             except ImportError:
-                raise ValueError("--tensorboard needs the tensorboard package: pip install 'rmt[tensorboard]'") from None
+                raise UsageError("--tensorboard needs the tensorboard package: pip install 'rmt[tensorboard]'") from None
             self.tb = SummaryWriter(str(tensorboard_dir))
 
     def truncate_after(self, step: int) -> None:
@@ -315,7 +288,7 @@ class MetricsLog:
             except (ValueError, UnicodeDecodeError, KeyError, TypeError):
                 if number == len(lines):  # no newline after it: a kill cut the last append short
                     continue
-                raise ValueError(f"{self.path}, line {number}: not a metrics record (a JSON object with a step); "
+                raise UsageError(f"{self.path}, line {number}: not a metrics record (a JSON object with a step); "
                                  f"remove the line to resume") from None
             if record_step <= step:
                 kept.append(raw.decode("utf-8"))
@@ -341,8 +314,6 @@ def _forget_other_precision(mixed_precision: str) -> None:
     precision than the first one of the process had. In one process (no launcher) that state is
     only an earlier run's, e.g. an fp32 run before a bf16 one in the same Python session: drop it
     so this run gets the precision it asks for. (Under a launcher every process runs one training.)"""
-    from accelerate.state import AcceleratorState
-
     shared = AcceleratorState._shared_state
     earlier = shared.get("_mixed_precision")
     if earlier is not None and earlier != mixed_precision and int(os.environ.get("WORLD_SIZE", "1")) == 1:
@@ -354,8 +325,6 @@ class Trainer:
     """``Trainer(cfg, resume=False).train()``; see ``docs/training.md``."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = False, accelerator=None, tokenizer=None):
-        from accelerate import Accelerator
-
         self.cfg = cfg
         self.threads = set_threads(cfg.threads)  # None: one per core not already busy (rmt.threads)
         # Launched as several processes (torchrun / accelerate launch) on a machine without CUDA:
@@ -371,9 +340,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         if self.resume_from is not None:
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(self.resume_from)
+            self.tokenizer = runs.load_tokenizer(self.resume_from)
         else:
             self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg)
         self.data = TaskData(cfg, self.tokenizer)
@@ -399,7 +366,7 @@ class Trainer:
             self._create_output_dir()
         self.accelerator.wait_for_everyone()
         self.metrics = MetricsLog(self.out / METRICS_NAME, self.accelerator.is_main_process,
-                                  self.out / "tensorboard" if cfg.tensorboard else None)
+                                  self.out / runs.TENSORBOARD_DIR if cfg.tensorboard else None)
         if self.resume_from is not None:
             self.metrics.truncate_after(self.step)
 
@@ -410,12 +377,12 @@ class Trainer:
         if resume:
             existing = ckpt.resumable_checkpoint(self.out, log=(lambda line: print(line, file=sys.stderr)) if main else None)
             if existing is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.out / 'checkpoints'}; start without --resume")
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.out / runs.CHECKPOINTS_DIR}; start without --resume")
             other = TrainConfig.from_file(existing / CONFIG_NAME)
             diff = self.cfg.resume_mismatch(other)
             if diff:
                 shown = ", ".join(f"{k}={getattr(other, k)!r} (now {getattr(self.cfg, k)!r})" for k in diff)
-                raise ValueError(f"--resume: {self.out} holds a run with another config: {shown}; "
+                raise UsageError(f"--resume: {self.out} holds a run with another config: {shown}; "
                                  f"use the same settings or another output dir")
             return existing
         if ckpt.latest_checkpoint(self.out) is not None or (self.out / METRICS_NAME).exists():
@@ -433,7 +400,7 @@ class Trainer:
         """This process's share of the global batch (contiguous rows)."""
         n, world, rank = batch["input_ids"].shape[0], self.accelerator.num_processes, self.accelerator.process_index
         if n % world:
-            raise ValueError(f"batch_size={n} must be divisible by the number of processes ({world})")
+            raise UsageError(f"batch_size={n} must be divisible by the number of processes ({world})")
         per = n // world
         return {k: v[rank * per : (rank + 1) * per].to(self.accelerator.device) for k, v in batch.items()}
 
@@ -457,8 +424,6 @@ class Trainer:
     def train(self, stop_after: int | None = None) -> dict:
         """Run the curriculum to the end (or ``stop_after`` more steps); returns a summary and
         writes ``OUT/final`` when the curriculum is done."""
-        from tqdm.auto import tqdm
-
         cfg, acc = self.cfg, self.accelerator
         bar = tqdm(total=cfg.total_steps, initial=self.step, desc="train", unit="step",
                    disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
@@ -513,7 +478,7 @@ class Trainer:
         bar.close()
         final = None
         if self.curriculum.finished:
-            final = self.out / "final"
+            final = self.out / runs.FINAL_DIR
             acc.wait_for_everyone()
             if acc.is_main_process:
                 model = acc.unwrap_model(self.model)

@@ -13,6 +13,7 @@ import random
 from rmt.babilong.babi import BabiSample, parse_babi
 from rmt.babilong.tasks import TASK_SPECS, check_task
 from rmt.babilong.worlds.base import GiveUp
+from rmt.errors import UsageError
 
 # A view of the task specs (rmt.babilong.tasks), where each task names its world function.
 SIMULATORS = {name: spec.simulator for name, spec in TASK_SPECS.items()}
@@ -32,9 +33,9 @@ def n_facts_for(task: str, rng: random.Random, n_facts=None) -> int:
     else:
         lo, hi = n_facts
     if lo < 1 or hi < lo:
-        raise ValueError(f"n_facts must be a positive int or a (lo, hi) pair with 1 <= lo <= hi, got {n_facts!r}")
+        raise UsageError(f"n_facts must be a positive int or a (lo, hi) pair with 1 <= lo <= hi, got {n_facts!r}")
     if lo < spec.min_facts:
-        raise ValueError(f"{task} needs at least {spec.min_facts} facts per story, got n_facts={n_facts!r}")
+        raise UsageError(f"{task} needs at least {spec.min_facts} facts per story, got n_facts={n_facts!r}")
     return rng.randint(lo, hi)
 
 
@@ -43,7 +44,7 @@ def simulate_text(task: str, rng: random.Random, n_facts=None, max_tries: int = 
     task = check_task(task)
     world = TASK_SPECS[task].simulator if TASK_SPECS[task].world else None
     if world is None:
-        raise ValueError(f"task {task} has no simulator yet; simulated: {', '.join(simulated_tasks())} "
+        raise UsageError(f"task {task} has no simulator yet; simulated: {', '.join(simulated_tasks())} "
                          f"(use babi_dir=... to read the bAbI files instead)")
     for _ in range(max_tries):
         n = n_facts_for(task, rng, n_facts)
@@ -51,7 +52,7 @@ def simulate_text(task: str, rng: random.Random, n_facts=None, max_tries: int = 
             return world(rng, n)
         except GiveUp:
             continue
-    raise ValueError(f"{task}: no story that can ask its question in {max_tries} draws with n_facts={n_facts!r}; "
+    raise UsageError(f"{task}: no story that can ask its question in {max_tries} draws with n_facts={n_facts!r}; "
                      f"allow more facts")
 
 

@@ -34,7 +34,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import DynamicCache
 
+from rmt.errors import UsageError
 from rmt.memory.adapters import DecoderLayers
 from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState, Option
 
@@ -117,9 +119,9 @@ class ARMTKind(MemoryKind):
     @classmethod
     def check_config(cls, config) -> None:
         if config.num_mem_tokens == 0:
-            raise ValueError("memory_kind='armt' needs num_mem_tokens >= 1 (they write the associative memory), got num_mem_tokens=0")
+            raise UsageError("memory_kind='armt' needs num_mem_tokens >= 1 (they write the associative memory), got num_mem_tokens=0")
         if config.d_mem % config.armt_heads:
-            raise ValueError(f"armt_heads={config.armt_heads} must divide d_mem={config.d_mem}")
+            raise UsageError(f"armt_heads={config.armt_heads} must divide d_mem={config.d_mem}")
 
     def __init__(self, base_model, adapter, config):
         super().__init__(base_model, adapter, config)
@@ -144,10 +146,10 @@ class ARMTKind(MemoryKind):
     @classmethod
     def check_supported(cls, adapter, config) -> None:
         if not adapter.is_decoder:
-            raise ValueError(f"memory_kind='armt' needs a causal LM (model_type {adapter.model_type!r} is an encoder); "
+            raise UsageError(f"memory_kind='armt' needs a causal LM (model_type {adapter.model_type!r} is an encoder); "
                              "use memory_kind 'rmt' or 'rmt-r' for encoders")
         if adapter.hidden_size % config.armt_heads:
-            raise ValueError(f"armt_heads={config.armt_heads} must divide the hidden size {adapter.hidden_size}")
+            raise UsageError(f"armt_heads={config.armt_heads} must divide the hidden size {adapter.hidden_size}")
 
     @classmethod
     def extra_positions(cls, adapter, config) -> int:
@@ -172,13 +174,13 @@ class ARMTKind(MemoryKind):
 
     def state_from(self, memory, retrieval_store, batch: int) -> ARMTState:
         if retrieval_store is not None:
-            raise ValueError("retrieval_store is for memory_kind='rmt-r'; this model's memory_kind is 'armt'")
+            raise UsageError("retrieval_store is for memory_kind='rmt-r'; this model's memory_kind is 'armt'")
         if memory is None:
             return self.initial_state(batch)
         expected = self.initial_state(batch)
         if (not isinstance(memory, ARMTState) or memory.A.shape != expected.A.shape or memory.z.shape != expected.z.shape):
             got = f"A {tuple(memory.A.shape)}, z {tuple(memory.z.shape)}" if isinstance(memory, ARMTState) else type(memory).__name__
-            raise ValueError(f"memory must be an ARMTState with A of shape {tuple(expected.A.shape)} and z of shape "
+            raise UsageError(f"memory must be an ARMTState with A of shape {tuple(expected.A.shape)} and z of shape "
                              f"{tuple(expected.z.shape)} (the .memory of a previous call), got {got}")
         return memory.to(device=self.w_value.device, dtype=self.w_value.dtype)
 
@@ -244,8 +246,6 @@ class ARMTKind(MemoryKind):
     def start_decoding(self, base_model, state, tokens, lengths) -> Decoding:
         """The current segment's tokens with the state read in every layer, into a KV cache. No
         memory tokens: they come after the segment and never change its logits."""
-        from transformers import DynamicCache
-
         batch, width = tokens.shape
         device = tokens.device
         valid = torch.arange(width, device=device)[None, :] < lengths[:, None]

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rmt.errors import UsageError
+
 
 @dataclass
 class RetrievalStore:
@@ -56,7 +58,7 @@ class SelfRetrieval(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int = 1, eps: float = 1e-5):
         super().__init__()
         if hidden_size % num_heads:
-            raise ValueError(f"retrieval_heads={num_heads} must divide the hidden size {hidden_size}")
+            raise UsageError(f"retrieval_heads={num_heads} must divide the hidden size {hidden_size}")
         self.query_norm = nn.LayerNorm(hidden_size, eps=eps)
         self.store_norm = nn.LayerNorm(hidden_size, eps=eps)
         self.attention = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from rmt.errors import UsageError
 from rmt.memory.adapters import DecoderLayers, inner_model
 from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState, Option
 
@@ -140,10 +141,10 @@ class RMTKind(MemoryKind):
             self.cls_token_id = config.cls_token_id if config.cls_token_id is not None else getattr(base_cfg, "cls_token_id", None)
             self.sep_token_id = config.sep_token_id if config.sep_token_id is not None else getattr(base_cfg, "sep_token_id", None)
             if self.cls_token_id is None or self.sep_token_id is None:
-                raise ValueError("encoder models need cls_token_id and sep_token_id: set them in RMTConfig (e.g. 101 and 102 for bert-base)")
+                raise UsageError("encoder models need cls_token_id and sep_token_id: set them in RMTConfig (e.g. 101 and 102 for bert-base)")
             for name, value in (("cls_token_id", self.cls_token_id), ("sep_token_id", self.sep_token_id)):
                 if not 0 <= value < adapter.vocab_size:
-                    raise ValueError(f"{name}={value} is outside the vocabulary: allowed 0..{adapter.vocab_size - 1}")
+                    raise UsageError(f"{name}={value} is outside the vocabulary: allowed 0..{adapter.vocab_size - 1}")
             self.pad_token_id = getattr(base_cfg, "pad_token_id", None) or 0
         self.write_gate = None
         if config.memory_write == "gated":
@@ -173,12 +174,12 @@ class RMTKind(MemoryKind):
         expected = (batch, self.config.num_mem_tokens, self.adapter.hidden_size)
         if not isinstance(memory, torch.Tensor) or tuple(memory.shape) != expected:
             got = tuple(memory.shape) if isinstance(memory, torch.Tensor) else type(memory).__name__
-            raise ValueError(f"memory must be a tensor of shape {expected}, got {got}")
+            raise UsageError(f"memory must be a tensor of shape {expected}, got {got}")
         return memory.to(device=self.memory.device, dtype=self.memory.dtype)
 
     def state_from(self, memory, retrieval_store, batch: int) -> RMTState:
         if retrieval_store is not None:
-            raise ValueError(f"retrieval_store is for memory_kind='rmt-r'; this model's memory_kind is {self.name!r}")
+            raise UsageError(f"retrieval_store is for memory_kind='rmt-r'; this model's memory_kind is {self.name!r}")
         return self.initial_state(batch) if memory is None else RMTState(self._check_memory(memory, batch))
 
     def public(self, state: RMTState) -> tuple:

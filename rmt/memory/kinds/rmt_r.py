@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rmt.errors import UsageError
 from rmt.memory.kinds.base import Option
 from rmt.memory.kinds.retrieval import RetrievalStore, SelfRetrieval
 from rmt.memory.kinds.rmt import RMTKind, RMTState
@@ -51,7 +52,7 @@ class RMTRKind(RMTKind):
     @classmethod
     def check_config(cls, config) -> None:
         if config.num_mem_tokens == 0:
-            raise ValueError("memory_kind='rmt-r' (self_retrieval=True) needs num_mem_tokens >= 1, got num_mem_tokens=0")
+            raise UsageError("memory_kind='rmt-r' (self_retrieval=True) needs num_mem_tokens >= 1, got num_mem_tokens=0")
 
     def __init__(self, base_model, adapter, config):
         super().__init__(base_model, adapter, config)
@@ -68,7 +69,7 @@ class RMTRKind(RMTKind):
         if retrieval_store is None:
             return RMTRState(memory, initial.store)
         if not isinstance(retrieval_store, RetrievalStore) or retrieval_store.states.shape[0] != batch:
-            raise ValueError(f"retrieval_store must be the RetrievalStore of a previous call with batch size {batch}, "
+            raise UsageError(f"retrieval_store must be the RetrievalStore of a previous call with batch size {batch}, "
                              f"got {type(retrieval_store).__name__}")
         return RMTRState(memory, retrieval_store)
 
