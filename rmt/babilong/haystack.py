@@ -152,7 +152,7 @@ def fill_background(sentences: Iterator[str], counter: Counter, budget: int, min
     return chosen, counts
 
 
-class FactsTooLong(ValueError):
+class FactsTooLong(UsageError):
     """The facts alone are longer than the target: no input of that length can hold them."""
 
 

@@ -141,7 +141,7 @@ def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | No
     return _write_final(records, path, fmt, card=card)
 
 
-class ResumeMismatch(ValueError):
+class ResumeMismatch(UsageError):
     """A partial output of the same settings was made with another tokenizer or background."""
 
 

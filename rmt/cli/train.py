@@ -16,11 +16,13 @@ import json
 import os
 import typing
 from dataclasses import MISSING
+from pathlib import Path
 
 import typer
 import typer.core
 import typer.main
 
+from rmt import runs
 from rmt.errors import UsageError
 
 # One line per flag of a training field (the dataclass docstring has the long story; a test checks
@@ -224,6 +226,11 @@ def register(app):
         from rmt.training.trainer import Trainer
 
         check_launch()
+        if resume and config is None and values.get("output_dir"):
+            # --resume continues the run with its own settings: the flags given here change only what
+            # they name (and the trainer refuses a change that would make another run)
+            saved = Path(values["output_dir"]) / runs.TRAIN_CONFIG_FILE
+            config = str(saved) if saved.is_file() else None
         cfg = build_config(config, {**values, **ctx.meta.get(MEMORY_VALUES, {})}, parsers)
         if cfg.model:
             print(f"loading model {cfg.model} ...", flush=True)  # seconds of silence otherwise

@@ -86,7 +86,7 @@ def producer_key(identity: dict) -> str:
     return json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
-class StaleResultsError(ValueError):
+class StaleResultsError(UsageError):
     """The store holds answers for the asked cells that another producer made (other weights or
     decoding settings, or not recorded): they are neither reused nor replaced."""
 

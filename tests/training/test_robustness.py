@@ -113,3 +113,26 @@ def _untimed(path):
     for record in records:
         record.pop("seconds_per_step", None)
     return records
+
+
+def test_resume_from_the_command_line_takes_the_runs_own_settings(tmp_path, capsys):
+    """`rmt train --resume --output-dir RUN` continues RUN with the settings it was started with;
+    flags given change only what they name. It used to compare the run against the defaults and
+    refuse ("holds a run with another config")."""
+    from tests.cli_util import run_cli
+
+    run = tmp_path / "run"
+    flags = ["--task", "qa1", "--n-facts", "1,2", "--segment-size", "16", "--num-mem-tokens", "2", "--n-layer", "1",
+             "--n-embd", "32", "--n-head", "2", "--curriculum", "1", "--stage-steps", "2", "--batch-size", "4",
+             "--eval-every", "2", "--eval-samples", "4", "--save-every", "1", "--log-every", "1", "--threads", "1",
+             "--no-progress"]
+    code, out, err = run_cli(capsys, "train", *flags, "--output-dir", run)
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "train", "--resume", "--output-dir", run, "--no-progress")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["step"] == 2
+    saved = json.loads((run / "train_config.json").read_text())
+    assert saved["segment_size"] == 16 and saved["n_embd"] == 32 and saved["stage_steps"] == 2
+    # a flag that would make another run is still refused, naming it
+    code, out, err = run_cli(capsys, "train", "--resume", "--output-dir", run, "--segment-size", "32")
+    assert code == 2 and "segment_size=16 (now 32)" in err
