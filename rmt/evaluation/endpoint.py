@@ -24,6 +24,8 @@ from typing import Sequence
 from rmt.errors import UsageError
 from rmt.evaluation.base import DEFAULT_MAX_NEW_TOKENS, Answer, Messages, PromptFn, Runner
 from rmt.evaluation.prompting import benchmark_prompt
+from rmt.evaluation.sqlite_files import check_own_file
+from rmt.outputs import check_output
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 CONNECT_RETRIES = 2
@@ -45,8 +47,6 @@ def check_cache_path(path: str | Path, flag: str | None = "--cache") -> Path:
     """A response cache can be opened at ``path`` without touching anything that is not one (the
     rule of ``--store``): a new file in a writable place, or an existing cache; any other file,
     another program's SQLite database included, is refused before anything is written to it."""
-    from rmt.evaluation.sqlite_files import check_own_file
-    from rmt.outputs import check_output
 
     path = check_output(path, flag or "endpoint response cache", kind="file")
     check_own_file(path, flag, CACHE_TABLES, "endpoint response cache")

@@ -21,11 +21,13 @@ import json
 import os
 from pathlib import Path
 
+from rmt.atomic import atomic_file
+from rmt.models import MANIFEST_FILE, cache_root, manifest_files, models_dir
+
 CACHE_FILE = "fingerprints.json"
 
 
 def _cache_path() -> Path:
-    from rmt.models import cache_root
 
     return cache_root() / CACHE_FILE
 
@@ -40,7 +42,6 @@ def _load_cache(path: Path) -> dict:
 
 def _save_cache(path: Path, cache: dict) -> None:
     """Best effort (the cache only saves time): atomic, and silent where the cache is not writable."""
-    from rmt.atomic import atomic_file
 
     kept = {name: entry for name, entry in cache.items() if os.path.exists(name)}
     try:
@@ -87,7 +88,6 @@ def _table_digest(table: dict[str, str]) -> str:
 
 def directory_fingerprint(folder: str | os.PathLike) -> str:
     """``sha256:...`` of the files at the top level of ``folder`` (see the module docstring)."""
-    from rmt.models import MANIFEST_FILE, manifest_files, models_dir
 
     folder = Path(folder)
     try:

@@ -45,7 +45,7 @@ class Shard:
         """Rank 0's ``value``, on every process."""
         if self.world_size == 1:
             return value
-        import torch.distributed as dist
+        import torch.distributed as dist  # lazy: as torch below
 
         box = [value]
         dist.broadcast_object_list(box, src=0)
@@ -55,7 +55,7 @@ class Shard:
         """Every process's ``value``, in rank order, on every process."""
         if self.world_size == 1:
             return [value]
-        import torch.distributed as dist
+        import torch.distributed as dist  # lazy: as torch below
 
         out: list = [None] * self.world_size
         dist.all_gather_object(out, value)
@@ -71,7 +71,7 @@ def launched_shard(device: str | None = None) -> Shard:
                          "accelerate launch (unset it to run one process)")
     if int(raw) == 1:
         return Shard()
-    import torch
+    import torch  # lazy: rmt.evaluation.evaluate imports this module, and endpoint evaluations need no torch
     from accelerate import PartialState
 
     # accelerate runs several processes on CPU (gloo) only when told to
