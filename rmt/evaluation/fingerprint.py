@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from rmt.atomic import atomic_file
-from rmt.models import MANIFEST_FILE, cache_root, manifest_files, models_dir
+from rmt.models import MANIFEST_FILE, cache_root, file_sha256, manifest_files, models_dir
 
 CACHE_FILE = "fingerprints.json"
 
@@ -51,14 +51,6 @@ def _save_cache(path: Path, cache: dict) -> None:
         pass
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def files_sha256(paths: list[Path]) -> list[str]:
     """The sha256 of each file, from the cache where the file's real path, size, mtime and inode
     match; the others are read (and cached)."""
@@ -73,7 +65,7 @@ def files_sha256(paths: list[Path]) -> list[str]:
         if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str):
             out.append(entry["sha256"])
             continue
-        digest = _sha256(Path(real))
+        digest = file_sha256(Path(real))
         cache[real] = {"stamp": stamp, "sha256": digest}
         changed = True
         out.append(digest)

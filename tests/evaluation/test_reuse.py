@@ -187,8 +187,8 @@ def test_fingerprint_reads_a_file_once_until_it_changes(tmp_path, monkeypatch, t
     monkeypatch.setenv("RMT_CACHE", str(tmp_path / "cache"))
     folder = shutil.copytree(tiny_hf_dir, tmp_path / "m")
     reads = []
-    real = fingerprint._sha256
-    monkeypatch.setattr(fingerprint, "_sha256", lambda path: reads.append(path.name) or real(path))
+    real = fingerprint.file_sha256
+    monkeypatch.setattr(fingerprint, "file_sha256", lambda path: reads.append(path.name) or real(path))
 
     first = fingerprint.weights_fingerprint(folder)
     assert first.startswith("sha256:") and "model.safetensors" in reads
@@ -212,6 +212,6 @@ def test_a_cached_conversion_is_fingerprinted_by_its_manifest(tmp_path, monkeypa
     shutil.copytree(tiny_hf_dir, folder)
     models._write_manifest(folder, {"test": True})
     plain = fingerprint.directory_fingerprint(tiny_hf_dir)  # the same files, hashed
-    monkeypatch.setattr(fingerprint, "_sha256", lambda path: pytest.fail(f"read {path}"))
+    monkeypatch.setattr(fingerprint, "file_sha256", lambda path: pytest.fail(f"read {path}"))
     assert fingerprint.weights_fingerprint(folder) == plain  # the manifest's table, nothing read
     assert json.loads((folder / models.MANIFEST_FILE).read_text())["files"]
