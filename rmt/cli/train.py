@@ -58,7 +58,8 @@ HELP = {
     "eval_batch_size": "Batch size of validation.",
     "log_every": "Log training metrics every N steps.",
     "tensorboard": "Also log to OUT/tensorboard (needs the tensorboard package).",
-    "mixed_precision": "no, fp16 or bf16 (accelerate's mixed precision; bf16 also on CPU).",
+    "mixed_precision": "auto, no, fp16 or bf16 (accelerate's mixed precision; bf16 also on CPU). auto: bf16 for a "
+                       "pretrained --model where bf16 is native (CUDA with bf16, a CPU with AVX512-BF16/AMX), else no.",
     "gradient_checkpointing": "Recompute each layer's activations in the backward pass (less memory, ~1 more forward of time; same gradients).",
     "threads": "torch CPU threads. Default: one per core not already busy.",
     "progress": "Show a progress bar.",

@@ -159,6 +159,9 @@ def evaluate(runner: Runner, records: Sequence[dict], store: ResultsStore | str 
                 f"{_difference(first.producer, producer)}; they are neither reused nor replaced: give a new store "
                 f"(--store) or another model name (--name)")
         summary.skipped = len(reuse)
+        # Batches of rows of about one length: a batch is padded to its longest row, so a short
+        # record beside a long one would cost the long one's time. Stable: equal lengths keep their order.
+        todo.sort(key=lambda item: len(item[0]["input"]) + len(item[0]["question"]))
         if shard.is_main:
             summary.rescored = _rescore(store, reuse)
         start = time.perf_counter()

@@ -46,7 +46,12 @@ class RMTOutput(ModelOutput):
     ``retrieval_store``: RMT-R only, every memory state written so far (pass it back with ``memory``).
     ``memories``: with ``output_memories=True``, the memory after every segment (for inspection).
     ``write_rate``: gated writes only (``memory_write="gated"``), the mean gate-open probability over
-    the segments (in training, ``loss`` includes ``write_sparsity`` times it)."""
+    the segments (in training, ``loss`` includes ``write_sparsity`` times it).
+    ``label_logits``: with ``output_logits=False`` and labels (decoders), the logits that were
+    computed, as ``(start, logits (batch, w, vocab))`` pieces: positions ``start .. start + w - 1``
+    of each row's real tokens (for right-padded rows, the input's own positions). They cover every
+    position whose next label is not -100, so answers can be scored without the whole (batch,
+    length, vocab) tensor, which for long inputs of a large vocabulary does not fit in memory."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
@@ -54,6 +59,7 @@ class RMTOutput(ModelOutput):
     retrieval_store: RetrievalStore | None = None
     memories: tuple | None = None
     write_rate: torch.Tensor | None = None
+    label_logits: tuple | None = None
 
 
 @dataclass
@@ -385,8 +391,9 @@ class RecurrentMemoryTransformer(nn.Module):
             logits = full if right_padded else torch.zeros_like(full).scatter(1, order[:, :, None].expand_as(full), full)
         if not output_logits:
             logits = None
+        label_logits = tuple(pieces) if pieces is not None and compact_labels is not None else None
         return RMTOutput(loss=loss, logits=logits, memory=memory, retrieval_store=store, memories=memories,
-                         write_rate=write_rate)
+                         write_rate=write_rate, label_logits=label_logits)
 
     @staticmethod
     def _compact_labels(labels, order, lengths, longest):

@@ -28,7 +28,7 @@ LM_TASKS = ("lm",)
 TASKS = BABILONG_TASKS + MEMORIZATION_TASKS + LM_TASKS
 SCHEDULERS = ("constant", "linear", "cosine")
 ARCHS = ("gpt2", "llama")
-MIXED_PRECISION = ("no", "fp16", "bf16")
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 
 # What a field is to a run (``field(metadata={"role": ...})``); the resume keys and the settings
 # `rmt reproduce` compares are derived from it.
@@ -128,7 +128,9 @@ class TrainConfig:
         vary_n_segments: each batch draws its number of segments uniformly from 1..stage segments.
     Speed and memory:
         mixed_precision: ``no``, ``fp16`` or ``bf16``: accelerate's autocast (also on CPU for bf16);
-            weights and optimizer state stay fp32.
+            weights and optimizer state stay fp32. ``auto`` (default): ``bf16`` for a pretrained
+            ``model`` on hardware with native bf16 (a CUDA GPU that has it; a CPU with AVX512-BF16
+            or AMX), else ``no``; the run's ``train_config.json`` records the choice.
         gradient_checkpointing: recompute every decoder layer's activations in the backward pass
             instead of keeping them (HF's activation checkpointing of the base model, which the
             segment loop's layer calls honour): memory for ``segments x layers`` activations
@@ -165,7 +167,7 @@ class TrainConfig:
     eval_batch_size: int = _field(50, OUTPUT)
     log_every: int = _field(10, OUTPUT)
     tensorboard: bool = _field(False, OUTPUT)
-    mixed_precision: str = _field("no", BUDGET)
+    mixed_precision: str = _field("auto", BUDGET)
     gradient_checkpointing: bool = _field(False, BUDGET)
     threads: int | None = _field(None, OUTPUT)
     progress: bool = _field(True, OUTPUT)

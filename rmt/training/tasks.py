@@ -154,12 +154,24 @@ class TaskData:
 
 
 # --------------------------------------------------------------------- metrics
-def answer_accuracy(logits: torch.Tensor, input_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
+def answer_accuracy(logits: torch.Tensor, input_ids: torch.Tensor, answer_mask: torch.Tensor,
+                    positions: torch.Tensor | None = None) -> torch.Tensor:
     """Per row: 1.0 when every answer token is the argmax of the previous position's logits
-    (= greedy decoding would produce the answer), else 0.0. Rows without answer tokens count as 0."""
-    predicted = logits[:, :-1].argmax(-1)
-    target_mask = answer_mask[:, 1:]
-    hits = (predicted == input_ids[:, 1:]) | ~target_mask
+    (= greedy decoding would produce the answer), else 0.0. Rows without answer tokens count as 0.
+
+    ``logits`` (batch, length, vocab) are those of every position, or, with ``positions`` (1-D),
+    those of these positions only (``logits[:, k]`` is position ``positions[k]``'s): they must
+    include every position before an answer token; an answer token whose position is missing
+    counts as wrong."""
+    if positions is None:
+        positions = torch.arange(logits.shape[1] - 1, device=logits.device)
+        logits = logits[:, :-1]
+    inside = positions < input_ids.shape[1] - 1  # the last position predicts nothing here
+    positions, logits = positions[inside], logits[:, inside]
+    target_mask = answer_mask[:, 1:]  # position t predicts token t + 1
+    hits = ~target_mask
+    predicted = logits.argmax(-1)
+    hits[:, positions] |= predicted == input_ids[:, positions + 1]
     has_answer = target_mask.any(dim=1)
     return (hits.all(dim=1) & has_answer).float()
 

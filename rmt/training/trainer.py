@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
@@ -183,16 +184,51 @@ def last_window(batch: dict, window: int | None) -> dict:
     return out
 
 
-def forward(model, batch: dict, window: int | None, memory: bool):
-    """A training step's forward pass. A model with memory computes only the logits its
-    loss reads (``output_logits=False``: with answer-only labels it skips the output layer almost
-    everywhere, 1.6-1.7x the tokens/s in bench/throughput.py; the loss equals the full one up to the
-    order of its sum); a model without memory reads the last ``window`` tokens."""
+class StepOutput(NamedTuple):
+    """What a forward pass on a labelled batch gives: the loss, the logits (batch, k, vocab) of the
+    positions ``positions`` (k,) only (those before a label; None when there is none), and the
+    write rate of gated writes (else None)."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor | None
+    positions: torch.Tensor | None
+    write_rate: torch.Tensor | None = None
+
+
+def labelled_logits(model, batch: dict) -> StepOutput:
+    """A causal LM (no memory) run on ``batch`` computing the output layer only at the positions
+    before a label (HF's ``logits_to_keep``).
+    The loss is HF's (mean over label tokens) up to the order of its sum. Answers are a few tokens
+    at the end, so this skips the output layer (49k x 576 for SmolLM2, a fifth of its forward
+    pass) almost everywhere, and never holds a (batch, length, vocab) tensor, which at 8k tokens
+    of a 49k vocabulary and batch 8 is 13 GB."""
+    labels = batch["labels"]
+    positions = (labels[:, 1:] != -100).any(dim=0).nonzero().flatten()
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=positions)
+    target = labels[:, positions + 1]
+    keep = target != -100
+    if not bool(keep.any()):  # no label at all: 0 with no gradient (a mean over nothing is NaN)
+        return StepOutput(out.logits.sum() * 0.0, out.logits, positions)
+    loss = torch.nn.functional.cross_entropy(out.logits[keep].float(), target[keep])
+    return StepOutput(loss, out.logits, positions)
+
+
+def forward(model, batch: dict, window: int | None, memory: bool) -> StepOutput:
+    """A training step's forward pass, with the logits of the positions before a label only
+    (``StepOutput``). A model with memory runs with
+    ``output_logits=False`` (it skips the output layer almost everywhere, 1.6-1.7x the tokens/s in
+    bench/throughput.py; the loss equals the full one up to the order of its sum); a model without
+    memory reads the last ``window`` tokens (``labelled_logits``)."""
     if memory:
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-                     output_logits=False)
-    batch = last_window(batch, window)
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
+                    output_logits=False)
+        pieces = out.label_logits or ()
+        if not pieces:
+            return StepOutput(out.loss, None, None, out.write_rate)
+        positions = torch.cat([torch.arange(start, start + piece.shape[1], device=piece.device) for start, piece in pieces])
+        logits = pieces[0][1] if len(pieces) == 1 else torch.cat([piece for _, piece in pieces], dim=1)
+        return StepOutput(out.loss, logits, positions, out.write_rate)
+    return labelled_logits(model, last_window(batch, window))
 
 
 @torch.no_grad()
@@ -200,9 +236,11 @@ def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int
              device=None) -> dict:
     """Accuracy (QA tasks) or perplexity per segment position (lm) on the fixed evaluation set for
     ``segments``. A model with a ``window`` reads the last ``window`` tokens of each longer input
-    (``last_window``); ``result["truncated"]`` says whether any input was cut."""
+    (``last_window``); ``result["truncated"]`` says whether any input was cut. QA answers are
+    scored from the logits before each answer token only (``forward``), so any length fits in memory."""
     was_training = model.training
     model.eval()
+    memory = isinstance(model, RecurrentMemoryTransformer)
     correct, loss_sum, count = 0.0, 0.0, 0
     seg_sums = seg_counts = None
     truncated = False
@@ -214,15 +252,19 @@ def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int
         read = last_window(batch, window)  # the batch itself when every row fits
         truncated = truncated or read is not batch
         batch = read
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-        loss_sum += float(out.loss) * n
-        count += n
         if data.is_qa:
-            correct += float(answer_accuracy(out.logits, batch["input_ids"], batch["answer_mask"]).sum())
+            out = forward(model, batch, None, memory)
+            loss = out.loss
+            if out.logits is not None:
+                correct += float(answer_accuracy(out.logits, batch["input_ids"], batch["answer_mask"], out.positions).sum())
         else:
+            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            loss = out.loss
             sums, counts = segment_losses(out.logits, batch["labels"], data.cfg.segment_size)
             seg_sums = sums if seg_sums is None else seg_sums + sums
             seg_counts = counts if seg_counts is None else seg_counts + counts
+        loss_sum += float(loss) * n
+        count += n
     model.train(was_training)
     result = {"segments": segments, "samples": count, "loss": loss_sum / count, "truncated": truncated}
     if data.is_qa:
@@ -320,6 +362,33 @@ def _forget_other_precision(mixed_precision: str) -> None:
         AcceleratorState._reset_state()
 
 
+def native_bf16(cuda: bool) -> bool:
+    """Whether bf16 matrix products are native here: a CUDA device that supports bf16, or a CPU
+    with AVX512-BF16 or AMX-BF16 (read from Linux's /proc/cpuinfo; elsewhere: no)."""
+    if cuda:
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_mixed_precision(cfg: TrainConfig, cuda: bool) -> tuple[str, str]:
+    """``cfg.mixed_precision`` with ``auto`` decided, and why. ``auto`` is bf16 autocast for a
+    pretrained ``--model`` where bf16 is native: on SmolLM2-135M on this project's CPU (AVX512-BF16)
+    a step took 0.44x the fp32 step with loss curves within fp32's own noise
+    (bench/train_precision.py). Models trained from scratch stay fp32: they are small (a step is
+    overhead, not matrix products) and the reproduce recipes' numbers were measured in fp32."""
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision, "asked"
+    if cfg.model is None:
+        return "no", "auto: a model trained from scratch stays fp32"
+    if not native_bf16(cuda):
+        return "no", f"auto: no native bf16 on this {'GPU' if cuda else 'CPU'}"
+    return "bf16", f"auto: a pretrained model on a {'GPU' if cuda else 'CPU'} with native bf16"
+
+
 # --------------------------------------------------------------------- the loop
 class Trainer:
     """``Trainer(cfg, resume=False).train()``; see ``docs/training.md``."""
@@ -330,7 +399,10 @@ class Trainer:
         # Launched as several processes (torchrun / accelerate launch) on a machine without CUDA:
         # tell accelerate to run data-parallel on CPU (gloo); it only does so when asked.
         cpu_ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-        if accelerator is None:
+        if accelerator is not None:  # the caller's accelerator decides
+            cfg.mixed_precision = accelerator.mixed_precision
+        else:
+            cfg.mixed_precision, why = resolve_mixed_precision(cfg, torch.cuda.is_available())
             _forget_other_precision(cfg.mixed_precision)
         self.accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu_ddp)
         self.out = Path(cfg.output_dir)
@@ -364,6 +436,9 @@ class Trainer:
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
         if self.accelerator.is_main_process:
             self._create_output_dir()
+            if accelerator is None and why != "asked" and cfg.model is not None:  # said once the run starts
+                print(f"mixed precision: {'bf16 autocast' if cfg.mixed_precision == 'bf16' else 'fp32'} ({why}; "
+                      f"--mixed-precision no|bf16 to choose)", file=sys.stderr)
         self.accelerator.wait_for_everyone()
         self.metrics = MetricsLog(self.out / METRICS_NAME, self.accelerator.is_main_process,
                                   self.out / runs.TENSORBOARD_DIR if cfg.tensorboard else None)

@@ -122,3 +122,19 @@ def test_kill_9_loses_nothing_already_scored(tmp_path):
     runner = OracleRunner()
     summary = evaluate(runner, records, store, progress=False)
     assert summary.skipped == len(kept) and summary.done == 40 - len(kept) == runner.calls
+
+
+def test_batches_hold_records_of_about_one_length(tmp_path, records_0k, records_1k):
+    """Rows are padded to a batch's longest, so short and long records are not batched together."""
+    class Recorder(OracleRunner):
+        batches: list = []
+
+        def answer(self, records):
+            self.batches.append(sorted(r["length"] for r in records))
+            return super().answer(records)
+
+    runner = Recorder()
+    mixed = [records_1k[0], records_0k[0], records_1k[1], records_0k[1]]  # long, short, long, short
+    summary = evaluate(runner, mixed, tmp_path / "r.sqlite", progress=False)
+    assert runner.batches == [["0k", "0k"], ["1k", "1k"]]
+    assert summary.done == 4

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rmt.training.checkpoint import latest_checkpoint, list_checkpoints
+from rmt.training.config import TrainConfig
 from rmt.training.tasks import TaskData, answer_accuracy
 from rmt.training.trainer import Trainer, build_tokenizer, evaluate
 
@@ -199,15 +200,42 @@ def test_a_model_without_memory_trains_without_a_loss_type_warning(tiny_config, 
     assert not [r for r in caplog.records if "loss_type" in r.getMessage()]
 
 
-def test_a_training_step_with_memory_computes_only_the_logits_its_loss_reads(tiny_config):
+@pytest.mark.parametrize("memory", [True, False])
+def test_a_forward_pass_computes_only_the_logits_its_loss_reads(tiny_config, memory):
+    """Training and evaluation compute the output layer only before label tokens: the same loss
+    and, at those positions, the same logits as the full forward pass (so the same answers)."""
     from rmt.training.trainer import forward
 
-    trainer = Trainer(tiny_config(stage_steps=1))
+    trainer = Trainer(tiny_config(stage_steps=1, memory=memory, curriculum=[1, 2]))
+    trainer.model.eval()
     batch = trainer.data.batch("train", 0, 2, 4)
-    fast = forward(trainer.model, batch, trainer.window, memory=True)
-    full = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-    assert fast.logits is None and full.logits is not None
+    # Row 0 without its first 5 tokens, right-padded: rows of two lengths, answers at two columns.
+    fill = {"input_ids": 0, "attention_mask": 0, "labels": -100, "answer_mask": False}
+    for key, value in batch.items():
+        value[0] = torch.cat([value[0, 5:], torch.full((5,), fill[key], dtype=value.dtype)])
+    lengths = batch["attention_mask"].sum(dim=1)
+    assert len(set(lengths.tolist())) == 2
+    with torch.no_grad():
+        fast = forward(trainer.model, batch, trainer.window, memory=memory)
+        full = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
     assert abs(float(fast.loss) - float(full.loss)) <= 1e-5 * max(1.0, abs(float(full.loss)))
+    before_label = (batch["labels"][:, 1:] != -100).any(dim=0).nonzero().flatten()
+    assert set(before_label.tolist()) <= set(fast.positions.tolist())
+    assert fast.logits.shape[1] == len(fast.positions) < full.logits.shape[1] // 2
+    real = fast.positions[None, :] < lengths[:, None]  # padding positions are not compared
+    assert torch.allclose(fast.logits[real], full.logits[:, fast.positions][real], atol=1e-5)
+    assert torch.equal(answer_accuracy(fast.logits, batch["input_ids"], batch["answer_mask"], fast.positions),
+                       answer_accuracy(full.logits, batch["input_ids"], batch["answer_mask"]))
+
+
+def test_answer_accuracy_from_some_positions_needs_the_positions_of_every_answer_token():
+    ids = torch.tensor([[1, 2, 3, 4]])
+    answer = torch.tensor([[False, False, True, True]])
+    logits = torch.zeros(1, 4, 6)
+    logits[0, 1, 3] = logits[0, 2, 4] = 1.0  # position 1 predicts 3, position 2 predicts 4: right
+    assert answer_accuracy(logits, ids, answer).tolist() == [1.0]
+    assert answer_accuracy(logits[:, 1:3], ids, answer, torch.tensor([1, 2])).tolist() == [1.0]
+    assert answer_accuracy(logits[:, 2:3], ids, answer, torch.tensor([2])).tolist() == [0.0]  # token 3 unscored
 
 
 def test_every_train_record_says_the_seconds_per_step(tiny_config, tmp_path):
@@ -258,3 +286,23 @@ def test_runs_of_other_mixed_precisions_in_one_process(tiny_config, tmp_path):
                                       curriculum=[1]))
         assert trainer.accelerator.mixed_precision == precision
         shutil.rmtree(tmp_path / precision)
+
+
+def test_auto_mixed_precision_is_bf16_only_for_a_pretrained_model_where_bf16_is_native(monkeypatch):
+    from rmt.training import trainer as trainer_module
+    from rmt.training.trainer import resolve_mixed_precision
+
+    scratch, pretrained = TrainConfig(), TrainConfig(model="some/model")
+    assert scratch.mixed_precision == "auto"
+    for native in (True, False):
+        monkeypatch.setattr(trainer_module, "native_bf16", lambda cuda, native=native: native)
+        assert resolve_mixed_precision(scratch, cuda=False)[0] == "no"
+        assert resolve_mixed_precision(pretrained, cuda=False)[0] == ("bf16" if native else "no")
+        for asked in ("no", "bf16", "fp16"):  # what is asked for is kept
+            assert resolve_mixed_precision(TrainConfig(model="some/model", mixed_precision=asked), cuda=False) == (asked, "asked")
+
+
+def test_the_run_records_the_precision_auto_chose(tiny_config, tmp_path):
+    trainer = Trainer(tiny_config(stage_steps=1, curriculum=[1]))
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["mixed_precision"] == trainer.accelerator.mixed_precision == "no"  # from scratch: fp32
