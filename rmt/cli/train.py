@@ -46,6 +46,8 @@ HELP = {
     "vary_n_segments": "Each batch draws its number of segments from 1..stage segments.",
     "batch_size": "Samples per optimizer step (split across processes).",
     "lr": "Peak learning rate (AdamW).",
+    "memory_lr": "Peak learning rate of the parameters the memory adds (memory tokens, write gate, ARMT's "
+                 "projections), when it should differ from --lr (e.g. fine-tuning a pretrained model). Default: --lr.",
     "weight_decay": "AdamW weight decay.",
     "scheduler": "Learning-rate schedule: constant, linear or cosine.",
     "warmup_steps": "Linear warm-up steps.",

@@ -126,6 +126,11 @@ class TrainConfig:
         stage_steps: optimizer steps per stage at most; ``stage_threshold`` (0..1) moves on earlier
             once the validation accuracy reaches it (checked every ``eval_every`` steps).
         vary_n_segments: each batch draws its number of segments uniformly from 1..stage segments.
+    Optimisation:
+        lr, weight_decay, scheduler, warmup_steps, grad_clip: AdamW and its schedule.
+        memory_lr: the learning rate of the parameters the memory adds (memory tokens, write gate,
+            ARMT's projections; None: ``lr``): new parameters beside a pretrained model may need a
+            higher rate than the model itself.
     Speed and memory:
         mixed_precision: ``no``, ``fp16`` or ``bf16``: accelerate's autocast (also on CPU for bf16);
             weights and optimizer state stay fp32. ``auto`` (default): ``bf16`` for a pretrained
@@ -155,6 +160,7 @@ class TrainConfig:
     vary_n_segments: bool = True
     batch_size: int = 32
     lr: float = 1e-3
+    memory_lr: float | None = None
     weight_decay: float = 0.01
     scheduler: str = "constant"
     warmup_steps: int = 0
@@ -225,6 +231,10 @@ class TrainConfig:
         need(is_int(self.warmup_steps) and self.warmup_steps >= 0, f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
         need(is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, got {self.seed!r}")
         need(is_number(self.lr) and self.lr > 0, f"lr must be a finite number > 0, got {self.lr!r}")
+        need(self.memory_lr is None or (is_number(self.memory_lr) and self.memory_lr > 0),
+             f"memory_lr must be a finite number > 0 or left out (the lr of everything), got {self.memory_lr!r}")
+        if self.memory_lr is not None:
+            self.memory_lr = float(self.memory_lr)
         # A negative decay pushes weights away from 0; a negative clip norm turns the clipped
         # gradient around: both train uphill without an error (loss 5.3 -> 22 in 40 steps).
         need(is_number(self.weight_decay) and self.weight_decay >= 0,

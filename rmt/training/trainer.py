@@ -275,16 +275,31 @@ def evaluate(model, data: TaskData, segments: int, samples: int, batch_size: int
     return result
 
 
-def param_groups(model, weight_decay: float) -> list[dict]:
+def param_groups(model, weight_decay: float, memory_lr: float | None = None) -> list[dict]:
     """Weight decay on matrices only (as nanoGPT / HF do): decaying norm gains would shrink the
     final norm that produces each new memory state, and the memory itself is state, not a weight.
-    (ARMT's ``b_gate`` is 2-D only because it stacks one bias per layer.)"""
-    decay, no_decay = [], []
+    (ARMT's ``b_gate`` is 2-D only because it stacks one bias per layer.)
+
+    ``memory_lr``: the parameters the memory adds (``memory_kind.*``: memory tokens, write gate,
+    ARMT's projections) get their own learning rate, in two more groups; the base model keeps the
+    optimizer's. New parameters beside a pretrained model start from scratch, where the base model
+    only needs a nudge (the way adapters are trained at a higher rate). None: one rate for all,
+    and the two groups of before (so earlier checkpoints' optimizer states still load)."""
+    groups = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 and not name.endswith(("memory", "b_gate")) else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decays = p.dim() >= 2 and not name.endswith(("memory", "b_gate"))
+        own = memory_lr is not None and name.startswith("memory_kind.")
+        groups.setdefault((own, decays), []).append(p)
+    out = []
+    for own in (False, True) if memory_lr is not None else (False,):
+        for decays in (True, False):
+            group = {"params": groups.get((own, decays), []), "weight_decay": weight_decay if decays else 0.0}
+            if own:
+                group["lr"] = memory_lr
+            out.append(group)
+    return out
 
 
 def make_scheduler(optimizer, cfg: TrainConfig):
@@ -421,7 +436,7 @@ class Trainer:
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
         self.window = model_window(self.model)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay, cfg.memory_lr), lr=cfg.lr)
         # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step
         # it once per process), so the learning rate does not depend on the number of processes.
         self.scheduler = make_scheduler(self.optimizer, cfg)

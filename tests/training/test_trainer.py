@@ -306,3 +306,21 @@ def test_the_run_records_the_precision_auto_chose(tiny_config, tmp_path):
     trainer = Trainer(tiny_config(stage_steps=1, curriculum=[1]))
     saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
     assert saved["mixed_precision"] == trainer.accelerator.mixed_precision == "no"  # from scratch: fp32
+
+
+def test_memory_lr_is_the_rate_of_the_memory_parameters_only(tiny_config):
+    trainer = Trainer(tiny_config(lr=1e-4, memory_lr=3e-3, memory_write="gated", stage_steps=1, curriculum=[1]))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    rate = {id(p): group["lr"] for group in trainer.optimizer.param_groups for p in group["params"]}
+    names = dict(model.named_parameters())
+    assert rate.keys() == {id(p) for p in names.values()}  # every parameter trained, once
+    for name, p in names.items():
+        assert rate[id(p)] == (3e-3 if name.startswith("memory_kind.") else 1e-4), name
+    assert any(n.startswith("memory_kind.write_gate") for n in names)
+    trainer.train()  # the scheduler scales both rates
+    assert {round(g["lr"], 12) for g in trainer.optimizer.param_groups} == {1e-4, 3e-3}
+
+
+def test_without_memory_lr_the_optimizer_has_the_groups_of_before(tiny_config):
+    trainer = Trainer(tiny_config(stage_steps=1, curriculum=[1]))
+    assert len(trainer.optimizer.param_groups) == 2  # earlier checkpoints' optimizer states load
