@@ -73,6 +73,7 @@ CASES = [
     ("demo", ["--tokens", "0"], "--tokens must be >= 1"),
     ("quickstart", ["--output-dir", "a_file"], "--output-dir a_file is a file"),
     ("quickstart", ["--eval-samples", "0", "--output-dir", "qs"], "eval_samples must be >= 1"),
+    ("quickstart", ["--output-dir", "mine"], "--output-dir mine is not empty (it holds"),
     # rmt reproduce, rmt diagnose
     ("reproduce", ["--output-dir", "mine"], "--output-dir mine is not empty and was not written by rmt reproduce"),
     ("reproduce", ["--output-dir", "a_file"], "--output-dir a_file is a file"),

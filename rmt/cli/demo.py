@@ -54,12 +54,19 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
         base = runs.load_causal_lm(runs.locate(model_name).where)
         model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))
     else:
+        from rmt.memory.adapters import Adapter
+        from rmt.memory.config import memory_kinds
+
         heads = max(1, hidden // 64)
         if hidden % heads:
             raise UsageError(f"--hidden must be a multiple of 64 or below 64, got {hidden}")
+        config = RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval)
+        # The position table holds one segment pass: its tokens and what the memory kind adds.
+        decoder = Adapter(kind="decoder", model_type="gpt2", hidden_size=hidden, vocab_size=vocab, max_positions=None)
+        extra = memory_kinds()[config.memory_kind].extra_positions(decoder, config)
         base = GPT2LMHeadModel(GPT2Config(n_layer=layers, n_head=heads, n_embd=hidden, vocab_size=vocab,
-                                          n_positions=segment_size + 2 * mem_tokens))
-        model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))
+                                          n_positions=segment_size + extra))
+        model = RecurrentMemoryTransformer.wrap(base, config)
     model.eval()
     if compile:
         model.compile_layers()  # opt-in: equal up to float rounding; the first segments compile (seconds)
