@@ -138,3 +138,19 @@ class OracleRunner:
 
     def close(self):
         pass
+
+
+# The tiny chat model behind `rmt serve`, and a server of it on loopback (one per test module).
+@pytest.fixture(scope="module")
+def hf_model(wordy_chat_dir):
+    from rmt.evaluation.hf import HFModel
+
+    return HFModel(str(wordy_chat_dir))
+
+
+@pytest.fixture(scope="module")
+def hf_server(hf_model):
+    from rmt.serving.server import create_app, serve_in_thread
+
+    with serve_in_thread(create_app(hf_model, "tiny")) as url:
+        yield url

@@ -1,6 +1,5 @@
 """`rmt serve` as an OpenAI-compatible server, driven by the official `openai` client over loopback."""
 
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,29 +16,18 @@ QUESTION = "Mary went to the kitchen. Where is Mary?"
 
 
 @pytest.fixture(scope="module")
-def model(wordy_chat_dir):
-    return HFModel(str(wordy_chat_dir))
-
-
-@pytest.fixture(scope="module")
-def server(model):
-    with serve_in_thread(create_app(model, "tiny")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=server, api_key="unused", max_retries=0)
+def client(hf_server):
+    return openai.OpenAI(base_url=hf_server, api_key="unused", max_retries=0)
 
 
 def chat(client, content=QUESTION, **kw):
     return client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": content}], **kw)
 
 
-def test_chat_answer_is_the_local_greedy_answer(client, model):
+def test_chat_answer_is_the_local_greedy_answer(client, hf_model):
     got = chat(client, max_tokens=6, temperature=0)
-    ids = model.encode([{"role": "user", "content": QUESTION}])
-    assert got.choices[0].message.content == model.generate([ids], 6)[0]
+    ids = hf_model.encode([{"role": "user", "content": QUESTION}])
+    assert got.choices[0].message.content == hf_model.generate([ids], 6)[0]
     assert got.usage.prompt_tokens == len(ids) and got.object == "chat.completion"
     assert [m.id for m in client.models.list()] == ["tiny"]
 
@@ -65,12 +53,12 @@ def test_n_choices_and_sampling(client):
     assert [c.message.content for c in again.choices] == [c.message.content for c in sampled.choices]  # seeded
 
 
-def test_max_tokens_and_stop(client, model):
+def test_max_tokens_and_stop(client, hf_model):
     long = chat(client, max_tokens=10, temperature=0).choices[0]
     short = chat(client, max_tokens=1, temperature=0).choices[0]
-    ids = model.encode([{"role": "user", "content": QUESTION}])
-    ((first, _),) = model.generate_ids([ids], 1)
-    assert short.message.content == model.decode(first) and short.finish_reason == "length"
+    ids = hf_model.encode([{"role": "user", "content": QUESTION}])
+    ((first, _),) = hf_model.generate_ids([ids], 1)
+    assert short.message.content == hf_model.decode(first) and short.finish_reason == "length"
     words = long.message.content.split()
     assert len(words) >= 2, long.message.content
     stopped = chat(client, max_tokens=10, temperature=0, stop=[words[1]]).choices[0]
@@ -78,12 +66,12 @@ def test_max_tokens_and_stop(client, model):
     assert long.message.content.startswith(stopped.message.content)
 
 
-def test_completions_endpoint(client, model):
+def test_completions_endpoint(client, hf_model):
     got = client.completions.create(model="tiny", prompt=["Where is Mary?", "Mary went to the"], max_tokens=4,
                                     temperature=0, n=2)
     assert [c.index for c in got.choices] == [0, 1, 2, 3]
     for k, prompt in enumerate(["Where is Mary?", "Mary went to the"]):
-        want = model.generate([model.encode(prompt)], 4)[0]
+        want = hf_model.generate([hf_model.encode(prompt)], 4)[0]
         assert got.choices[2 * k].text == want == got.choices[2 * k + 1].text
     streamed = client.completions.create(model="tiny", prompt="Where is Mary?", max_tokens=4, temperature=0, stream=True)
     assert "".join(c.choices[0].text for c in streamed) == got.choices[0].text
@@ -92,10 +80,10 @@ def test_completions_endpoint(client, model):
 
 
 @pytest.mark.parametrize("content", ["", " ", None, "MISSING"])
-def test_empty_message_is_a_400_in_openai_shape(server, content):
+def test_empty_message_is_a_400_in_openai_shape(hf_server, content):
     """Was HTTP 500 (a float tensor of no tokens)."""
     message = {"role": "user"} if content == "MISSING" else {"role": "user", "content": content}
-    r = httpx.post(f"{server}/chat/completions", json={"model": "tiny", "messages": [message]})
+    r = httpx.post(f"{hf_server}/chat/completions", json={"model": "tiny", "messages": [message]})
     assert r.status_code == 400
     error = r.json()["error"]
     assert "messages[0].content" in error["message"] and error["type"] == "invalid_request_error"
@@ -112,20 +100,20 @@ def test_empty_message_is_a_400_in_openai_shape(server, content):
     (b'{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}', 400, "max_tokens"),
     (b'{"messages": [{"role": "user", "content": "hi"}], "stop": ["a","b","c","d","e"]}', 400, "stop"),
 ])
-def test_errors_are_openai_shaped(server, body, status, needle):
-    r = httpx.post(f"{server}/chat/completions", content=body, headers={"content-type": "application/json"})
+def test_errors_are_openai_shaped(hf_server, body, status, needle):
+    r = httpx.post(f"{hf_server}/chat/completions", content=body, headers={"content-type": "application/json"})
     assert r.status_code == status and needle in r.json()["error"]["message"], r.text
 
 
-def test_other_errors_are_openai_shaped(server, client):
-    r = httpx.get(f"{server}/nothing-here")
+def test_other_errors_are_openai_shaped(hf_server, client):
+    r = httpx.get(f"{hf_server}/nothing-here")
     assert r.status_code == 404 and set(r.json()["error"]) == {"message", "type", "param", "code"}
-    r = httpx.get(f"{server}/chat/completions")
+    r = httpx.get(f"{hf_server}/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     with pytest.raises(openai.BadRequestError) as info:  # the client parses the shape
         chat(client, "word " * 600)  # the tiny model's window is 512
     assert info.value.code == "context_length_exceeded"
-    r = httpx.post(f"{server}/completions", json={"prompt": "hi", "logprobs": 1})
+    r = httpx.post(f"{hf_server}/completions", json={"prompt": "hi", "logprobs": 1})
     assert r.status_code == 400 and "logprobs" in r.json()["error"]["message"]
 
 

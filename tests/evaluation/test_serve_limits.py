@@ -33,11 +33,6 @@ HUGE = 10**6  # new tokens: minutes of decoding for the tiny RMT, which never st
 
 
 @pytest.fixture(scope="module")
-def hf_model(wordy_chat_dir):
-    return HFModel(str(wordy_chat_dir))
-
-
-@pytest.fixture(scope="module")
 def rmt_model(tiny_rmt_dir):
     return RMTModel(str(tiny_rmt_dir))
 
@@ -45,12 +40,6 @@ def rmt_model(tiny_rmt_dir):
 @pytest.fixture(scope="module")
 def rmt_server(rmt_model):
     with serve_in_thread(create_app(rmt_model, "tiny")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def hf_server(hf_model):
-    with serve_in_thread(create_app(hf_model, "tiny")) as url:
         yield url
 
 
