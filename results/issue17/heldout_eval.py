@@ -1,6 +1,6 @@
 """Held-out evaluation of an `rmt train` run (issue 17): accuracy on stories the run never trained on.
 
-    python results/issue17/heldout_eval.py RUN_DIR --samples 100 [--split test] [--json OUT.json]
+    python results/issue17/heldout_eval.py RUN_DIR --samples 100 [--split test] [--json OUT.json] [--also EARLIER_RUN]
 
 The test stories are `TaskData.batch("test", i, ...)` of the run's own config: the same format as
 training (context, question, answer, EOS; greedy-argmax accuracy on every answer token), seeded by
@@ -28,6 +28,24 @@ def story(record):
     return (tuple(record["facts"]), record["question"], str(record["target"]))
 
 
+def trained_stories(run: Path, tok) -> tuple[set, int]:
+    """Every story ``run`` trained on: step s used batch("train", s, segments_for_step(s), batch_size)."""
+    cfg = TrainConfig.from_file(run / "train_config.json")
+    data = TaskData(cfg, tok)
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    n_steps = max(r["step"] for r in steps)
+    seen = set()  # the curriculum replays the stage moves the run made (its "stage" records)
+    curriculum = Curriculum(cfg.curriculum, cfg.stage_steps, cfg.stage_threshold, cfg.vary_n_segments, cfg.seed)
+    stage_moves = {r["step"]: r["finished_stage"] + 1 for r in steps if r["type"] == "stage"}
+    for s in range(n_steps):
+        segs = curriculum.segments_for_step(s)
+        for rec in data.records("train", s, segs, cfg.batch_size):
+            seen.add(story(rec))
+        if s + 1 in stage_moves and stage_moves[s + 1] < len(cfg.curriculum):
+            curriculum.stage, curriculum.stage_start = stage_moves[s + 1], s + 1
+    return seen, n_steps
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
@@ -36,6 +54,8 @@ def main():
     ap.add_argument("--split", default="test")
     ap.add_argument("--segments", type=int, default=None, help="default: the last curriculum stage")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--also", action="append", default=[], help="a run this one continued (--model RUN/final): its "
+                    "training stories count as seen too")
     args = ap.parse_args()
     set_threads(1)
     run = Path(args.run)
@@ -57,18 +77,12 @@ def main():
     data = TaskData(cfg, tok)
     segments = args.segments or cfg.max_segments
 
-    # Every story the run trained on: step s used batch("train", s, segments_for_step(s), batch_size).
-    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    n_steps = max(r["step"] for r in steps)
-    seen = set()  # the curriculum replays the stage moves the run made (its "stage" records)
-    curriculum = Curriculum(cfg.curriculum, cfg.stage_steps, cfg.stage_threshold, cfg.vary_n_segments, cfg.seed)
-    stage_moves = {r["step"]: r["finished_stage"] + 1 for r in steps if r["type"] == "stage"}
-    for s in range(n_steps):
-        segs = curriculum.segments_for_step(s)
-        for rec in data.records("train", s, segs, cfg.batch_size):
-            seen.add(story(rec))
-        if s + 1 in stage_moves and stage_moves[s + 1] < len(cfg.curriculum):
-            curriculum.stage, curriculum.stage_start = stage_moves[s + 1], s + 1
+    # Every story the run trained on (and the runs it continued, --also).
+    seen, n_steps = set(), 0
+    for trained in [run] + [Path(a) for a in args.also]:
+        stories, steps_here = trained_stories(trained, tok)
+        seen |= stories
+        n_steps += steps_here
 
     correct, unseen_correct, unseen, truncated = [], 0, 0, False
     started = time.perf_counter()
