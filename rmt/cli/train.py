@@ -30,6 +30,9 @@ from rmt.errors import UsageError
 HELP = {
     "task": "qa1..qa20 (BABILong), memorize, detect, reason (2304.11062), or lm.",
     "n_facts": "Facts per story, N or LO,HI (BABILong tasks). Default: the generator's range per task.",
+    "warmup_facts": "Facts per story, N or LO,HI, of the first --warmup-facts-steps training steps (short stories "
+                    "first: multi-hop tasks such as qa2 learn from them; evaluation keeps --n-facts).",
+    "warmup_facts_steps": "Training steps with --warmup-facts stories.",
     "background": "Books dir for background text, or 'none': the QA tasks' inputs are the facts alone (as at 0k; "
                   "not for --task lm). Default: built-in fallback text.",
     "model": "Base model: HF hub name or local path, or an RMT checkpoint to continue. Default: a small model built from scratch (--arch).",
@@ -111,7 +114,7 @@ def _settings(entries):
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=typing.Optional[kind]))
         if parser:
-            parsers[name] = _n_facts if name == "n_facts" else parser
+            parsers[name] = _n_facts if name in ("n_facts", "warmup_facts") else parser
     return params, parsers
 
 

@@ -105,6 +105,11 @@ class TrainConfig:
             (two facts, the question needs both) over background text, or ``lm`` (language
             modelling over segments; evaluation reports perplexity per segment position).
         n_facts: facts per story (lo, hi) for the BABILong tasks (None: the generator's default).
+        warmup_facts, warmup_facts_steps: facts per story (lo, hi) of the training batches of the
+            first ``warmup_facts_steps`` steps (a curriculum on story length; evaluation keeps
+            ``n_facts``). Multi-hop tasks learn from short stories first: SmolLM2 fine-tuned in
+            context on qa2 stayed at 0.21-0.26 for 100 steps of full stories, and reached 0.875
+            on unseen test stories after 150 steps of 2-6 facts, then 150 of full ones.
         background: a directory of books for background text (None: the built-in fallback text);
             ``"none"``: no background at all, the BABILong tasks' inputs are the facts alone (the
             "0k" length of ``rmt eval``: in-context QA), whatever the segment size.
@@ -144,6 +149,8 @@ class TrainConfig:
 
     task: str = "qa1"
     n_facts: list[int] | None = None
+    warmup_facts: list[int] | None = None
+    warmup_facts_steps: int = 0
     background: str | None = None
     model: str | None = None
     tokenizer: str | None = None
@@ -220,6 +227,20 @@ class TrainConfig:
             need(len(self.n_facts) == 2 and all(is_int(n) and n >= 1 for n in self.n_facts)
                  and self.n_facts[0] <= self.n_facts[1],
                  f"n_facts must be [lo, hi] with 1 <= lo <= hi, got {self.n_facts!r}")
+        if self.warmup_facts is not None:
+            if is_int(self.warmup_facts):
+                self.warmup_facts = [self.warmup_facts, self.warmup_facts]
+            need(isinstance(self.warmup_facts, (list, tuple)) and len(self.warmup_facts) == 2
+                 and all(is_int(n) and n >= 1 for n in self.warmup_facts) and self.warmup_facts[0] <= self.warmup_facts[1],
+                 f"warmup_facts must be [lo, hi] with 1 <= lo <= hi, got {self.warmup_facts!r}")
+            self.warmup_facts = list(self.warmup_facts)
+        need(is_int(self.warmup_facts_steps) and self.warmup_facts_steps >= 0,
+             f"warmup_facts_steps must be an integer >= 0, got {self.warmup_facts_steps!r}")
+        need((self.warmup_facts is None) == (self.warmup_facts_steps == 0),
+             f"warmup_facts and warmup_facts_steps go together (stories of warmup_facts facts for the first "
+             f"warmup_facts_steps steps), got warmup_facts={self.warmup_facts!r}, warmup_facts_steps={self.warmup_facts_steps!r}")
+        need(self.warmup_facts is None or self.task in BABILONG_TASKS,
+             f"warmup_facts is for the BABILong tasks (qa1..qa20), not task {self.task!r}")
         for name in ("vocab_size", "n_layer", "n_embd", "n_head", "stage_steps", "batch_size",
                      "save_every", "eval_every", "eval_samples", "eval_batch_size", "log_every"):
             value = getattr(self, name)

@@ -56,8 +56,8 @@ class TaskData:
         records = self._records(200, n, seed, counter="pretokens")
         return [f"{r['input']} {r['question']} {r['target']}" for r in records]
 
-    def _records(self, length: int, samples: int, seed: int, counter=None) -> list[dict]:
-        task, n_facts = self.cfg.task, self.cfg.n_facts
+    def _records(self, length: int, samples: int, seed: int, counter=None, n_facts=None) -> list[dict]:
+        task, n_facts = self.cfg.task, n_facts or self.cfg.n_facts
         n_facts = tuple(n_facts) if n_facts is not None else None
         if task in ("memorize", "detect"):
             task, n_facts = "qa1", 1
@@ -118,9 +118,12 @@ class TaskData:
         ``rmt.babilong.generate`` writes them, lengths counted in this tokenizer's tokens. Sample i
         of a call with more samples is the same record (generation is per sample)."""
         total = segments * self.cfg.segment_size
+        # The first training steps of a story-length curriculum draw shorter stories.
+        warmup = split == "train" and index < self.cfg.warmup_facts_steps
         # Ask for a little less than the room left after a typical question and answer (the
         # question and answer come on top; `example` trims background if a row still overflows).
-        return self._records(total - 12, batch_size, _seed(self.cfg, split, index, segments))
+        return self._records(total - 12, batch_size, _seed(self.cfg, split, index, segments),
+                             n_facts=self.cfg.warmup_facts if warmup else None)
 
     def example(self, record: dict, segments: int) -> dict:
         """One record (of ``records(..., segments, ...)``) as the model reads it: ``ids`` = context, question, answer, EOS; ``n_answer``

@@ -1,5 +1,6 @@
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -324,3 +325,30 @@ def test_memory_lr_is_the_rate_of_the_memory_parameters_only(tiny_config):
 def test_without_memory_lr_the_optimizer_has_the_groups_of_before(tiny_config):
     trainer = Trainer(tiny_config(stage_steps=1, curriculum=[1]))
     assert len(trainer.optimizer.param_groups) == 2  # earlier checkpoints' optimizer states load
+
+
+def test_warmup_facts_shortens_the_first_training_stories_only():
+    from rmt.training.tasks import TaskData
+
+    cfg = TrainConfig(task="qa2", background="none", segment_size=256, warmup_facts=[2, 3], warmup_facts_steps=4)
+    data = TaskData(cfg, build_tokenizer(TrainConfig(task="qa2", vocab_size=200)))
+    facts = lambda split, index: [len(r["facts"]) for r in data.records(split, index, 1, 16)]  # noqa: E731
+    for step in range(4):
+        assert all(2 <= n <= 3 for n in facts("train", step))
+    later = facts("train", 4) + facts("train", 5)
+    assert max(later) > 3  # the task's own range again (qa2: 2-30 facts)
+    assert facts("eval", 0) == [len(r["facts"]) for r in TaskData(TrainConfig(task="qa2", background="none", segment_size=256),
+                                                                   data.tok).records("eval", 0, 1, 16)]
+
+
+@pytest.mark.parametrize("settings, needle", [
+    (dict(warmup_facts=[2, 3]), "warmup_facts and warmup_facts_steps go together"),
+    (dict(warmup_facts_steps=5), "warmup_facts and warmup_facts_steps go together"),
+    (dict(warmup_facts=[3, 2], warmup_facts_steps=5), "warmup_facts must be [lo, hi]"),
+    (dict(task="lm", warmup_facts=[2, 3], warmup_facts_steps=5), "warmup_facts is for the BABILong tasks"),
+])
+def test_bad_warmup_facts_are_one_clear_error(settings, needle):
+    from rmt.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(needle)):
+        TrainConfig(**settings)
