@@ -35,6 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
@@ -55,7 +56,7 @@ from rmt.training import diagnose as diagnosis
 from rmt.training.config import BUDGET, IDENTITY, TrainConfig, setting_names
 from rmt.training.recipes import DEFAULT_RECIPES, LLM, NO_MEMORY, RAG, RECIPES, ROWS, Recipe, quick
 from rmt.training.tasks import TaskData
-from rmt.training.trainer import Trainer
+from rmt.training.trainer import Trainer, resolve_mixed_precision
 
 MARKER = "reproduce.json"  # says that an output dir was written by rmt reproduce (and with which settings)
 JOB_FILE = "job.json"
@@ -213,6 +214,11 @@ def plan(recipes: list[Recipe], seeds: list[int], out: Path, threads: int = 1, d
 # --------------------------------------------------------------------- one job
 
 
+def _precision(job: Job) -> str:
+    """The job's mixed precision as its training runs it (``auto`` decided here, as the trainer does)."""
+    return resolve_mixed_precision(job.config(), torch.cuda.is_available())[0]
+
+
 def check_trained(job: Job) -> None:
     """A training the job would reuse or resume (its ``final/`` or a checkpoint) was made with exactly
     the recipe's settings now; else a ValueError naming what differs. (``rmt train --resume``
@@ -224,6 +230,7 @@ def check_trained(job: Job) -> None:
         return  # nothing kept: the job starts its training again
     saved = TrainConfig.from_file(out / runs.TRAIN_CONFIG_FILE).to_dict()
     now = job.config().to_dict()
+    now["mixed_precision"] = _precision(job)  # the run records what "auto" chose
     # Every setting but those that do not change the trained weights (where to write, how often to save or log).
     compared = setting_names(IDENTITY, BUDGET)
     differ = [f"{k}={saved.get(k)!r} (now {now[k]!r})" for k in now if k in compared and saved.get(k) != now[k]]
@@ -257,7 +264,7 @@ def _train(job: Job, progress: bool, log) -> tuple[Path, float]:
 
 def _runner(job: Job, model_dir: Path):
     if job.row == LLM:  # the base model as its users run it: benchmark prompts, chat template, bf16 as trained
-        model = load_local_model(job.base_model, dtype="bfloat16" if job.config().mixed_precision == "bf16" else None)
+        model = load_local_model(job.base_model, dtype="bfloat16" if _precision(job) == "bf16" else None)
         return LocalRunner(model, prompt_fn("benchmark"), batch_size=8, max_new_tokens=LLM_MAX_NEW_TOKENS, name=LLM)
     prompts = prompt_fn("plain")  # what rmt train trains on: "input question", then the answer
     if runs.is_rmt_checkpoint(model_dir):
