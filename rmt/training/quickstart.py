@@ -64,8 +64,9 @@ CHANCE = 1 / 6  # six rooms
 
 # `rmt quickstart --base NAME`: a pretrained causal LM (e.g. smollm2-135m) fine-tuned with memory on
 # bAbI's real qa1 (2-10 facts about several people, hidden in background text) on inputs of 1-2
-# segments of 64 tokens, then evaluated to 16x that. Its own tokenizer; bf16 autocast (twice an fp32
-# step on this CPU kind); the papers' learning rate. The same settings without memory make the baseline,
+# segments of 64 tokens, then evaluated to 16x that. Its own tokenizer; precision "auto": bf16
+# autocast where bf16 is native (2.28x an fp32 step on a CPU with AVX512-BF16), fp32 elsewhere (an
+# AVX2-only CPU ran bf16 products at 0.03x fp32: bench/matmul_precision.py); the papers' learning rate. The same settings without memory make the baseline,
 # which reads inputs up to the base model's own window in full (the last window beyond).
 BASE_PRESET = dict(
     task="qa1",
@@ -79,7 +80,7 @@ BASE_PRESET = dict(
     lr=1e-4,
     warmup_steps=10,
     scheduler="constant",
-    mixed_precision="bf16",
+    mixed_precision="auto",
     eval_every=40,
     eval_samples=40,
     eval_batch_size=8,

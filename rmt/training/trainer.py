@@ -391,9 +391,10 @@ def native_bf16(cuda: bool) -> bool:
 
 def resolve_mixed_precision(cfg: TrainConfig, cuda: bool) -> tuple[str, str]:
     """``cfg.mixed_precision`` with ``auto`` decided, and why. ``auto`` is bf16 autocast for a
-    pretrained ``--model`` where bf16 is native: on SmolLM2-135M on this project's CPU (AVX512-BF16)
-    a step took 0.44x the fp32 step with loss curves within fp32's own noise
-    (bench/train_precision.py). Models trained from scratch stay fp32: they are small (a step is
+    pretrained ``--model`` where bf16 is native: on SmolLM2-135M on a CPU with AVX512-BF16 a step
+    took 0.44x the fp32 step with loss curves within fp32's own noise (bench/train_precision.py);
+    on an AVX2-only CPU of the same machine kind, bf16 products ran at 0.03x fp32
+    (bench/matmul_precision.py), so there it is fp32. Models trained from scratch stay fp32: they are small (a step is
     overhead, not matrix products) and the reproduce recipes' numbers were measured in fp32."""
     if cfg.mixed_precision != "auto":
         return cfg.mixed_precision, "asked"
