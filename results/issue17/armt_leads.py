@@ -24,12 +24,10 @@ from collections import defaultdict
 
 import torch
 
-from rmt import runs
-from rmt.memory import RecurrentMemoryTransformer
 from rmt.memory.kinds.armt import _keys
-from rmt.training.config import TrainConfig
 from rmt.training.tasks import TaskData, answer_accuracy
-from rmt.training.trainer import StepOutput  # noqa: F401  (the same scoring as the trainer's)
+
+from length_eval import load_run  # this folder's: the run's model and its TaskData
 
 
 def fact_segments(data: TaskData, index: int, segments: int, n: int) -> list[set]:
@@ -98,10 +96,7 @@ def main():
     ap.add_argument("--policies", default="all,facts")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    located = runs.locate(args.model)
-    cfg = TrainConfig.from_file(located.train_config)
-    model = RecurrentMemoryTransformer.from_pretrained(located.where).eval().to(torch.bfloat16)
-    data = TaskData(cfg, runs.load_tokenizer(located.where))
+    model, data = load_run(args.model, bf16=True)
     for n in [int(x) for x in args.segments.split(",")]:
         for policy in args.policies.split(","):
             start = time.time()

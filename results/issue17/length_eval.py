@@ -18,6 +18,17 @@ from rmt.training.tasks import TaskData
 from rmt.training.trainer import evaluate
 
 
+def load_run(model: str, bf16: bool = False):
+    """A trained run's RMT model (``RUN/final`` or the run dir; eval mode, bf16 weights if asked)
+    and the run's ``TaskData`` (its settings, its tokenizer). Also used by armt_leads.py."""
+    from rmt.memory import RecurrentMemoryTransformer
+
+    located = runs.locate(model)
+    cfg = TrainConfig.from_file(located.train_config)
+    loaded = RecurrentMemoryTransformer.from_pretrained(located.where).eval()
+    return (loaded.to(torch.bfloat16) if bf16 else loaded), TaskData(cfg, runs.load_tokenizer(located.where))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -27,15 +38,8 @@ def main():
     ap.add_argument("--bf16", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from rmt.memory import RecurrentMemoryTransformer
-
-    located = runs.locate(args.model)
-    cfg = TrainConfig.from_file(located.train_config)
-    tokenizer = runs.load_tokenizer(located.where)
-    model = RecurrentMemoryTransformer.from_pretrained(located.where).eval()
-    if args.bf16:
-        model = model.to(torch.bfloat16)
-    data = TaskData(cfg, tokenizer)
+    model, data = load_run(args.model, args.bf16)
+    cfg = data.cfg
     for n in [int(x) for x in args.segments.split(",")]:
         start = time.time()
         with torch.no_grad():

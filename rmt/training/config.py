@@ -219,21 +219,17 @@ class TrainConfig:
              f"curriculum must be a list of segment counts >= 1, got {self.curriculum!r}")
         for a, b in zip(self.curriculum, self.curriculum[1:]):
             need(b >= a, f"curriculum goes down ({a} -> {b}) in {self.curriculum}; stages must not decrease, e.g. 1,2,4")
-        if self.n_facts is not None:
-            if is_int(self.n_facts):
-                self.n_facts = [self.n_facts, self.n_facts]
-            need(isinstance(self.n_facts, (list, tuple)), f"n_facts must be [lo, hi] with 1 <= lo <= hi, got {self.n_facts!r}")
-            self.n_facts = list(self.n_facts)
-            need(len(self.n_facts) == 2 and all(is_int(n) and n >= 1 for n in self.n_facts)
-                 and self.n_facts[0] <= self.n_facts[1],
-                 f"n_facts must be [lo, hi] with 1 <= lo <= hi, got {self.n_facts!r}")
-        if self.warmup_facts is not None:
-            if is_int(self.warmup_facts):
-                self.warmup_facts = [self.warmup_facts, self.warmup_facts]
-            need(isinstance(self.warmup_facts, (list, tuple)) and len(self.warmup_facts) == 2
-                 and all(is_int(n) and n >= 1 for n in self.warmup_facts) and self.warmup_facts[0] <= self.warmup_facts[1],
-                 f"warmup_facts must be [lo, hi] with 1 <= lo <= hi, got {self.warmup_facts!r}")
-            self.warmup_facts = list(self.warmup_facts)
+        def fact_range(name):  # n_facts, warmup_facts: None, N or [lo, hi] -> None or [lo, hi]
+            value = getattr(self, name)
+            if value is None:
+                return None
+            if is_int(value):
+                value = [value, value]
+            need(isinstance(value, (list, tuple)) and len(value) == 2 and all(is_int(n) and n >= 1 for n in value)
+                 and value[0] <= value[1], f"{name} must be [lo, hi] with 1 <= lo <= hi, got {getattr(self, name)!r}")
+            return list(value)
+
+        self.n_facts, self.warmup_facts = fact_range("n_facts"), fact_range("warmup_facts")
         need(is_int(self.warmup_facts_steps) and self.warmup_facts_steps >= 0,
              f"warmup_facts_steps must be an integer >= 0, got {self.warmup_facts_steps!r}")
         need((self.warmup_facts is None) == (self.warmup_facts_steps == 0),

@@ -143,9 +143,10 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
     if not 1 <= max_eval_segments <= EVAL_LENGTHS[-1]:
         raise UsageError(f"max_eval_segments must be in 1..{EVAL_LENGTHS[-1]}, got {max_eval_segments}")
     out = Path(output_dir) if output_dir else Path("runs") / "quickstart" / time.strftime("%Y%m%d-%H%M%S")
-    if out.is_dir() and any(out.iterdir()):  # its rmt/, baseline/ and plot would go beside what is there
-        shown = ", ".join(sorted(p.name for p in out.iterdir())[:3])
-        raise FileExistsError(f"--output-dir {out} is not empty (it holds {shown}{', ...' if len(list(out.iterdir())) > 3 else ''}); "
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held:  # its rmt/, baseline/ and plot would go beside what is there
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise FileExistsError(f"--output-dir {out} is not empty (it holds {shown}); "
                               f"give a new or empty directory (nothing is overwritten)")
     check_output_dir(out)
     torch.set_num_threads(threads)
