@@ -143,16 +143,24 @@ def test_concurrent_requests_are_batched(wordy_chat_dir):
     with serve_in_thread(app) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         with ThreadPoolExecutor(len(prompts)) as pool:
-            futures = [pool.submit(chat, client, p, max_tokens=4, temperature=0) for p in prompts]
-            deadline = time.monotonic() + 10
             batcher = app.state.batcher
-            while batcher.queued() + batcher.busy_rows < len(prompts) and time.monotonic() < deadline:
-                time.sleep(0.01)
+
+            def wait_for(condition):
+                deadline = time.monotonic() + 10
+                while not condition() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+            # one request first, and only once it is decoding (held at the gate) the other seven:
+            # sending all eight at once lets the first batch take however many arrived together
+            futures = [pool.submit(chat, client, prompts[0], max_tokens=4, temperature=0)]
+            wait_for(lambda: batcher.busy_rows == 1)
+            futures += [pool.submit(chat, client, p, max_tokens=4, temperature=0) for p in prompts[1:]]
+            wait_for(lambda: batcher.queued() == len(prompts) - 1)
             first = batcher.busy_rows
             gate.set()
             answers = [f.result().choices[0].message.content for f in futures]
     # two decoding calls for eight requests: the one already decoding, then everything that queued
-    assert batcher.generate_calls == 2 and first + batcher.largest_batch == len(prompts) and first < len(prompts) / 2
+    assert first == 1 and batcher.generate_calls == 2 and batcher.largest_batch == len(prompts) - 1
     # batching changes nothing: each answer is the one the request gets on its own
     alone = [model.generate([model.encode([{"role": "user", "content": p}])], 4)[0] for p in prompts]
     assert answers == alone
