@@ -26,7 +26,7 @@ def test_there_is_an_example_per_memory_kind():
 def test_gated_write_example(tmp_path):
     (code,) = [code for code in _examples() if 'memory_write="gated"' in code]
     scope = _run(code, tmp_path)
-    assert abs(float(scope["out"].write_rate) - float(torch.sigmoid(torch.tensor(1.0)))) < 1e-6
+    assert abs(scope["out"].write_rate.item() - float(torch.sigmoid(torch.tensor(1.0)))) < 1e-6
 
 
 def test_rmt_example(tmp_path):
