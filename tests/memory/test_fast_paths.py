@@ -272,6 +272,6 @@ def test_a_forward_without_any_label_has_loss_zero_and_no_gradient(output_logits
     model = _case("gpt2")
     ids = random_ids(2, 30, seed=6)
     out = model(ids, labels=torch.full_like(ids, -100), output_logits=output_logits)
-    assert float(out.loss) == 0.0
+    assert out.loss.item() == 0.0
     out.loss.backward()
     assert all(p.grad is None or not p.grad.any() for p in model.parameters())
