@@ -58,8 +58,8 @@ def _direct(model, examples, segment_size):
         for s in range(1, len(states)):
             new, old = states[s], states[s - 1]
             cell = per.setdefault(s, {"norm": [], "change": [], "cosine": [], "A": [], "z": []})
-            flat_new = (new.A if hasattr(new, "A") else new).flatten().double()
-            flat_old = (old.A if hasattr(old, "A") else old).flatten().double()
+            flat_new = (new.A if hasattr(new, "A") else new).detach().flatten().double()
+            flat_old = (old.A if hasattr(old, "A") else old).detach().flatten().double()
             if flat_old.norm() > 0:
                 cell["change"].append(float((flat_new - flat_old).norm() / flat_old.norm()))
                 cell["cosine"].append(float(flat_new @ flat_old / (flat_new.norm() * flat_old.norm())))
