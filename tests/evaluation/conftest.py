@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 WORDS = ("mary john daniel sandra went moved journeyed travelled back to the bathroom bedroom garden hallway "
@@ -154,3 +156,12 @@ def hf_server(hf_model):
 
     with serve_in_thread(create_app(hf_model, "tiny")) as url:
         yield url
+
+
+def wait_until(condition, seconds: float = 60.0, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; an AssertionError naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

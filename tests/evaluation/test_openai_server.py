@@ -1,7 +1,6 @@
 """`rmt serve` as an OpenAI-compatible server, driven by the official `openai` client over loopback."""
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -11,6 +10,8 @@ openai = pytest.importorskip("openai")
 
 from rmt.evaluation.hf import HFModel  # noqa: E402
 from rmt.serving.server import create_app, serve_in_thread  # noqa: E402
+
+from .conftest import wait_until  # noqa: E402
 
 QUESTION = "Mary went to the kitchen. Where is Mary?"
 
@@ -144,18 +145,12 @@ def test_concurrent_requests_are_batched(wordy_chat_dir):
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
         with ThreadPoolExecutor(len(prompts)) as pool:
             batcher = app.state.batcher
-
-            def wait_for(condition):
-                deadline = time.monotonic() + 10
-                while not condition() and time.monotonic() < deadline:
-                    time.sleep(0.01)
-
             # one request first, and only once it is decoding (held at the gate) the other seven:
             # sending all eight at once lets the first batch take however many arrived together
             futures = [pool.submit(chat, client, prompts[0], max_tokens=4, temperature=0)]
-            wait_for(lambda: batcher.busy_rows == 1)
+            wait_until(lambda: batcher.busy_rows == 1, 10, "the first request to decode")
             futures += [pool.submit(chat, client, p, max_tokens=4, temperature=0) for p in prompts[1:]]
-            wait_for(lambda: batcher.queued() == len(prompts) - 1)
+            wait_until(lambda: batcher.queued() == len(prompts) - 1, 10, "seven requests to queue")
             first = batcher.busy_rows
             gate.set()
             answers = [f.result().choices[0].message.content for f in futures]

@@ -26,6 +26,8 @@ from rmt.serving.access import exposure_warning, is_loopback  # noqa: E402
 from rmt.serving.limits import Limits  # noqa: E402
 from rmt.serving.server import create_app, serve_in_thread  # noqa: E402
 
+from .conftest import wait_until  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 ERROR_KEYS = {"message", "type", "param", "code"}
 CHAT = [{"role": "user", "content": "Where is Mary?"}]
@@ -59,14 +61,6 @@ def gated(wordy_chat_dir):
     model.gate = threading.Event()
     yield model
     model.gate.set()
-
-
-def wait_until(condition, seconds: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def assert_openai_error(r: httpx.Response, status: int, needle: str = "") -> dict:
