@@ -405,6 +405,16 @@ def load_causal_lm(where: str | os.PathLike, dtype=None):
 
 def load(spec: str | os.PathLike, dtype=None):
     """``(model, tokenizer)`` for ``spec``: an HF causal LM and its tokenizer (pad = eos when the
-    tokenizer has no pad token), e.g. ``rmt.models.load("smollm2-135m")``."""
+    tokenizer has no pad token), e.g. ``rmt.models.load("smollm2-135m")``. A model dir with memory
+    (an ``rmt train`` run, its ``final/`` or a checkpoint; ``rmt_config.json``) loads as the
+    ``RecurrentMemoryTransformer`` it is, LoRA adapters loaded onto their base and merged."""
+    # Lazy: rmt.runs (which knows a run's files) imports this module, and the model side imports torch.
+    from rmt.runs import rmt_checkpoint_of
+
     where = resolve(spec)
+    folder = rmt_checkpoint_of(where)
+    if folder is not None:
+        from rmt.memory.recurrent import RecurrentMemoryTransformer
+
+        return RecurrentMemoryTransformer.from_pretrained(folder, dtype=dtype), load_tokenizer(folder)
     return load_causal_lm(where, dtype), load_tokenizer(where)

@@ -15,7 +15,9 @@ HF model's ``save_pretrained``)::
 
     config.json                      BASE_CONFIG_FILE   the base model's HF config
     rmt_config.json                  RMT_CONFIG_FILE    RMT only: memory settings, base class
-    model.safetensors                WEIGHTS_FILE
+    model.safetensors                WEIGHTS_FILE       every weight; or, for LoRA on a frozen base:
+    adapter_model.safetensors        ADAPTER_WEIGHTS_FILE  the adapters and the memory's parameters only
+                                     (rmt_config.json names the base and its weights fingerprint)
     tokenizer.json, ...              the tokenizer's own files
 
 ``locate(spec)`` says what a spec is; model *names* (registered, ``.gguf``, hub) are resolved by
@@ -38,6 +40,9 @@ from rmt.models import load_causal_lm, load_tokenizer, set_pad  # noqa: F401  (t
 BASE_CONFIG_FILE = "config.json"
 RMT_CONFIG_FILE = "rmt_config.json"
 WEIGHTS_FILE = "model.safetensors"
+# A model with LoRA adapters on a frozen base holds only what was trained (the adapters and the
+# memory's parameters) here instead of WEIGHTS_FILE; rmt_config.json names its base (rmt.memory.lora).
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 # A run dir.
 TRAIN_CONFIG_FILE = "train_config.json"
 METRICS_FILE = "metrics.jsonl"

@@ -55,6 +55,14 @@ HELP = {
     "scheduler": "Learning-rate schedule: constant, linear or cosine.",
     "warmup_steps": "Linear warm-up steps.",
     "grad_clip": "Clip the gradient norm to this (0: no clipping).",
+    "lora_rank": "LoRA adapters of this rank on a frozen pretrained --model (peft); only they and the memory's "
+                 "parameters train, and a run holds only them (a few MB). 0: fine-tune every weight.",
+    "lora_alpha": "LoRA scale numerator (scale = alpha / rank).",
+    "lora_dropout": "Dropout on the LoRA adapters' input.",
+    "lora_targets": "Comma-separated module names that get adapters, e.g. q_proj,v_proj. Default: every linear "
+                    "layer of the decoder blocks.",
+    "grad_accum": "Micro-batches per optimizer step: an effective batch of --batch-size x N, N micro-batches of --batch-size.",
+    "save_every_minutes": "Also save a checkpoint whenever this many minutes of wall time have passed since the last one.",
     "seed": "Seed of data, model init and order: same seed, same run.",
     "output_dir": "Where checkpoints, metrics and the final model go.",
     "save_every": "Save a checkpoint every N steps.",

@@ -101,7 +101,7 @@ class LocalModel:
     window: int | None = None  # None: no limit (RMT streams any length)
     max_batch_tokens: int = 16384  # padded tokens per forward batch
     chat_template_on: bool = True  # apply the tokenizer's chat template, when it has one
-    # Content fingerprint of the files it was loaded from (rmt.evaluation.fingerprint); None for a
+    # Content fingerprint of the files it was loaded from (rmt.fingerprint); None for a
     # model object handed in directly (nothing to fingerprint).
     weights: str | None = None
 

@@ -51,7 +51,7 @@ class HFModel(LocalModel):
         self.tokenizer = tokenizer if tokenizer is not None else runs.load_tokenizer(name_or_path)
         if model is None:
             model = runs.load_causal_lm(name_or_path, torch_dtype(dtype) if dtype else None)
-            from rmt.evaluation.fingerprint import weights_fingerprint
+            from rmt.fingerprint import weights_fingerprint
 
             self.weights = weights_fingerprint(name_or_path)  # after loading: a hub name is in its cache now
         self.device = pick_device(device)

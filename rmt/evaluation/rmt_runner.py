@@ -29,7 +29,7 @@ class RMTModel(LocalModel):
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"RMT checkpoint directory not found: {path}")
             model = RecurrentMemoryTransformer.from_pretrained(path)
-            from rmt.evaluation.fingerprint import weights_fingerprint
+            from rmt.fingerprint import weights_fingerprint
 
             self.weights = weights_fingerprint(path)
         self.model = model.to(self.device).eval()

@@ -19,7 +19,7 @@ from typing import Iterable
 import torch
 import transformers
 from safetensors import safe_open
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 from torch.nn import functional as F
 from transformers.utils import ModelOutput
@@ -31,7 +31,10 @@ from rmt.memory.config import RMTConfig
 from rmt.memory.diagonal import DIAGONAL_BLOCK, diagonal_unsupported_reason, run_diagonal
 from rmt.memory.kinds import MEMORY_KINDS
 from rmt.memory.kinds.retrieval import RetrievalStore
-from rmt.runs import BASE_CONFIG_FILE as BASE_CONFIG_NAME, RMT_CONFIG_FILE as RMT_CONFIG_NAME, WEIGHTS_FILE as WEIGHTS_NAME
+from rmt.memory.lora import BaseReference, LoraSettings
+from rmt.memory import lora as lora_adapters
+from rmt.runs import ADAPTER_WEIGHTS_FILE as ADAPTER_WEIGHTS_NAME, BASE_CONFIG_FILE as BASE_CONFIG_NAME, \
+    RMT_CONFIG_FILE as RMT_CONFIG_NAME, WEIGHTS_FILE as WEIGHTS_NAME
 
 FORMAT_VERSION = 2  # 1: v0.1 (memory parameters named `memory`, `retrieval.*`); 2: `memory_kind.*`
 
@@ -127,7 +130,8 @@ def _check_token_ids(input_ids, vocab_size: int, name: str = "input_ids") -> tor
 class RecurrentMemoryTransformer(nn.Module):
     """A HF model with recurrent memory (RMT, RMT-R or ARMT: ``config.memory_kind``). Build it with :meth:`wrap`."""
 
-    def __init__(self, base_model: nn.Module, config: RMTConfig):
+    def __init__(self, base_model: nn.Module, config: RMTConfig, lora: LoraSettings | None = None,
+                 base: BaseReference | None = None):
         super().__init__()
         if not isinstance(config, RMTConfig):
             raise UsageError(f"config must be an RMTConfig, got {type(config).__name__}")
@@ -151,15 +155,45 @@ class RecurrentMemoryTransformer(nn.Module):
         # (optimizer states of v0.1 RMT runs keep their order).
         self.memory_kind = kind_class(base_model, self.adapter, config)
         self.base_model = base_model
+        # LoRA (rmt.memory.lora): adapters injected into the frozen base after the memory is made,
+        # so a seed gives the same memory with or without them; ``base`` names the base for saving.
+        self.lora, self.base = lora, base
+        if lora is not None:
+            lora_adapters.attach(base_model, lora)
         # v0.1 checkpoints name the memory parameters without the `memory_kind.` prefix.
         self.register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     # ----------------------------------------------------------------- construction
     @classmethod
-    def wrap(cls, base_model: nn.Module, config: RMTConfig | None = None) -> "RecurrentMemoryTransformer":
+    def wrap(cls, base_model: nn.Module, config: RMTConfig | None = None, lora: LoraSettings | int | None = None,
+             base: BaseReference | str | None = None) -> "RecurrentMemoryTransformer":
         """Wrap a supported HF model (GPT-2, Llama, Mistral, Qwen2/3 causal LMs; BERT sequence
-        classifiers, RMT and RMT-R only)."""
-        return cls(base_model, config if config is not None else RMTConfig())
+        classifiers, RMT and RMT-R only).
+
+        ``lora``: LoRA adapters on the frozen base (a ``LoraSettings``, or a rank): only they and
+        the memory's parameters train, and ``save_pretrained`` writes only them plus ``base``, the
+        base's name or path (default: where the base was loaded from) and its weights fingerprint.
+        ``merge_adapters()`` folds them in for inference."""
+        if isinstance(lora, int) and not isinstance(lora, bool):
+            lora = LoraSettings(rank=lora) if lora else None
+        if isinstance(base, str):
+            base = BaseReference.of(base)
+        if lora is not None and base is None and getattr(base_model, "name_or_path", ""):
+            base = BaseReference.of(base_model.name_or_path)
+        return cls(base_model, config if config is not None else RMTConfig(), lora=lora, base=base)
+
+    @property
+    def has_adapters(self) -> bool:
+        """Whether LoRA adapters are attached and not yet merged (the training form)."""
+        return self.lora is not None and lora_adapters.has_adapters(self.base_model)
+
+    def merge_adapters(self) -> "RecurrentMemoryTransformer":
+        """Fold the LoRA adapters into the base weights (``rmt.memory.lora.merge``): outputs equal
+        up to float rounding, at the cost of the base model alone. A merged model saves whole
+        (``save_pretrained`` writes every weight). Returns the model."""
+        if self.has_adapters:
+            lora_adapters.merge(self.base_model)
+        return self
 
     @property
     def memory(self) -> nn.Parameter:
@@ -199,12 +233,17 @@ class RecurrentMemoryTransformer(nn.Module):
         return self
 
     # ----------------------------------------------------------------- the segment loop
+    def _diagonal_unsupported_reason(self) -> str | None:
+        if self.has_adapters:  # the stacked layers read the plain weights, not the adapters beside them
+            return "the LoRA adapters are not merged into the weights: call model.merge_adapters() first"
+        return diagonal_unsupported_reason(self)
+
     def _use_diagonal(self, diagonal: bool | None, n_segments: int) -> bool:
         """Diagonal batching (ARMT inference): None picks it where it applies (ARMT, no gradient,
-        eval mode, more than one segment, a base model diagonal.py supports); True insists."""
+        eval mode, more than one segment, a base model diagonal.py supports, adapters merged); True insists."""
         if diagonal is False:
             return False
-        reason = diagonal_unsupported_reason(self)
+        reason = self._diagonal_unsupported_reason()
         if diagonal is None:
             return reason is None and n_segments > 1
         if reason is not None:
@@ -472,7 +511,7 @@ class RecurrentMemoryTransformer(nn.Module):
         seg = self.config.segment_size
         block = 1
         if diagonal is not False:
-            reason = diagonal_unsupported_reason(self)
+            reason = self._diagonal_unsupported_reason()
             if reason is None:
                 block = DIAGONAL_BLOCK * len(DecoderLayers(self.base_model))
             elif diagonal:
@@ -644,30 +683,73 @@ class RecurrentMemoryTransformer(nn.Module):
     def save_pretrained(self, path: str | os.PathLike) -> None:
         """Write ``config.json`` (base HF config), ``rmt_config.json`` and ``model.safetensors`` (base
         weights + the memory kind's parameters) into ``path``; each file is written to a temp file then renamed,
-        so a crash never leaves a half-written checkpoint file. Other files in ``path`` (a tokenizer) are kept."""
+        so a crash never leaves a half-written checkpoint file. Other files in ``path`` (a tokenizer) are kept.
+
+        With LoRA adapters not merged (``wrap(..., lora=)``), only what trains is written, as
+        ``adapter_model.safetensors`` (the adapters and the memory's parameters), and
+        ``rmt_config.json`` names the frozen base and its weights fingerprint: a few MB, never the
+        base's weights. ``from_pretrained`` loads the base by that name and checks the fingerprint."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         base_config = self.base_model.config.to_dict()
         base_config["architectures"] = [type(self.base_model).__name__]
         rmt_config = {"rmt_config": self.config.to_dict(), "base_model_class": type(self.base_model).__name__,
                       "format_version": FORMAT_VERSION}
+        adapters = self.has_adapters
+        if adapters:
+            if self.base is None:
+                raise UsageError("saving LoRA adapters needs the base model's name or path, to load them onto it "
+                                 "again: wrap(base_model, config, lora=..., base=NAME_OR_PATH)")
+            rmt_config["adapter"] = {"lora": self.lora.to_dict(), "base": self.base.to_dict()}
 
         def write_json(data):
             return lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
-        atomic_file(path / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
+        if adapters:
+            trained = {k: v.detach().contiguous() for k, v in lora_adapters.trained_state_dict(self).items()}
+            atomic_file(path / ADAPTER_WEIGHTS_NAME, lambda tmp: save_file(trained, tmp, metadata={"format": "pt"}))
+            stale = path / WEIGHTS_NAME  # a whole model saved here before would be read instead
+        else:
+            atomic_file(path / WEIGHTS_NAME, lambda tmp: save_model(self, tmp, metadata={"format": "pt"}))
+            stale = path / ADAPTER_WEIGHTS_NAME
         atomic_file(path / BASE_CONFIG_NAME, write_json(base_config))
         atomic_file(path / RMT_CONFIG_NAME, write_json(rmt_config))
+        if stale.is_file():  # written by this method earlier (rmt_config.json says which one is current)
+            stale.unlink()
+
+    def load_trained(self, weights: str | os.PathLike) -> None:
+        """Load an ``adapter_model.safetensors`` (what a run with adapters trained) into this model,
+        which must have the same adapters attached: every trained tensor must be in the file with
+        its shape, and nothing else may be (one ``UsageError`` line otherwise)."""
+        weights = Path(weights)
+        expected = lora_adapters.trained_state_dict(self)
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                saved = {key: f.get_tensor(key) for key in f.keys()}
+        except Exception as exc:
+            raise UsageError(f"corrupt checkpoint weights {weights}: {' '.join(str(exc).split())}") from None
+        missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+        if missing or unexpected:
+            raise UsageError(f"adapter weights {weights} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        for key, value in saved.items():
+            if tuple(value.shape) != tuple(expected[key].shape):
+                raise UsageError(f"adapter weights {weights} do not match the model: {key} has shape {tuple(value.shape)}, "
+                                 f"the model expects {tuple(expected[key].shape)}")
+        self.load_state_dict(saved, strict=False)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "RecurrentMemoryTransformer":
-        """Rebuild the base model from the saved config, wrap it and load all weights."""
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None,
+                        dtype: torch.dtype | None = None, merge_adapters: bool = True) -> "RecurrentMemoryTransformer":
+        """Rebuild the base model from the saved config, wrap it and load all weights.
+
+        A dir saved with LoRA adapters (``adapter_model.safetensors``) loads its base by the name
+        it records (``rmt.models.resolve``: a registered name, hub name or path), after checking the
+        base's weights fingerprint against the recorded one (one ``UsageError`` line when it
+        differs), attaches the adapters and loads them; ``merge_adapters`` (default) then folds them
+        into the weights for inference. ``merge_adapters=False`` keeps them apart, to train further."""
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"RMT checkpoint directory not found: {path}")
-        for name in (RMT_CONFIG_NAME, BASE_CONFIG_NAME, WEIGHTS_NAME):
-            if not (path / name).is_file():
-                raise FileNotFoundError(f"{path} is not an RMT checkpoint: missing {name} (expected {RMT_CONFIG_NAME}, {BASE_CONFIG_NAME}, {WEIGHTS_NAME})")
 
         def read_json(name):
             try:
@@ -675,11 +757,51 @@ class RecurrentMemoryTransformer(nn.Module):
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 raise UsageError(f"corrupt checkpoint file {path / name}: {exc}") from None
 
+        for name in (RMT_CONFIG_NAME, BASE_CONFIG_NAME):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path} is not an RMT checkpoint: missing {name} (expected {RMT_CONFIG_NAME}, {BASE_CONFIG_NAME}, {WEIGHTS_NAME})")
         meta = read_json(RMT_CONFIG_NAME)
         if not isinstance(meta, dict) or "rmt_config" not in meta or "base_model_class" not in meta:
             raise UsageError(f"corrupt checkpoint file {path / RMT_CONFIG_NAME}: expected keys rmt_config and base_model_class")
         config = RMTConfig.from_dict(meta["rmt_config"])
-        base_dict = read_json(BASE_CONFIG_NAME)
+        if "adapter" in meta:
+            model = cls._from_adapter_dir(path, meta, config)
+            if merge_adapters:
+                model.merge_adapters()
+        else:
+            model = cls._from_whole_dir(path, meta, config, read_json(BASE_CONFIG_NAME))
+        model.eval()
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        return model
+
+    @classmethod
+    def _from_adapter_dir(cls, path: Path, meta: dict, config: RMTConfig) -> "RecurrentMemoryTransformer":
+        """Base (by name, fingerprint checked) + adapters + the memory's parameters."""
+        from rmt.runs import load_causal_lm  # the one loader of base models (rmt.models)
+
+        weights = path / ADAPTER_WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"{path} is an RMT checkpoint with adapters but has no {ADAPTER_WEIGHTS_NAME}")
+        try:
+            lora = LoraSettings.from_dict(meta["adapter"]["lora"])
+            base = BaseReference.from_dict(meta["adapter"]["base"])
+        except (KeyError, TypeError) as exc:
+            raise UsageError(f"corrupt checkpoint file {path / RMT_CONFIG_NAME}: its adapter entry lacks {exc}") from None
+        base_model = load_causal_lm(base.locate(str(path)))
+        if type(base_model).__name__ != meta["base_model_class"]:
+            raise UsageError(f"{path} is an adapter on a {meta['base_model_class']}, but {base.name!r} loads a "
+                             f"{type(base_model).__name__}")
+        model = cls(base_model, config, lora=lora, base=base)
+        model.load_trained(weights)
+        return model
+
+    @classmethod
+    def _from_whole_dir(cls, path: Path, meta: dict, config: RMTConfig, base_dict: dict) -> "RecurrentMemoryTransformer":
+        """Every weight from ``model.safetensors``, the base built from its saved config."""
+        weights = path / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"{path} is not an RMT checkpoint: missing {WEIGHTS_NAME} (expected {RMT_CONFIG_NAME}, {BASE_CONFIG_NAME}, {WEIGHTS_NAME})")
         class_name = meta["base_model_class"]
         model_class = getattr(transformers, str(class_name), None)
         if model_class is None or not hasattr(model_class, "config_class"):
@@ -688,7 +810,6 @@ class RecurrentMemoryTransformer(nn.Module):
             base_config = model_class.config_class.from_dict(base_dict)
         except Exception as exc:  # a config that HF cannot parse is a corrupt checkpoint
             raise UsageError(f"corrupt checkpoint file {path / BASE_CONFIG_NAME}: {' '.join(str(exc).split())}") from None
-        weights = path / WEIGHTS_NAME
         try:
             with safe_open(str(weights), framework="pt") as f:
                 keys = list(f.keys())
@@ -713,7 +834,4 @@ class RecurrentMemoryTransformer(nn.Module):
             raise UsageError(f"corrupt checkpoint weights {weights}: {' '.join(str(exc).split())}") from None
         if missing or unexpected:
             raise UsageError(f"checkpoint weights {weights} do not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
-        model.eval()
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
         return model

@@ -42,7 +42,9 @@ def save_model_dir(path: Path, model, tokenizer) -> None:
 
 def load_weights(model, path: Path) -> None:
     """Load the weights saved in ``path`` into the already-built ``model`` (same architecture)."""
-    if isinstance(model, RecurrentMemoryTransformer):
+    if isinstance(model, RecurrentMemoryTransformer) and model.has_adapters:
+        model.load_trained(Path(path) / runs.ADAPTER_WEIGHTS_FILE)  # only what trains was saved
+    elif isinstance(model, RecurrentMemoryTransformer):
         load_model(model, str(Path(path) / runs.WEIGHTS_FILE))
     else:
         loaded = AutoModelForCausalLM.from_pretrained(path)

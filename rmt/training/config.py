@@ -136,7 +136,19 @@ class TrainConfig:
         memory_lr: the learning rate of the parameters the memory adds (memory tokens, write gate,
             ARMT's projections; None: ``lr``): new parameters beside a pretrained model may need a
             higher rate than the model itself.
+    Adapters (rmt.memory.lora, through peft):
+        lora_rank: 0 (default) fine-tunes every weight of the base model; R >= 1 freezes the base
+            (its embeddings too) and trains LoRA adapters of rank R in its linear layers, plus the
+            memory's own parameters: a run and its checkpoints hold only those (a few MB for
+            SmolLM2-135M) and name the base. Needs a pretrained ``model`` and memory.
+        lora_alpha, lora_dropout: the adapters' scale (alpha / rank) and input dropout (the
+            RMT team's BABILong models: rank 8, alpha 32, dropout 0.1).
+        lora_targets: comma-separated module names that get adapters (e.g. ``q_proj,v_proj``);
+            None: every linear layer of the decoder blocks.
     Speed and memory:
+        grad_accum: micro-batches per optimizer step: each step trains on ``batch_size *
+            grad_accum`` samples, ``batch_size`` at a time, with the gradient of one batch of that
+            size (each micro-batch's loss weighted by its share of the answer tokens).
         mixed_precision: ``no``, ``fp16`` or ``bf16``: accelerate's autocast (also on CPU for bf16);
             weights and optimizer state stay fp32. ``auto`` (default): ``bf16`` for a pretrained
             ``model`` on hardware with native bf16 (a CUDA GPU that has it; a CPU with AVX512-BF16
@@ -145,6 +157,10 @@ class TrainConfig:
             instead of keeping them (HF's activation checkpointing of the base model, which the
             segment loop's layer calls honour): memory for ``segments x layers`` activations
             becomes memory for one layer's, for about one more forward pass of time. Same gradients.
+    Output:
+        save_every, save_every_minutes: a checkpoint every ``save_every`` steps, and also whenever
+            ``save_every_minutes`` of wall time have passed since the last one (None: steps only),
+            so a stopped machine loses at most that much training.
     """
 
     task: str = "qa1"
@@ -172,9 +188,15 @@ class TrainConfig:
     scheduler: str = "constant"
     warmup_steps: int = 0
     grad_clip: float = 1.0
+    lora_rank: int = 0
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.1
+    lora_targets: str | None = None
+    grad_accum: int = 1
     seed: int = 0
     output_dir: str = _field("runs/train", OUTPUT)
     save_every: int = _field(100, OUTPUT)
+    save_every_minutes: float | None = _field(None, OUTPUT)
     eval_every: int = _field(100, BUDGET)
     eval_samples: int = _field(100, BUDGET)
     eval_batch_size: int = _field(50, OUTPUT)
@@ -267,6 +289,27 @@ class TrainConfig:
              f"stage_threshold must be in (0, 1] or None, got {self.stage_threshold!r}")
         need(self.threads is None or (is_int(self.threads) and self.threads >= 1),
              f"threads must be an integer >= 1, got {self.threads!r}")
+        need(is_int(self.grad_accum) and self.grad_accum >= 1,
+             f"grad_accum must be an integer >= 1 (micro-batches per optimizer step), got {self.grad_accum!r}")
+        need(self.save_every_minutes is None or (is_number(self.save_every_minutes) and self.save_every_minutes > 0),
+             f"save_every_minutes must be a number > 0 or left out (save by steps only), got {self.save_every_minutes!r}")
+        need(is_int(self.lora_rank) and self.lora_rank >= 0,
+             f"lora_rank must be an integer >= 0 (0: full fine-tuning), got {self.lora_rank!r}")
+        need(is_number(self.lora_alpha) and self.lora_alpha > 0, f"lora_alpha must be a number > 0, got {self.lora_alpha!r}")
+        need(is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1,
+             f"lora_dropout must be a number in [0, 1), got {self.lora_dropout!r}")
+        self.lora_alpha, self.lora_dropout = float(self.lora_alpha), float(self.lora_dropout)
+        if isinstance(self.lora_targets, (list, tuple)):
+            self.lora_targets = ",".join(map(str, self.lora_targets))
+        need(self.lora_targets is None or (isinstance(self.lora_targets, str) and all(t.strip() for t in self.lora_targets.split(","))),
+             f"lora_targets must be comma-separated module names (e.g. q_proj,v_proj) or left out, got {self.lora_targets!r}")
+        if self.lora_rank:
+            need(self.model is not None, "lora_rank > 0 puts adapters on a pretrained base model: give --model "
+                                         "(a model built from scratch has no base to keep frozen; use --lora-rank 0)")
+            need(self.memory, "lora_rank > 0 is for models with memory; the --no-memory baseline trains every weight "
+                              "(use --lora-rank 0)")
+        elif self.lora_targets is not None:
+            need(False, f"lora_targets={self.lora_targets!r} needs lora_rank >= 1 (adapters to put there)")
 
     # ------------------------------------------------------------------ the memory settings, flat
     def __getattr__(self, name):
@@ -287,6 +330,16 @@ class TrainConfig:
     @property
     def max_segments(self) -> int:
         return max(self.curriculum)
+
+    @property
+    def lora(self):
+        """The adapters' settings (``rmt.memory.lora.LoraSettings``), or None (lora_rank 0)."""
+        if not self.lora_rank:
+            return None
+        from rmt.memory.lora import LoraSettings  # the model side: imports torch
+
+        targets = tuple(t.strip() for t in self.lora_targets.split(",")) if self.lora_targets else ()
+        return LoraSettings(self.lora_rank, self.lora_alpha, self.lora_dropout, targets)
 
     @property
     def total_steps(self) -> int:

@@ -28,6 +28,7 @@ from rmt.errors import UsageError
 from rmt.memory import RecurrentMemoryTransformer
 from rmt.memory.adapters import Adapter
 from rmt.memory.config import memory_kinds
+from rmt.memory.lora import BaseReference
 from rmt.outputs import check_output
 from rmt.runs import METRICS_FILE as METRICS_NAME, TRAIN_CONFIG_FILE as CONFIG_NAME  # the names it had here
 from rmt.threads import set_threads
@@ -68,6 +69,10 @@ def build_base_model(cfg: TrainConfig, tokenizer, n_positions: int):
         # a registered name is fetched and converted once; no hub: fails at once
         model = runs.load_causal_lm(runs.locate(cfg.model).where)
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+            if cfg.lora_rank:
+                raise UsageError(f"--lora-rank {cfg.lora_rank}: the tokenizer has {len(tokenizer)} tokens, more than the "
+                                 f"{model.get_input_embeddings().weight.shape[0]} embeddings of --model {cfg.model}; adapters "
+                                 f"keep the embeddings frozen, so the new tokens would stay untrained")
             model.resize_token_embeddings(len(tokenizer))
         return causal_lm_loss(model)
     if cfg.arch == "llama":
@@ -101,7 +106,13 @@ def load_rmt_checkpoint(cfg: TrainConfig, path: Path, tokenizer):
     if not cfg.memory:
         raise UsageError(f"--model {cfg.model} is an RMT checkpoint (a model with memory); --no-memory trains a plain "
                          f"base model: give an HF model, or leave out --no-memory")
-    model = RecurrentMemoryTransformer.from_pretrained(path)
+    model = RecurrentMemoryTransformer.from_pretrained(path, merge_adapters=False)
+    if model.lora != cfg.lora:
+        saved_lora = model.lora
+        wanted = (f"--lora-rank {saved_lora.rank} --lora-alpha {saved_lora.alpha:g} --lora-dropout {saved_lora.dropout:g}"
+                  + (f" --lora-targets {','.join(saved_lora.targets)}" if saved_lora.targets else "")) if saved_lora else "--lora-rank 0"
+        raise UsageError(f"--model {cfg.model} is an RMT checkpoint {'with other LoRA adapters' if saved_lora else 'without adapters'} "
+                         f"than this run's (lora_rank={cfg.lora_rank}); continue it with: {wanted}")
     saved = model.config
     # Every memory setting but how far gradients flow (a training setting) and the old spelling.
     names = [o.name for o in memory_options() if o.name not in ("bptt_depth", "self_retrieval")]
@@ -142,7 +153,9 @@ def build_model(cfg: TrainConfig, tokenizer):
         return build_base_model(cfg, tokenizer, window_of(cfg))
 
     base = build_base_model(cfg, tokenizer, segment_window(cfg))
-    return RecurrentMemoryTransformer.wrap(base, copy.copy(cfg.rmt))
+    if cfg.lora is None:
+        return RecurrentMemoryTransformer.wrap(base, copy.copy(cfg.rmt))
+    return RecurrentMemoryTransformer.wrap(base, copy.copy(cfg.rmt), lora=cfg.lora, base=BaseReference.of(cfg.model))
 
 
 def enable_gradient_checkpointing(model) -> None:
@@ -443,6 +456,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.curriculum = Curriculum(cfg.curriculum, cfg.stage_steps, cfg.stage_threshold, cfg.vary_n_segments, cfg.seed)
         self.step = 0
+        self._last_save = time.monotonic()
         self.history: list[dict] = []
         if self.resume_from is not None:
             state = ckpt.load_checkpoint(self.resume_from, self.model, self.optimizer, self.scheduler)
@@ -498,7 +512,40 @@ class Trainer:
     def _state(self) -> dict:
         return {"step": self.step, "curriculum": self.curriculum.state_dict(), "history": self.history}
 
+    def _accumulate(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Forward and backward over ``batch`` in ``grad_accum`` micro-batches, leaving the
+        gradient of the whole batch: each micro-batch's loss (a mean over its answer tokens) is
+        weighted by its share of the batch's answer tokens, so the sum is the batch's mean.
+        Returns the batch's loss and gated writes' write rate (None without them), detached."""
+        cfg, acc = self.cfg, self.accelerator
+        n = batch["input_ids"].shape[0]
+        size = -(-n // cfg.grad_accum)
+        pieces = [{k: v[i : i + size] for k, v in batch.items()} for i in range(0, n, size)]
+        counts = [int((piece["labels"][:, 1:] != -100).sum()) for piece in pieces]
+        total = sum(counts)
+        loss_sum, rate_sum = torch.zeros((), device=acc.device), None
+        for piece, count in zip(pieces, counts):
+            weight = count / total if total else 1 / len(pieces)
+            out = forward(self.model, piece, self.window, cfg.memory)
+            acc.backward(out.loss * weight)
+            loss_sum += out.loss.detach().float() * weight
+            if out.write_rate is not None:  # gated writes: how much memory this step rewrote
+                rate = out.write_rate.detach().float() * weight
+                rate_sum = rate if rate_sum is None else rate_sum + rate
+        return loss_sum, rate_sum
+
+    def _save_due(self) -> bool:
+        """Whether ``save_every_minutes`` of wall time have passed since the last checkpoint (every
+        process decides as the main one does, so all of them save together)."""
+        if self.cfg.save_every_minutes is None:
+            return False
+        due = time.monotonic() - self._last_save >= 60 * self.cfg.save_every_minutes
+        if self.accelerator.num_processes > 1:
+            due = bool(self.accelerator.reduce(torch.tensor(float(due), device=self.accelerator.device), reduction="sum") > 0)
+        return due
+
     def save(self) -> Path | None:
+        self._last_save = time.monotonic()
         path = None
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
@@ -526,9 +573,8 @@ class Trainer:
         while not self.curriculum.finished and (stop_after is None or done_here < stop_after):
             started = time.perf_counter()
             segments = self.curriculum.segments_for_step(self.step)
-            batch = self._local_rows(self.data.batch("train", self.step, segments, cfg.batch_size))
-            out = forward(self.model, batch, self.window, self.cfg.memory)
-            acc.backward(out.loss)
+            batch = self._local_rows(self.data.batch("train", self.step, segments, cfg.batch_size * cfg.grad_accum))
+            loss_sum, write_rate = self._accumulate(batch)
             if cfg.grad_clip:
                 acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
@@ -536,10 +582,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             done_here += 1
-            loss = float(acc.reduce(out.loss.detach(), reduction="mean"))
+            loss = float(acc.reduce(loss_sum, reduction="mean"))
             seconds = time.perf_counter() - started
             step_seconds, timed_steps = step_seconds + seconds, timed_steps + 1
-            write_rate = getattr(out, "write_rate", None)  # gated writes: how much memory this step rewrote
             bar.update(1)
             bar.set_postfix(stage=self.curriculum.segments, loss=f"{loss:.3f}", s_per_step=f"{seconds:.2f}")
             if self.step % cfg.log_every == 0 or self.step == 1:
@@ -564,7 +609,7 @@ class Trainer:
                 if not self.curriculum.finished:
                     bar.total = self.step + cfg.stage_steps * (len(cfg.curriculum) - self.curriculum.stage)
                     bar.refresh()
-            if self.step % cfg.save_every == 0 or (moved and self.curriculum.finished):
+            if self.step % cfg.save_every == 0 or (moved and self.curriculum.finished) or self._save_due():
                 self.save()
         bar.close()
         final = None

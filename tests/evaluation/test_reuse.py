@@ -182,7 +182,7 @@ def test_the_endpoint_cache_key_holds_everything_that_makes_the_answer():
 
 # ----------------------------------------------------------------------------- the fingerprint
 def test_fingerprint_reads_a_file_once_until_it_changes(tmp_path, monkeypatch, tiny_hf_dir):
-    from rmt.evaluation import fingerprint
+    from rmt import fingerprint
 
     monkeypatch.setenv("RMT_CACHE", str(tmp_path / "cache"))
     folder = shutil.copytree(tiny_hf_dir, tmp_path / "m")
@@ -205,7 +205,7 @@ def test_fingerprint_reads_a_file_once_until_it_changes(tmp_path, monkeypatch, t
 
 def test_a_cached_conversion_is_fingerprinted_by_its_manifest(tmp_path, monkeypatch, tiny_hf_dir):
     from rmt import models
-    from rmt.evaluation import fingerprint
+    from rmt import fingerprint
 
     monkeypatch.setenv("RMT_CACHE", str(tmp_path / "cache"))
     folder = models.models_dir() / "tiny"
