@@ -63,6 +63,7 @@ class ARMTKind(MemoryKind):
         Option("dpfp_nu", 3, int, minimum=1, help="ARMT: order of the DPFP feature map (the paper uses 3)."),
         Option("armt_heads", 1, int, minimum=1, help="ARMT: associative memories per layer (must divide d_mem and the hidden size)."),
     )
+    no_weight_decay = MemoryKind.no_weight_decay + ("b_gate",)  # a bias: 2-D only as it stacks one per layer
 
     @classmethod
     def check_config(cls, config) -> None:

@@ -81,6 +81,9 @@ class MemoryKind(nn.Module):
     name: str = ""
     # This kind's own settings (``Option``s); a subclass extends its parent's: ``Parent.options + (...)``.
     options: tuple = ()
+    # This kind's parameters (names inside the kind) that weight decay leaves alone although they are
+    # matrices: the memory tokens are state, not weights. A subclass extends its parent's.
+    no_weight_decay: tuple = ("memory",)
 
     def __init__(self, base_model: nn.Module, adapter, config):
         super().__init__()
