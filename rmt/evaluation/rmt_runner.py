@@ -27,7 +27,7 @@ class RMTModel(LocalModel):
         self.tokenizer = tokenizer if tokenizer is not None else runs.load_tokenizer(path)
         if model is None:
             if not Path(path).is_dir():
-                raise FileNotFoundError(f"RMT checkpoint directory not found: {path}")
+                raise UsageError(f"RMT checkpoint directory not found: {path}")
             model = RecurrentMemoryTransformer.from_pretrained(path)
             from rmt.evaluation.fingerprint import weights_fingerprint
 
