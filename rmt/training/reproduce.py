@@ -159,8 +159,6 @@ class Job:
 def _current_settings(train):
     """A job record's training settings as this version writes them: a record of an earlier
     version lacks the settings added since (every memory kind's options), at their defaults."""
-    from rmt.training.config import TrainConfig
-
     if not isinstance(train, dict):
         return train
     try:

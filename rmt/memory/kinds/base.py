@@ -116,7 +116,7 @@ class MemoryKind(nn.Module):
     def diagonal_unsupported_reason(self, model) -> str | None:
         """Why ``model`` (the ``RecurrentMemoryTransformer`` around this kind) cannot run its
         segments on a diagonal schedule now (``run_diagonal``), or None when it can."""
-        from rmt.memory.kinds import MEMORY_KINDS
+        from rmt.memory.kinds import MEMORY_KINDS  # here: the registry imports this module
 
         able = [name for name, kind in MEMORY_KINDS.items() if kind.run_diagonal is not MemoryKind.run_diagonal]
         return f"diagonal batching is for memory_kind={' or '.join(map(repr, able))} (this model is {self.name!r})"
