@@ -14,7 +14,7 @@ and accuracy (answer tokens = argmax, as the trainer) with every segment writing
 with only the segments that hold a supporting fact writing (``facts``: the other segments' writes
 are dropped, per row), the intervention of issue 17's lead. Not a test.
 
-    python results/issue17/armt_leads.py RUN/final --segments 4,16,64 --samples 20
+    python results/smollm2-135m-finetune/armt_leads.py RUN/final --segments 4,16,64 --samples 20
 """
 
 import argparse
