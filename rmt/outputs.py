@@ -34,7 +34,7 @@ def check_output(path: str | os.PathLike, flag: str, *, kind: str = "file",
                  suffixes: Iterable[str] | None = None) -> Path:
     """Check that ``path`` can be written as the output ``flag`` names (``kind``: ``file`` or
     ``dir``; ``suffixes``: the allowed ones, ``""`` meaning none); return it, ``~`` expanded.
-    Raises ValueError / FileExistsError / PermissionError with one line; creates nothing."""
+    Raises UsageError with one line; creates nothing."""
     if kind not in ("file", "dir"):
         raise UsageError(f"kind must be 'file' or 'dir', got {kind!r}")
     given = str(path)
@@ -70,7 +70,7 @@ def check_output(path: str | os.PathLike, flag: str, *, kind: str = "file",
             os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
             os.unlink(probe)
         except OSError as exc:
-            raise PermissionError(f"{flag} {given} is not writable ({exc.strerror or exc} in {place})") from None
+            raise UsageError(f"{flag} {given} is not writable ({exc.strerror or exc} in {place})") from None
     return path
 
 
@@ -78,10 +78,10 @@ def check_replaceable(path: str | os.PathLike, flag: str, written_here: Callable
                       overwrite: bool = False) -> None:
     """An existing file at ``path`` is replaced only when ``written_here(path)`` recognises it (by
     its content) as this command's own output, when it is empty, or with ``overwrite`` (the
-    command's ``--overwrite``): a user's own file is never lost. Raises FileExistsError with one
+    command's ``--overwrite``): a user's own file is never lost. Raises UsageError with one
     line; reads at most what ``written_here`` reads, creates nothing."""
     path = Path(path).expanduser()
     if overwrite or not path.is_file() or path.stat().st_size == 0 or written_here(path):
         return
-    raise FileExistsError(f"{flag} {path} is a file that rmt did not write (nothing is replaced); "
-                          f"choose a new name, or pass --overwrite to replace it")
+    raise UsageError(f"{flag} {path} is a file that rmt did not write (nothing is replaced); "
+                     f"choose a new name, or pass --overwrite to replace it")

@@ -73,7 +73,7 @@ def task_file(babi_dir: str | os.PathLike, task: str, split: str = "test") -> Pa
         raise UsageError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     path = Path(babi_dir) / f"{TASK_FILES[task]}_{split}.txt"
     if not path.is_file():
-        raise FileNotFoundError(f"bAbI file not found: {path}")
+        raise UsageError(f"bAbI file not found: {path}")
     return path
 
 

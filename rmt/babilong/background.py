@@ -235,7 +235,7 @@ class BooksDir(BackgroundSource):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser()
         if not self.path.is_dir():
-            raise FileNotFoundError(f"background dir not found: {self.path}")
+            raise UsageError(f"background dir not found: {self.path}")
         self.files = sorted(p for p in self.path.glob("*.txt") if p.is_file() and p.stat().st_size > 0)
         if not self.files:
             raise UsageError(f"background dir {self.path} holds no non-empty *.txt books")

@@ -104,7 +104,7 @@ def iter_records(tasks, lengths, samples: int, seed: int = 0, background=None, t
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UsageError(f"seed must be an integer, got {seed!r}")
     if babi_dir is not None and not os.path.isdir(babi_dir):
-        raise FileNotFoundError(f"bAbI dir not found: {babi_dir}")
+        raise UsageError(f"bAbI dir not found: {babi_dir}")
     needs_background = any(tokens > 0 for _, tokens in lengths)
     source = get_background(background) if needs_background else None
     if isinstance(source, BooksDir) and max(tokens for _, tokens in lengths) >= PREPARE_BOOKS_FROM:

@@ -94,8 +94,8 @@ def check_records_output(path: str | os.PathLike, fmt: str | None = None, overwr
     fmt = fmt or infer_format(path)
     if not overwrite and not is_records_output(path):
         what = "a directory" if path.is_dir() else "a file"
-        raise FileExistsError(f"{flag} {path} is {what} that rmt did not write (nothing is replaced); "
-                              f"choose a new name, or pass --overwrite to replace it")
+        raise UsageError(f"{flag} {path} is {what} that rmt did not write (nothing is replaced); "
+                         f"choose a new name, or pass --overwrite to replace it")
     return path, fmt
 
 
@@ -125,7 +125,7 @@ def save_records(records: Iterable[dict], path: str | os.PathLike, fmt: str | No
                  overwrite: bool = False, card: dict | None = None) -> int:
     """Write ``records`` to ``path``; return how many. JSONL and ``hub`` stream (records may be a
     generator); ``card``: generation settings for the ``hub`` layout's dataset card. An existing
-    ``path`` that rmt did not write is kept unless ``overwrite`` (FileExistsError)."""
+    ``path`` that rmt did not write is kept unless ``overwrite`` (a UsageError)."""
     path, fmt = check_records_output(path, fmt, overwrite, flag="output")
     if fmt == "jsonl":
 
@@ -251,7 +251,7 @@ def _lock(f, path: Path) -> None:
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise FileExistsError(f"another process is writing {path} right now; wait for it or choose another output") from None
+        raise UsageError(f"another process is writing {path} right now; wait for it or choose another output") from None
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, object]]:
@@ -278,7 +278,7 @@ def load_records(path: str | os.PathLike) -> list[dict]:
     datasets dir); a saved ``DatasetDict`` gives each row its split name as ``task``."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"records not found: {path}")
+        raise UsageError(f"records not found: {path}")
     if path.is_dir():
         if is_layout(path):
             return read_layout(path)

@@ -121,8 +121,8 @@ def check_lm_eval_tasks_dir(out_dir: str | os.PathLike, data: str | os.PathLike 
             except (OSError, UnicodeDecodeError):
                 ours = False
             if not ours:
-                raise FileExistsError(f"{flag} {out_dir} holds {file.name}, which rmt did not write (nothing is "
-                                      "replaced); choose another directory, or pass --overwrite to replace it")
+                raise UsageError(f"{flag} {out_dir} holds {file.name}, which rmt did not write (nothing is "
+                                 "replaced); choose another directory, or pass --overwrite to replace it")
     return out
 
 

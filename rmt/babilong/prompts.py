@@ -78,7 +78,7 @@ def load_prompt_file(path: str | os.PathLike) -> dict:
     UTF-8, YAML or JSON is one ValueError naming the file and the line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path} (or a prompt set: {', '.join(PROMPT_SETS)})")
+        raise UsageError(f"prompt file not found: {path} (or a prompt set: {', '.join(PROMPT_SETS)})")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")

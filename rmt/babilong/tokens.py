@@ -141,7 +141,7 @@ def get_counter(tokenizer=None) -> Counter:
             except Exception as exc:
                 raise UsageError(f"tokenizer file {path} cannot be read: {str(exc).splitlines()[0]}") from None
         if spec.endswith(".json") or spec.startswith((".", "~", os.sep)):
-            raise FileNotFoundError(f"tokenizer path not found: {spec}")
+            raise UsageError(f"tokenizer path not found: {spec}")
         cached = _cached_hub(spec)
         if cached is not None:
             from tokenizers import Tokenizer

@@ -1,11 +1,12 @@
 """`rmt models`: the registered pretrained models and the local cache of their conversions.
 
-Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
-`rmt --help` imports neither (see rmt/cli/__init__.py).
+rmt.models imports transformers only when it loads something, and `rmt --help` imports it anyway
+(through rmt.runs): it is imported at the top.
 """
 
 import typer
 
+from rmt import models
 from rmt.errors import UsageError
 
 
@@ -17,8 +18,6 @@ def register(app):
     @group.command("list")
     def list_models():
         """List the registered models and the conversions in the cache (with their size and state)."""
-        from rmt import models
-
         cached = {c.name: c for c in models.list_cached()}
         print(f"cache: {models.models_dir()}")
         for name, entry in sorted(models.REGISTRY.items()):
@@ -33,8 +32,6 @@ def register(app):
     @group.command("pull")
     def pull(names: list[str] = typer.Argument(..., help="Registered model names (see: rmt models list).")):
         """Fetch and convert registered models now, so that later commands load them at once."""
-        from rmt import models
-
         for name in names:
             if name.lower() not in models.REGISTRY:
                 raise UsageError(f"{name!r} is not a registered model; registered: {', '.join(sorted(models.REGISTRY))}")

@@ -27,7 +27,7 @@ def register(app):
     ):
         """Train and evaluate every recipe x row x seed (RMT, RMT-R, ARMT, no memory, RAG, LLM), resumably;
         write the summary table (mean and min over seeds), the rmt report table and heatmap."""
-        from rmt.training.reproduce import reproduce
+        from rmt.training.reproduce import reproduce  # lazy: torch and transformers (~8 s here), not for --help
 
         result = reproduce(recipes=recipes, seeds=seeds, output_dir=output_dir, quick_settings=quick, threads=threads,
                            jobs=jobs, diagnose=diagnose, progress=progress, rows=rows)
@@ -45,7 +45,7 @@ def register(app):
     ):
         """Memory statistics per segment (norm, change, cosine, gated write rate, ARMT's ||A|| and ||z||)
         and accuracy by the distance from the fact to the question: a PNG, a JSON and a text summary."""
-        from rmt.training.diagnose import diagnose
+        from rmt.training.diagnose import diagnose  # lazy: torch and transformers, not for --help
 
         result = diagnose(checkpoint, segments=segments, samples=samples, out=out, batch_size=batch_size,
                           threads=threads, progress=progress)

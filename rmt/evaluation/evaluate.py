@@ -245,9 +245,9 @@ def load_records_for_eval(tasks: Iterable[str] = ("qa1",), lengths: Iterable[str
             for task in tasks:
                 try:
                     records.extend(public_dataset.load_public(task=task, length=length, samples=samples))
-                except (ValueError, FileNotFoundError):
+                except UsageError:  # ours (a bad task or length): already one line
                     raise
-                except Exception as exc:  # offline, unknown config, hub errors: one line, not a trace
+                except Exception as exc:  # offline, unknown config, hub errors, files missing from the cache: one line
                     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     raise UsageError(f"cannot load {task}/{length} of the public BABILong dataset "
                                      f"(RMT-team/babilong; needs a connection or the HF cache): {first}") from None
@@ -262,8 +262,8 @@ def _read_data(data: str | Path, tasks: list[str], lengths: list[str]) -> list[d
     asked length; rows without a ``task`` are an error naming what is missing."""
     path = Path(data).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"dataset not found: {data} (a folder, JSONL or parquet file written by rmt generate, "
-                                "or a saved DatasetDict)")
+        raise UsageError(f"dataset not found: {data} (a folder, JSONL or parquet file written by rmt generate, "
+                         "or a saved DatasetDict)")
     if is_layout(path):
         have = [f"{t}/{l}" for l, splits in layout_cells(path).items() for t in splits]
         missing = [f"{t}/{l}" for l in lengths for t in tasks if f"{t}/{l}" not in have]

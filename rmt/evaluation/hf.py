@@ -7,6 +7,7 @@ import torch
 from rmt import runs
 from rmt.errors import UsageError
 from rmt.evaluation.base import LocalModel, LocalRunner, _ids
+from rmt.fingerprint import weights_fingerprint
 
 # Config attributes under which HF models state their context window.
 _WINDOW_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
@@ -51,8 +52,6 @@ class HFModel(LocalModel):
         self.tokenizer = tokenizer if tokenizer is not None else runs.load_tokenizer(name_or_path)
         if model is None:
             model = runs.load_causal_lm(name_or_path, torch_dtype(dtype) if dtype else None)
-            from rmt.fingerprint import weights_fingerprint
-
             self.weights = weights_fingerprint(name_or_path)  # after loading: a hub name is in its cache now
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()

@@ -286,7 +286,7 @@ PNG_MARK = ("Software", "rmt report")
 def is_report_png(path: Path) -> bool:
     """Whether ``path`` is a heatmap that rmt report wrote (its PNG text chunk says so)."""
     try:
-        from PIL import Image
+        from PIL import Image  # lazy: Pillow (matplotlib's) only where a PNG is checked
 
         with Image.open(path) as image:  # reads the chunks before the pixels, decodes nothing
             return image.format == "PNG" and image.info.get(PNG_MARK[0]) == PNG_MARK[1]

@@ -14,6 +14,7 @@ import torch
 from rmt import runs
 from rmt.errors import UsageError
 from rmt.evaluation.base import LocalModel, LocalRunner
+from rmt.fingerprint import weights_fingerprint
 from rmt.evaluation.hf import pick_device
 from rmt.memory import RecurrentMemoryTransformer
 from rmt.runs import RMT_CONFIG_FILE, is_rmt_checkpoint  # noqa: F401  (the names it had here)
@@ -27,10 +28,8 @@ class RMTModel(LocalModel):
         self.tokenizer = tokenizer if tokenizer is not None else runs.load_tokenizer(path)
         if model is None:
             if not Path(path).is_dir():
-                raise FileNotFoundError(f"RMT checkpoint directory not found: {path}")
+                raise UsageError(f"RMT checkpoint directory not found: {path}")
             model = RecurrentMemoryTransformer.from_pretrained(path)
-            from rmt.fingerprint import weights_fingerprint
-
             self.weights = weights_fingerprint(path)
         self.model = model.to(self.device).eval()
         self.window = None

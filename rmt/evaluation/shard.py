@@ -71,7 +71,8 @@ def launched_shard(device: str | None = None) -> Shard:
                          "accelerate launch (unset it to run one process)")
     if int(raw) == 1:
         return Shard()
-    import torch  # lazy: rmt.evaluation.evaluate imports this module, and endpoint evaluations need no torch
+    # Lazy (torch, accelerate): rmt.evaluation.evaluate imports this module, and endpoint evaluations need neither.
+    import torch
     from accelerate import PartialState
 
     # accelerate runs several processes on CPU (gloo) only when told to

@@ -130,7 +130,7 @@ class ResultsStore:
         self.path = Path(path)
         self.read_only = read_only
         if (read_only or not create) and not self.path.is_file():
-            raise FileNotFoundError(f"results store not found: {self.path}")
+            raise UsageError(f"results store not found: {self.path}")
         if self.path.is_dir():
             raise UsageError(f"results store path is a directory, expected a .sqlite file: {self.path}")
         check_store_path(self.path, write=create and not read_only)

@@ -4,6 +4,8 @@ The names are resolved lazily: ``rmt.memory.config`` and ``rmt.memory.options`` 
 torch-free) can be imported without torch, e.g. by ``rmt train``'s flags.
 """
 
+import importlib
+
 _WHERE = {
     "RMTConfig": "rmt.memory.config",
     "MEMORY_KINDS": "rmt.memory.kinds", "ARMTState": "rmt.memory.kinds", "MemoryKind": "rmt.memory.kinds",
@@ -17,7 +19,5 @@ __all__ = ["RMTConfig", "RecurrentMemoryTransformer", "RMTOutput", "StreamState"
 
 def __getattr__(name):
     if name in _WHERE:
-        import importlib
-
         return getattr(importlib.import_module(_WHERE[name]), name)
     raise AttributeError(f"module 'rmt.memory' has no attribute {name!r}")

@@ -17,10 +17,9 @@ from transformers import PreTrainedModel
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
 from rmt.errors import UsageError
-
 from rmt.memory.families import FAMILIES, family_for
 
-# Causal LMs whose forward is exactly `lm_head(inner_model(...).last_hidden_state)`: the families'.
+# Causal LMs whose forward is exactly `lm_head(inner_model(...).last_hidden_state)`: the families' (families.py).
 DECODER_MODEL_TYPES = {t for family in FAMILIES for t in family.model_types}
 # Sequence-classification encoders whose input layout is [CLS] ... [SEP].
 ENCODER_MODEL_TYPES = {"bert"}
@@ -67,7 +66,7 @@ def adapter_for(model) -> Adapter:
             "only absolute positions are supported for encoders"
         )
     max_positions = None
-    if model_type in ("gpt2", "bert"):
+    if kind == "encoder" or not family_for(model_type).rotary:  # a learned table (BERT's absolute positions)
         max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     return Adapter(
         kind=kind,

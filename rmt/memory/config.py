@@ -30,7 +30,7 @@ from rmt.errors import UsageError
 
 def memory_kinds() -> dict:
     """The registry ``rmt.memory.kinds.MEMORY_KINDS`` (name -> MemoryKind class)."""
-    from rmt.memory.kinds import MEMORY_KINDS
+    from rmt.memory.kinds import MEMORY_KINDS  # lazy: the kinds import torch; `rmt train --help` reads the options
 
     return MEMORY_KINDS
 

@@ -10,7 +10,7 @@ At step t a contiguous range of layers [lo, hi] runs on segments t-lo, ..., t-hi
 the layers' weights are stacked once per call (``StackedLayers``: layers first, so a range of
 layers is a view) and every matmul becomes one batched matmul over the group; attention runs on
 group x batch rows. The associative read and write are the same functions as in the sequential
-loop (rmt.memory.kinds.armt), applied with the group as a leading dimension. Results equal the
+loop (rmt.memory.associative), applied with the group as a leading dimension. Results equal the
 sequential loop (fp32, atol 1e-5, tested for GPT-2, Llama, Qwen2, Qwen3, Mistral).
 
 The layer math on stacked weights is each model family's (families.py: GPT-2; Llama, Mistral,
@@ -21,13 +21,13 @@ keeps training (gradients, dropout, BPTT truncation).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.nn import functional as F
 
 from rmt.memory.adapters import DecoderLayers
-from rmt.memory.kinds.armt import ARMTState, associative_read, associative_write
+from rmt.memory.associative import associative_read, associative_write
 
 # `stream` runs diagonal batching on blocks of DIAGONAL_BLOCK * layers segments: each block pays
 # L - 1 steps of ramp-up and ramp-down, so larger blocks batch better and buffer more tokens.
@@ -36,6 +36,8 @@ DIAGONAL_BLOCK = 4
 MAX_STACKED_BYTES = 256 * 2**20
 
 
+# What recurrent.py calls today; both ask the model's memory kind (kinds/base.py: MemoryKind's
+# ``diagonal_unsupported_reason`` / ``run_diagonal``, which ARMT answers with the two functions below).
 def diagonal_unsupported_reason(model) -> str | None:
     """Why ``model`` (a RecurrentMemoryTransformer) cannot run diagonally right now, or None: its
     memory kind says (only ARMT has a diagonal schedule)."""
@@ -47,8 +49,9 @@ def run_diagonal(kind, base_model, state, segments, logits_from, output_states=F
     return kind.run_diagonal(base_model, state, segments, logits_from, output_states)
 
 
-def armt_unsupported_reason(model) -> str | None:
-    """ARMT's answer to ``diagonal_unsupported_reason``."""
+def armt_unsupported_reason(kind, model) -> str | None:
+    """``ARMTKind.diagonal_unsupported_reason``: why ``model`` (the RecurrentMemoryTransformer around
+    ``kind``) cannot run diagonally now, or None."""
     if torch.is_grad_enabled():
         return "diagonal batching is an inference schedule: run under torch.no_grad() (training uses the sequential loop)"
     if model.training:
@@ -165,8 +168,9 @@ class _InFlight:
 
 
 @torch.no_grad()
-def run_armt_diagonal(kind, base_model, state: ARMTState, segments, logits_from, output_states=False):
-    """ARMT over ``segments`` [(tokens (B, w), lengths (B,)), ...] on the diagonal schedule.
+def run_armt_diagonal(kind, base_model, state, segments, logits_from, output_states=False):
+    """``ARMTKind.run_diagonal``: ARMT from ``state`` (an ``ARMTState``) over ``segments``
+    [(tokens (B, w), lengths (B,)), ...] on the diagonal schedule.
 
     Yields ``(logits or None, state or None)`` per segment, in segment order, as the sequential
     loop does (``logits_from[s]``: segment s's logits from that position on, None: none); the state is given after every
@@ -232,7 +236,8 @@ def run_armt_diagonal(kind, base_model, state: ARMTState, segments, logits_from,
                 logits = base_model.get_output_embeddings()(layers.final_norm(item.hidden[:, logits_from[done] : width]))
             out_state = None
             if output_states:
-                out_state = ARMTState(torch.stack([a for a, _ in item.states], dim=1), torch.stack([zz for _, zz in item.states], dim=1))
+                out_state = replace(state, A=torch.stack([a for a, _ in item.states], dim=1),
+                                    z=torch.stack([zz for _, zz in item.states], dim=1))
             elif done == n_segments - 1:
-                out_state = ARMTState(A.transpose(0, 1), z.transpose(0, 1))
+                out_state = replace(state, A=A.transpose(0, 1), z=z.transpose(0, 1))
             yield logits, out_state

@@ -24,7 +24,9 @@ class Family:
     name = ""
     model_types: frozenset = frozenset()  # config.model_type values of this family
     layer_classes: frozenset = frozenset()  # decoder layer classes whose forward ``run_rows`` follows
-    rotary = False  # positions by rotary embeddings per layer call (else a learned table added to the input)
+    # Positions by rotary embeddings per layer call; else a learned table added to the input, whose
+    # size limits a segment pass (adapters.adapter_for reads the limit from the config).
+    rotary = False
 
     # -------------------------------------------------------------- where things are
     def layers(self, inner):
@@ -230,7 +232,3 @@ FAMILIES: tuple[Family, ...] = (GPT2Family(), LlamaFamily(), MistralFamily())
 def family_for(model_type: str) -> Family | None:
     """The family of ``config.model_type`` (None: not a decoder family we know)."""
     return next((family for family in FAMILIES if model_type in family.model_types), None)
-
-
-def decoder_model_types() -> set[str]:
-    return {t for family in FAMILIES for t in family.model_types}

@@ -54,7 +54,7 @@ def find_checkpoint(checkpoint) -> tuple[Path, Path]:
     ``checkpoints/step-N`` dir) or the output dir of ``rmt train`` (its ``final/``)."""
     path = Path(checkpoint).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        raise UsageError(f"checkpoint not found: {checkpoint}")
     if not path.is_dir():
         raise UsageError(f"checkpoint {checkpoint} is a file; give a checkpoint directory (an rmt train output dir or its final/)")
     located = runs.locate(path)
@@ -65,8 +65,8 @@ def find_checkpoint(checkpoint) -> tuple[Path, Path]:
         raise UsageError(f"{checkpoint} is not an RMT checkpoint (no {runs.RMT_CONFIG_FILE} in it or in its final/); "
                          f"give an rmt train output dir or its final/")
     if located.train_config is None:
-        raise FileNotFoundError(f"no {runs.TRAIN_CONFIG_FILE} in {located.model_dir} or beside it: rmt diagnose runs the "
-                                f"checkpoint's own task, as saved by rmt train")
+        raise UsageError(f"no {runs.TRAIN_CONFIG_FILE} in {located.model_dir} or beside it: rmt diagnose runs the "
+                         f"checkpoint's own task, as saved by rmt train")
     return located.model_dir, located.train_config
 
 
@@ -359,8 +359,8 @@ def check_replaceable(out: Path) -> None:
     except (OSError, ValueError, TypeError):
         ours = False
     if not ours:
-        raise FileExistsError(f"--out {out} holds {', '.join(names)} not written by rmt diagnose; choose another dir "
-                              f"(nothing in it is changed)")
+        raise UsageError(f"--out {out} holds {', '.join(names)} not written by rmt diagnose; choose another dir "
+                         f"(nothing in it is changed)")
 
 
 def diagnose(checkpoint, segments: int = 1024, samples: int = 16, out=None, batch_size: int = 16,

@@ -146,8 +146,8 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if held:  # its rmt/, baseline/ and plot would go beside what is there
         shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
-        raise FileExistsError(f"--output-dir {out} is not empty (it holds {shown}); "
-                              f"give a new or empty directory (nothing is overwritten)")
+        raise UsageError(f"--output-dir {out} is not empty (it holds {shown}); "
+                         f"give a new or empty directory (nothing is overwritten)")
     check_output_dir(out)
     torch.set_num_threads(threads)
     cfg = quickstart_config(out, steps, seed, threads, progress, eval_samples, base)

@@ -159,8 +159,6 @@ class Job:
 def _current_settings(train):
     """A job record's training settings as this version writes them: a record of an earlier
     version lacks the settings added since (every memory kind's options), at their defaults."""
-    from rmt.training.config import TrainConfig
-
     if not isinstance(train, dict):
         return train
     try:
@@ -467,8 +465,8 @@ def _check_output_dir(out: Path, quick_settings: bool) -> None:
             was = "with --quick" if saved.get("quick") else "without --quick"
             raise UsageError(f"--output-dir {out} holds a run made {was}; rerun it the same way or choose another dir")
     elif out.is_dir() and any(out.iterdir()):
-        raise FileExistsError(f"--output-dir {out} is not empty and was not written by rmt reproduce; choose a new dir "
-                              f"(nothing in it is changed)")
+        raise UsageError(f"--output-dir {out} is not empty and was not written by rmt reproduce; choose a new dir "
+                         f"(nothing in it is changed)")
 
 
 def _check_rag(jobs: list[Job]) -> None:

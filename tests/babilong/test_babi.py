@@ -4,6 +4,7 @@ import pytest
 
 from rmt.babilong import load_babi, parse_babi
 from rmt.babilong.tasks import TASKS
+from rmt.errors import UsageError
 
 STORY = """1 Mary moved to the bathroom.
 2 John went to the hallway.
@@ -63,5 +64,5 @@ def test_load_babi_errors(babi_dir, tmp_path):
         load_babi("qa21", "test", babi_dir)
     with pytest.raises(ValueError, match="dev"):
         load_babi("qa1", "dev", babi_dir)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UsageError, match="bAbI file not found"):
         load_babi("qa1", "test", tmp_path)

@@ -9,6 +9,7 @@ import pytest
 from rmt.babilong import generate, iter_records
 from rmt.babilong.haystack import parse_length
 from rmt.babilong.tokens import get_counter
+from rmt.errors import UsageError
 
 from .solvers import SOLVERS
 
@@ -142,7 +143,7 @@ def test_bad_arguments_one_line_errors(kwargs, match):
 
 
 def test_background_dir_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(UsageError, match="not found"):
         generate("qa1", "1k", 1, background=tmp_path / "missing")
     with pytest.raises(ValueError, match="no non-empty"):
         generate("qa1", "1k", 1, background=tmp_path)

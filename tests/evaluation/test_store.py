@@ -12,6 +12,7 @@ import pytest
 
 from rmt.evaluation.evaluate import evaluate
 from rmt.evaluation.store import Result, ResultsStore, StoreVersionError
+from rmt.errors import UsageError
 
 from .conftest import OracleRunner
 
@@ -56,7 +57,7 @@ def test_other_benchmark_version_is_one_clear_error(tmp_path):
     ResultsStore(path, benchmark_version="babilong-rmt-0").close()
     with pytest.raises(StoreVersionError, match="benchmark version 'babilong-rmt-0'.*use a new store file"):
         ResultsStore(path)
-    with pytest.raises(FileNotFoundError, match="results store not found"):
+    with pytest.raises(UsageError, match="results store not found"):
         ResultsStore(tmp_path / "missing.sqlite", create=False)
     (tmp_path / "junk.sqlite").write_bytes(b"not a database at all" * 100)
     with pytest.raises(ValueError, match="not a results store"):

@@ -104,3 +104,14 @@ def test_a_kinds_options_are_training_settings_and_flags(damped_kind, tmp_path, 
     with pytest.raises(Stop):
         main(["train", "--memory-kind", "damped", "--damping", "0.75", "--output-dir", str(tmp_path / "out")])
     assert seen["cfg"].rmt.memory_kind == "damped" and seen["cfg"].rmt.damping == 0.75
+
+
+@pytest.mark.parametrize("memory_kind", sorted(MEMORY_KINDS))
+def test_no_weight_decay_names_are_the_kinds_parameters(memory_kind):
+    # What a kind keeps out of weight decay names its own parameters (the memory tokens; ARMT's
+    # stacked gate bias), the names the trainer's param_groups spares today.
+    model = RecurrentMemoryTransformer.wrap(tiny_causal_lm(), RMTConfig(memory_kind=memory_kind, num_mem_tokens=2, segment_size=8))
+    names = dict(model.memory_kind.named_parameters())
+    assert set(model.memory_kind.no_weight_decay) <= set(names)
+    assert "memory" in model.memory_kind.no_weight_decay
+    assert ("b_gate" in model.memory_kind.no_weight_decay) == (memory_kind == "armt")

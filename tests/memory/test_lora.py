@@ -97,7 +97,8 @@ def test_merged_adapters_give_the_same_outputs(family):
         model.merge_adapters()
         after = model(ids).logits
     assert not model.has_adapters
-    assert_close_to_scale(after, before)
+    # W x + s B (A x) vs (W + s B A) x: the same sum in another order, a rounding of the folded product
+    assert_close_to_scale(after, before, tol=1e-4)
 
 
 def test_the_diagonal_schedule_needs_merged_adapters():
@@ -110,7 +111,7 @@ def test_the_diagonal_schedule_needs_merged_adapters():
         sequential = model(ids, diagonal=False).logits
         model.merge_adapters()
         diagonal = model(ids, diagonal=True).logits
-    assert_close_to_scale(diagonal, sequential)
+    assert_close_to_scale(diagonal, sequential, tol=1e-4)  # merged weights vs adapters beside them
 
 
 def _save_base(tmp_path, family="llama"):
@@ -147,7 +148,7 @@ def test_a_saved_adapter_holds_only_what_trains_and_loads_onto_its_base(tmp_path
         assert_close_to_scale(kept(ids).logits, expected)
         merged = RecurrentMemoryTransformer.from_pretrained(out)
         assert not merged.has_adapters
-        assert_close_to_scale(merged(ids).logits, expected)
+        assert_close_to_scale(merged(ids).logits, expected, tol=1e-4)  # folded: see test_merged_adapters_...
 
 
 def test_an_adapter_refuses_a_base_with_other_weights(tmp_path, monkeypatch):

@@ -21,8 +21,9 @@ Invariant: ``W_v`` starts at zero, so a fresh ARMT writes ``v - v̄ = 0`` and ``
 ``A = 0`` the read adds exactly 0. So a freshly wrapped ARMT equals the base model run on each
 segment alone, at every length (tested); training moves ``W_v`` and the memory starts to matter.
 
-The reference implementation keeps A and z on its layer modules; here they are the explicit value
-``ARMTState``. Works for every decoder ``DecoderLayers`` knows (GPT-2, Llama, Mistral, Qwen2/3);
+The read and the write are ``rmt.memory.associative``'s (shared with diagonal batching, which
+``run_diagonal`` hands to ``rmt.memory.diagonal``). The reference implementation keeps A and z on
+its layer modules; here they are the explicit value ``ARMTState``. Works for every decoder ``DecoderLayers`` knows (GPT-2, Llama, Mistral, Qwen2/3);
 encoders (BERT) are RMT/RMT-R only.
 """
 
@@ -33,14 +34,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers import DynamicCache
 
 from rmt.errors import UsageError
 from rmt.memory.adapters import DecoderLayers
+from rmt.memory.associative import associative_read, associative_write
+from rmt.memory.diagonal import armt_unsupported_reason, run_armt_diagonal
 from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState, Option
-
-EPS = 1e-5  # keeps the read's denominator away from 0 (a fresh state has z = 0)
 
 
 @dataclass
@@ -53,58 +53,6 @@ class ARMTState(MemoryState):
     z: torch.Tensor
 
 
-# ---------------------------------------------------------------------- the associative rule
-# Written once for both schedules: the sequential loop passes one layer's weights (H, d) and state
-# (batch, heads, ...); diagonal batching passes a group of layers, weights (G, H, d) and a leading
-# group dim on everything else.
-
-def dpfp(x: torch.Tensor, nu: int) -> torch.Tensor:
-    """Deterministic parameter-free projection: (..., d) -> (..., 2 * nu * d), non-negative."""
-    x = torch.cat([F.relu(x), F.relu(-x)], dim=-1)
-    return torch.cat([x * x.roll(shifts=j, dims=-1) for j in range(1, nu + 1)], dim=-1)
-
-
-def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x (..., T, H) @ weight: one layer's (H, d), or a group's (G, H, d) for x (G, ..., T, H).
-
-    The group case is one batched matmul over (G, everything else, H): per group item it is the
-    same product as the one-layer case, so both schedules round alike."""
-    if weight.dim() == 2:
-        return x @ weight
-    return torch.bmm(x.reshape(weight.shape[0], -1, x.shape[-1]), weight).view(*x.shape[:-1], weight.shape[-1])
-
-
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(..., T, d) -> (..., heads, T, d / heads)."""
-    return x.unflatten(-1, (heads, -1)).transpose(-2, -3)
-
-
-def _keys(h: torch.Tensor, weight: torch.Tensor, heads: int, nu: int) -> torch.Tensor:
-    """φ(h W), L2-normalised per head: (..., T, H) -> (..., heads, T, key_dim)."""
-    return F.normalize(dpfp(_heads(_linear(h, weight), heads), nu), dim=-1)
-
-
-def associative_read(h, A, z, w_query, heads: int, nu: int) -> torch.Tensor:
-    """What the memory returns for every position of ``h`` (..., T, H): A φ(q) / (z · φ(q) + eps)."""
-    q = _keys(h, w_query, heads, nu)
-    value = (q @ A) / (q @ z.unsqueeze(-1) + EPS)
-    return value.transpose(-2, -3).flatten(-2)
-
-
-def associative_write(o, A, z, w_key, w_value, w_gate, b_gate, heads: int, nu: int):
-    """The write rule: ``o`` (..., m, H) are the layer's outputs at the memory tokens; returns the new (A, z)."""
-    k = _keys(o, w_key, heads, nu)                                      # (..., heads, m, key_dim)
-    v = _heads(_linear(o, w_value), heads)                              # (..., heads, m, value_dim)
-    beta = torch.sigmoid(_linear(o, w_gate) + b_gate).transpose(-1, -2)[..., None]  # (..., heads, m, 1)
-    kz = k @ z.unsqueeze(-1)                                            # (..., heads, m, 1)
-    previous = (k @ A) / (kz + EPS)
-    A = A + k.transpose(-1, -2) @ ((v - previous) * beta)
-    # φ(k) has unit norm, so the paper's γ = 1 - z·φ(k) / |φ(k)|² is 1 - z·φ(k).
-    gamma = (1 - kz).clamp(0, 1).detach()
-    z = z + (gamma * k).sum(dim=-2)
-    return A, z
-
-
 # ---------------------------------------------------------------------- the kind
 class ARMTKind(MemoryKind):
     """Associative memory in every decoder layer, written by memory tokens at the end of each segment."""
@@ -115,6 +63,7 @@ class ARMTKind(MemoryKind):
         Option("dpfp_nu", 3, int, minimum=1, help="ARMT: order of the DPFP feature map (the paper uses 3)."),
         Option("armt_heads", 1, int, minimum=1, help="ARMT: associative memories per layer (must divide d_mem and the hidden size)."),
     )
+    no_weight_decay = MemoryKind.no_weight_decay + ("b_gate",)  # a bias: 2-D only as it stacks one per layer
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -156,15 +105,9 @@ class ARMTKind(MemoryKind):
         return config.num_mem_tokens
 
     # ------------------------------------------------------------------ diagonal batching (inference)
-    def diagonal_unsupported_reason(self, model) -> str | None:
-        from rmt.memory.diagonal import armt_unsupported_reason
-
-        return armt_unsupported_reason(model)
-
-    def run_diagonal(self, base_model, state, segments, logits_from, output_states=False):
-        from rmt.memory.diagonal import run_armt_diagonal
-
-        return run_armt_diagonal(self, base_model, state, segments, logits_from, output_states)
+    # The schedule and when it applies are diagonal.py's; these are the kind's methods themselves.
+    diagonal_unsupported_reason = armt_unsupported_reason
+    run_diagonal = run_armt_diagonal
 
     # ------------------------------------------------------------------ state
     def initial_state(self, batch: int) -> ARMTState:

@@ -81,6 +81,9 @@ class MemoryKind(nn.Module):
     name: str = ""
     # This kind's own settings (``Option``s); a subclass extends its parent's: ``Parent.options + (...)``.
     options: tuple = ()
+    # This kind's parameters (names inside the kind) that weight decay leaves alone although they are
+    # matrices: the memory tokens are state, not weights. A subclass extends its parent's.
+    no_weight_decay: tuple = ("memory",)
 
     def __init__(self, base_model: nn.Module, adapter, config):
         super().__init__()
@@ -113,7 +116,7 @@ class MemoryKind(nn.Module):
     def diagonal_unsupported_reason(self, model) -> str | None:
         """Why ``model`` (the ``RecurrentMemoryTransformer`` around this kind) cannot run its
         segments on a diagonal schedule now (``run_diagonal``), or None when it can."""
-        from rmt.memory.kinds import MEMORY_KINDS
+        from rmt.memory.kinds import MEMORY_KINDS  # here: the registry imports this module
 
         able = [name for name, kind in MEMORY_KINDS.items() if kind.run_diagonal is not MemoryKind.run_diagonal]
         return f"diagonal batching is for memory_kind={' or '.join(map(repr, able))} (this model is {self.name!r})"

@@ -1,9 +1,9 @@
 """Accuracy of a trained `rmt train` run at several input lengths (segments), the trainer's own
 evaluation (answer-token argmax on its fixed `eval` stories, the same stories the run validated on),
 for the RMT model and, optionally, beside it the base model without memory reading the whole
-input (up to its window). Used for results/issue17; not a test.
+input (up to its window). Used for results/smollm2-135m-finetune; not a test.
 
-    python results/issue17/length_eval.py RUN/final --segments 1,4,16,32,64 --samples 40
+    python results/smollm2-135m-finetune/length_eval.py RUN/final --segments 1,4,16,32,64 --samples 40
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Held-out evaluation of an `rmt train` run (issue 17): accuracy on stories the run never trained on.
 
-    python results/issue17/heldout_eval.py RUN_DIR --samples 100 [--split test] [--json OUT.json] [--also EARLIER_RUN]
+    python results/smollm2-135m-finetune/heldout_eval.py RUN_DIR --samples 100 [--split test] [--json OUT.json] [--also EARLIER_RUN]
 
 The test stories are `TaskData.batch("test", i, ...)` of the run's own config: the same format as
 training (context, question, answer, EOS; greedy-argmax accuracy on every answer token), seeded by

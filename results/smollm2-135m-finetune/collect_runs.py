@@ -1,7 +1,7 @@
-"""Add runs to results/issue17/runs.json from their run dirs (train_config.json, metrics.jsonl) and
+"""Add runs to results/smollm2-135m-finetune/runs.json from their run dirs (train_config.json, metrics.jsonl) and
 held-out results (heldout_eval.py --json). Replaces an entry of the same name. Not a test.
 
-    python results/issue17/collect_runs.py NAME=RUN_DIR[,HELDOUT.json] --command NAME="rmt train ..." ...
+    python results/smollm2-135m-finetune/collect_runs.py NAME=RUN_DIR[,HELDOUT.json] --command NAME="rmt train ..." ...
 """
 
 import argparse

@@ -14,7 +14,7 @@ and accuracy (answer tokens = argmax, as the trainer) with every segment writing
 with only the segments that hold a supporting fact writing (``facts``: the other segments' writes
 are dropped, per row), the intervention of issue 17's lead. Not a test.
 
-    python results/issue17/armt_leads.py RUN/final --segments 4,16,64 --samples 20
+    python results/smollm2-135m-finetune/armt_leads.py RUN/final --segments 4,16,64 --samples 20
 """
 
 import argparse
@@ -24,7 +24,7 @@ from collections import defaultdict
 
 import torch
 
-from rmt.memory.kinds.armt import _keys
+from rmt.memory.associative import keys
 from rmt.training.tasks import TaskData, answer_accuracy
 
 from length_eval import load_run  # this folder's: the run's model and its TaskData
@@ -54,7 +54,7 @@ def run(model, data, segments: int, samples: int, batch_size: int, policy: str):
 
     def write(i, state, outputs):
         A, z = orig_write(i, state, outputs)
-        k = _keys(outputs, kind.w_key[i], kind.heads, kind.nu)  # (batch, heads, m, key_dim), unit norm
+        k = keys(outputs, kind.w_key[i], kind.heads, kind.nu)  # (batch, heads, m, key_dim), unit norm
         m = k.shape[-2]
         cos = k @ k.transpose(-1, -2)
         stats[current["s"]]["key_cosine"].append(float((cos.sum((-1, -2)) - m).mean() / (m * (m - 1))))
