@@ -58,7 +58,7 @@ HELP = {
     "lora_rank": "LoRA adapters of this rank on a frozen pretrained --model (peft); only they and the memory's "
                  "parameters train, and a run holds only them (a few MB). 0: fine-tune every weight.",
     "lora_alpha": "LoRA scale numerator (scale = alpha / rank).",
-    "lora_dropout": "Dropout on the LoRA adapters' input.",
+    "lora_dropout": "Dropout on the LoRA adapters' input (the RMT team's BABILong models: 0.1; costs ~1.5x the step time on CPU).",
     "lora_targets": "Comma-separated module names that get adapters, e.g. q_proj,v_proj. Default: every linear "
                     "layer of the decoder blocks.",
     "grad_accum": "Micro-batches per optimizer step: an effective batch of --batch-size x N, N micro-batches of --batch-size.",

@@ -37,7 +37,7 @@ class LoraSettings:
 
     rank: int
     alpha: float = 32.0
-    dropout: float = 0.1
+    dropout: float = 0.0
     targets: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self):

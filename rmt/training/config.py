@@ -141,8 +141,10 @@ class TrainConfig:
             (its embeddings too) and trains LoRA adapters of rank R in its linear layers, plus the
             memory's own parameters: a run and its checkpoints hold only those (a few MB for
             SmolLM2-135M) and name the base. Needs a pretrained ``model`` and memory.
-        lora_alpha, lora_dropout: the adapters' scale (alpha / rank) and input dropout (the
-            RMT team's BABILong models: rank 8, alpha 32, dropout 0.1).
+        lora_alpha, lora_dropout: the adapters' scale (alpha / rank) and input dropout. The RMT
+            team's BABILong models use rank 8, alpha 32, dropout 0.1; the default dropout is 0: on
+            a CPU, peft's dropout (one mask per adapted layer) made a SmolLM2 step 1.5x slower and
+            its activations ~1 GB larger (bench/adapters.py).
         lora_targets: comma-separated module names that get adapters (e.g. ``q_proj,v_proj``);
             None: every linear layer of the decoder blocks.
     Speed and memory:
@@ -190,7 +192,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     lora_rank: int = 0
     lora_alpha: float = 32.0
-    lora_dropout: float = 0.1
+    lora_dropout: float = 0.0
     lora_targets: str | None = None
     grad_accum: int = 1
     seed: int = 0

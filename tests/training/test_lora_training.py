@@ -76,7 +76,7 @@ def test_a_lora_run_keeps_the_base_bit_identical_and_saves_only_what_trains(tmp_
     weights = final / "adapter_model.safetensors"
     assert weights.stat().st_size < 0.5 * sum(p.stat().st_size for p in base_dir.glob("*.safetensors"))
     meta = json.loads((final / "rmt_config.json").read_text())["adapter"]
-    assert meta["base"]["name"] == str(base_dir.resolve()) and meta["lora"] == {"rank": 4, "alpha": 32.0, "dropout": 0.1, "targets": []}
+    assert meta["base"]["name"] == str(base_dir.resolve()) and meta["lora"] == {"rank": 4, "alpha": 32.0, "dropout": 0.0, "targets": []}
 
 
 def test_the_adapter_run_evaluates_like_the_model_it_trained(tmp_path, base_dir):
