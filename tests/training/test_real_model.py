@@ -80,3 +80,25 @@ def test_one_step_with_gradient_checkpointing(smollm2, tmp_path):
     record, dtypes, layer = _one_step(tmp_path, gradient_checkpointing=True, memory_kind="rmt-r", mixed_precision="no")
     assert record["segments"] == 2 and math.isfinite(record["loss"])
     assert layer.gradient_checkpointing and set(dtypes) == {torch.float32}
+
+
+def test_one_lora_step_writes_a_small_run_that_loads_onto_the_base(smollm2, tmp_path, capsys):
+    """`rmt train --model smollm2-135m --lora-rank 8`: a run of a few MB (no base weights) that
+    loads as base + adapter, its fingerprint checked, and evaluates."""
+    from rmt import RecurrentMemoryTransformer
+
+    out = tmp_path / "run"
+    # RMT with gated writes: 3.1M trained parameters. (ARMT adds 14.6M of its own - a hidden x hidden
+    # value projection per layer - so its runs are ~60 MB of weights and ~120 MB of optimizer state.)
+    code, stdout, err = run_cli(capsys, "train", "--model", "smollm2-135m", "--lora-rank", "8", "--memory-write", "gated",
+                                *FAST, "--curriculum", "2", "--stage-steps", "1", "--save-every", "1",
+                                "--mixed-precision", "no", "--output-dir", out)
+    assert code == 0, err[-2000:]
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert size < 60 * 2**20, size  # the base alone is 540 MB
+    assert not list(out.rglob("model.safetensors"))
+    model = RecurrentMemoryTransformer.from_pretrained(out / "final")
+    assert not model.has_adapters and model.base.name == "smollm2-135m" and model.base.fingerprint.startswith("sha256:")
+    kept = RecurrentMemoryTransformer.from_pretrained(out / "checkpoints" / "step-000001", merge_adapters=False)
+    trained = {n for n, p in kept.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n or n.startswith("memory_kind.") for n in trained)
