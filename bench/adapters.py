@@ -5,12 +5,14 @@ matrix-product rate measured in the same run. A bench, not a test.
 Both are the same training step (`rmt.training.trainer.Trainer`, the code `rmt train` runs):
 `smollm2-135m`, RMT with gated writes and 16 memory tokens, qa1 over 4 segments of 128 tokens,
 batch 8, precision `auto` (bf16 autocast where the CPU has AVX512-BF16/AMX, else fp32), answer-only
-labels; one differs by `--lora-rank 8` (alpha 32, dropout 0.1, every linear layer of the decoder
-blocks). Each measurement is its own process (peak RSS is a process's own), and rounds alternate the
+labels; LoRA differs by `--lora-rank 8` (alpha 32, the default dropout 0, every linear layer of
+the decoder blocks), and `lora-ckpt` adds `--gradient-checkpointing` (activations of one layer kept
+instead of every layer's: memory for about one more forward pass of time). Each measurement is its own process (peak RSS is a process's own), and rounds alternate the
 order (LoRA first, then full first, ...) so that a machine whose load drifts penalises both alike.
 Per process: one warm-up step, then `--steps` timed steps (the trainer's own `seconds_per_step`).
 
-FLOPs of a step are counted from the shapes (matrix products only): per position of a segment pass
+FLOPs of a step are counted from the shapes (matrix products only, the useful ones: a recomputed
+forward under checkpointing is not counted): per position of a segment pass
 (segment + memory positions) a forward costs 2 x the decoder blocks' weights, plus attention's
 QK^T and AV products (4 x positions x hidden per layer); the output layer runs only at the answer
 positions (negligible). Full fine-tuning's backward costs 2 x forward (gradients of inputs and of
@@ -18,7 +20,7 @@ weights); with LoRA the base's weights need no gradient, so backward is 1 x forw
 the rank-8 products are ignored). The matmul rate: a (4096 x 576) @ (576 x 1536) product (the
 shape of SmolLM2's MLP over a batch of positions) in the precision the step uses, best of 20.
 
-    python bench/adapters.py                 # 3 rounds, ~10 min on 2 cores
+    python bench/adapters.py                 # 3 rounds, ~15 min on 2 cores
     python bench/adapters.py --rounds 1 --steps 1
 
 Prints a table and one JSON line.
@@ -37,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-VARIANTS = ("lora", "full")
+VARIANTS = ("lora", "full", "lora-ckpt")
 
 
 def matmul_rate(dtype_name: str, threads: int) -> float:
@@ -80,14 +82,15 @@ def worker(args) -> None:
                           memory_write="gated", curriculum=[args.segments], stage_steps=args.steps + 1,
                           vary_n_segments=False, batch_size=args.batch, lr=3e-4, threads=args.threads,
                           mixed_precision="auto", eval_every=10_000, save_every=10_000, log_every=1, progress=False,
-                          lora_rank=8 if args.worker == "lora" else 0, output_dir=str(Path(tmp) / "run"))
+                          lora_rank=0 if args.worker == "full" else 8, gradient_checkpointing=args.worker == "lora-ckpt",
+                          output_dir=str(Path(tmp) / "run"))
         trainer = Trainer(cfg)
         trainer.train(stop_after=args.steps + 1)
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
         seconds = [r["seconds_per_step"] for r in rows if r["type"] == "train"][1:]  # the warm-up step dropped
         model = trainer.accelerator.unwrap_model(trainer.model)
         positions = args.segment + model.memory_kind.extra_positions(model.adapter, model.config)
-        flops = step_flops(model, args.batch, args.segments, positions, args.worker == "lora")
+        flops = step_flops(model, args.batch, args.segments, positions, args.worker != "full")
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         precision = cfg.mixed_precision
     print(json.dumps({"variant": args.worker, "seconds_per_step": seconds, "flops_per_step": flops,
@@ -117,7 +120,7 @@ def main():
     native = "avx512_bf16" in flags or "amx_bf16" in flags
     results = {v: [] for v in VARIANTS}
     for r in range(args.rounds):
-        for variant in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):
+        for variant in (VARIANTS if r % 2 == 0 else VARIANTS[::-1]):  # the order alternates
             cmd = [sys.executable, __file__, "--worker", variant] + [
                 f"--{k}={getattr(args, k)}" for k in ("model", "segment", "segments", "mem", "batch", "threads", "steps")]
             env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -136,17 +139,18 @@ def main():
                             "achieved_gflops": round(flops / seconds / 1e9, 1), "matmul_gflops": round(rate / 1e9, 1),
                             "fraction_of_matmul_rate": round(flops / seconds / rate, 3),
                             "trainable_parameters": runs[0]["trainable_parameters"], "precision": runs[0]["precision"]}
-    ratio_time = summary["lora"]["seconds_per_step"] / summary["full"]["seconds_per_step"]
-    ratio_rss = summary["lora"]["peak_rss_gb"] / summary["full"]["peak_rss_gb"]
+    ratios = {v: {"time": round(summary[v]["seconds_per_step"] / summary["full"]["seconds_per_step"], 3),
+                  "rss": round(summary[v]["peak_rss_gb"] / summary["full"]["peak_rss_gb"], 3)} for v in ("lora", "lora-ckpt")}
     print(f"\nCPU: {cpu} ({'native bf16' if native else 'no native bf16'}), {args.threads} threads; "
           f"{args.segments} x ({args.segment} + memory) positions, batch {args.batch}, {args.rounds} rounds x {args.steps} steps")
-    print(f"{'':6} {'s/step':>8} {'peak RSS GB':>12} {'GFLOP/s':>9} {'matmul GFLOP/s':>15} {'fraction':>9} {'trainable':>12}")
+    print(f"{'':9} {'s/step':>8} {'peak RSS GB':>12} {'GFLOP/s':>9} {'matmul GFLOP/s':>15} {'fraction':>9} {'trainable':>12}")
     for variant, row in summary.items():
-        print(f"{variant:6} {row['seconds_per_step']:8.2f} {row['peak_rss_gb']:12.2f} {row['achieved_gflops']:9.1f} "
+        print(f"{variant:9} {row['seconds_per_step']:8.2f} {row['peak_rss_gb']:12.2f} {row['achieved_gflops']:9.1f} "
               f"{row['matmul_gflops']:15.1f} {row['fraction_of_matmul_rate']:9.3f} {row['trainable_parameters']:12,}")
-    print(f"LoRA / full: time {ratio_time:.2f}x (target <= 0.7), peak memory {ratio_rss:.2f}x (target <= 0.5)")
+    for v, ratio in ratios.items():
+        print(f"{v} / full: time {ratio['time']:.2f}x (target <= 0.7), peak memory {ratio['rss']:.2f}x (target <= 0.5)")
     print(json.dumps({"bench": "adapters", "cpu": cpu, "native_bf16": native, "threads": args.threads,
-                      "time_ratio": round(ratio_time, 3), "rss_ratio": round(ratio_rss, 3), **summary}))
+                      "ratios_to_full": ratios, **summary}))
 
 
 if __name__ == "__main__":
