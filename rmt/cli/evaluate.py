@@ -213,6 +213,9 @@ def register(app):
         max_batch_size: int = typer.Option(Limits.max_batch, help="Most prompts (requests x n) decoded together in one batch."),
         max_tokens_limit: int = typer.Option(Limits.max_tokens, help="Most new tokens one completion may ask for (max_tokens), "
                                              "for every model kind; more is a 400."),
+        max_prompt_tokens: int = typer.Option(Limits.max_prompt_tokens, help="Most prompt tokens one prompt may have, "
+                                              "for every model kind (a memory model has no window to bound it); "
+                                              "more is a 400 (context_length_exceeded)."),
         max_request_prompts: int = typer.Option(Limits.max_request_prompts, help="Most completions (prompts x n) in one request; more is a 400."),
         max_queue: int = typer.Option(Limits.max_queue, help="Most requests waiting or decoding; more get 429 (retry later)."),
         api_key: Optional[str] = typer.Option(None, envvar="RMT_API_KEY", show_envvar=True,
@@ -230,12 +233,12 @@ def register(app):
         if max_requests is not None and max_requests < 1:
             raise UsageError(f"--max-requests must be >= 1, got {max_requests}")
         for value, flag in ((max_batch_size, "--max-batch-size"), (max_tokens_limit, "--max-tokens-limit"),
-                            (max_request_prompts, "--max-request-prompts"), (max_queue, "--max-queue")):
+                            (max_prompt_tokens, "--max-prompt-tokens"), (max_request_prompts, "--max-request-prompts"), (max_queue, "--max-queue")):
             if value < 1:
                 raise UsageError(f"{flag} must be >= 1, got {value}")
         if api_key is not None and not api_key.strip():
             raise UsageError("--api-key (or RMT_API_KEY) is empty; give a key or leave it unset")
-        limits = Limits(max_tokens=max_tokens_limit, max_request_prompts=max_request_prompts, max_queue=max_queue,
+        limits = Limits(max_tokens=max_tokens_limit, max_prompt_tokens=max_prompt_tokens, max_request_prompts=max_request_prompts, max_queue=max_queue,
                         max_batch=max_batch_size)
         if dtype is not None:
             from rmt.evaluation.hf import DTYPES
