@@ -336,7 +336,14 @@ def create_app(model: LocalModel, model_id: str | None = None, max_batch: int | 
     # generation or the worker threads.
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_id, "pending": batcher.pending, "max_queue": limits.max_queue}
+        """Liveness and what is in flight: requests pending (waiting or decoding), and the server's
+        asyncio tasks and Python threads (the worker pool's idle threads counted apart: a bounded
+        cache, pruned on later requests), so a soak (bench/soak.py) can tell that nothing is left behind."""
+        pool = sum(1 for t in threading.enumerate() if t.name == "AnyIO worker thread")
+        return {"status": "ok", "model": model_id, "pending": batcher.pending, "max_queue": limits.max_queue,
+                "decoding_rows": batcher.busy_rows, "cancelled_jobs": batcher.cancelled_jobs,
+                "tasks": len(asyncio.all_tasks()),
+                "threads": threading.active_count() - pool, "worker_threads": pool}
 
     @app.get("/v1/models")
     async def list_models():
