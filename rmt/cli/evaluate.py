@@ -58,8 +58,9 @@ def register(app):
         batch_size: int = typer.Option(8, help="Samples per batch for local models."),
         max_new_tokens: int = typer.Option(20, help="Answer length limit (greedy decoding)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... Default: cuda when available."),
-        dtype: Optional[str] = typer.Option(None, help="Weights of local models: float32, bfloat16 or float16. "
-                                            "Default: as saved."),
+        dtype: Optional[str] = typer.Option(None, help="Weights of local models: auto, float32, bfloat16 or float16. "
+                                            "Default: auto (bf16 where this CPU/GPU has native bf16 and the model "
+                                            "has 20M parameters or more, else as saved)."),
         chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template",
                                                      help="Ask local models through their tokenizer's chat template "
                                                      "(the benchmark prompt is the user turn). Default: on when the "
@@ -117,10 +118,9 @@ def register(app):
             raise UsageError(f"unknown --prompt-style {prompt!r}; allowed: {', '.join(STYLES)}")
         check_device(device)
         if dtype is not None:
-            from rmt.evaluation.hf import DTYPES
+            from rmt.precision import check_dtype
 
-            if dtype not in DTYPES:
-                raise UsageError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+            check_dtype(dtype)
         if all(spec.startswith(ENDPOINT_PREFIX) for spec in models):
             # an endpoint's server decides both; silently ignoring the flag would mislabel the results
             for flag, value in (("--dtype", dtype), ("--chat-template/--no-chat-template", chat_template)):
@@ -163,8 +163,13 @@ def register(app):
                     api_key_env=api_key_env, concurrency=concurrency, max_retries=retries, timeout=timeout,
                     cache=cache, rag_top_k=top_k,
                     rag_split=rag_split, rag_chunk_words=rag_chunk_words, name=name,
-                    dtype=dtype if not spec.startswith(ENDPOINT_PREFIX) else None,
+                    dtype=(dtype or "auto") if not spec.startswith(ENDPOINT_PREFIX) else None,
                     chat_template=chat_template if not spec.startswith(ENDPOINT_PREFIX) else None)
+                local = getattr(runner, "model", None)
+                if shard.is_main and getattr(local, "precision", None):
+                    print(f"precision: {local.precision}", flush=True)
+                if hasattr(local, "show_progress"):  # a long cell's own bar (tokens/s, ETA)
+                    local.show_progress = progress and shard.is_main
                 # The store is created only once a model has loaded, and removed again when the
                 # first model fails before storing anything: a typo leaves no file behind. Only
                 # rank 0 of a launched run opens it.
