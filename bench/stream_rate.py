@@ -43,6 +43,11 @@ def flop_per_token(config, segment: int, mem: int) -> float:
     return config.num_hidden_layers * per_position * positions / segment
 
 
+def attention_flop_per_token(config, segment: int, mem: int) -> float:
+    positions = segment + 2 * mem
+    return config.num_hidden_layers * 2 * 2 * positions * config.hidden_size * positions / segment
+
+
 def shapes(config) -> list[tuple[int, int]]:
     h = config.hidden_size
     kv = h // config.num_attention_heads * getattr(config, "num_key_value_heads", config.num_attention_heads)
@@ -61,6 +66,24 @@ def matmul_rate(torch, rows: int, dims, dtype, seconds: float) -> float:
     while time.perf_counter() - start < seconds:
         for a, b in pairs:
             a @ b
+        done += 1
+    return flops * done / (time.perf_counter() - start) / 1e9
+
+
+def attention_rate(torch, rows: int, config, dtype, seconds: float) -> float:
+    """GFLOP/s of torch's scaled_dot_product_attention over one segment (all heads, ``rows``
+    positions): the part of a layer that is not a matrix product of weights."""
+    import torch.nn.functional as F
+
+    heads = config.num_attention_heads
+    dim = config.hidden_size // heads
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, heads, rows, dim, generator=gen).to(dtype) for _ in range(3))
+    flops = 2 * 2 * heads * rows * rows * dim
+    F.scaled_dot_product_attention(q, k, v)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        F.scaled_dot_product_attention(q, k, v)
         done += 1
     return flops * done / (time.perf_counter() - start) / 1e9
 
@@ -126,11 +149,12 @@ def main(argv=None):
     for p in precisions:  # warm-up: kernels chosen, memory allocated
         stream_rate(torch, models[p], 2 * args.segment, args.chunk, vocab)
     load_before = os.getloadavg()
-    rates = {p: {"matmul_gflops": [], "tokens_per_s": []} for p in precisions}
+    rates = {p: {"matmul_gflops": [], "attention_gflops": [], "tokens_per_s": []} for p in precisions}
     for r in range(args.rounds):
         for p in (precisions if r % 2 == 0 else precisions[::-1]):
             dtype = getattr(torch, p)
             rates[p]["matmul_gflops"].append(matmul_rate(torch, rows, dims, dtype, args.seconds))
+            rates[p]["attention_gflops"].append(attention_rate(torch, rows, config, dtype, args.seconds / 2))
             rates[p]["tokens_per_s"].append(stream_rate(torch, models[p], args.tokens, args.chunk, vocab))
             print(f"round {r + 1}: {p}: matmul {rates[p]['matmul_gflops'][-1]:.1f} GFLOP/s, "
                   f"stream {rates[p]['tokens_per_s'][-1]:.1f} tokens/s", flush=True)
@@ -142,17 +166,25 @@ def main(argv=None):
               "load_average_before": round(load_before[0], 2), "load_average_after": round(os.getloadavg()[0], 2)}
     print(f"\n{args.model}, segments of {args.segment} + {args.mem} memory tokens, {per_token / 1e9:.3f} GFLOP/token, "
           f"{result['threads']} threads, load {result['load_average_before']} -> {result['load_average_after']}")
-    print("| weights | matmul GFLOP/s | stream tokens/s | stream GFLOP/s | fraction of matmul | min per 1M tokens |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| weights | matmul GFLOP/s | attention GFLOP/s | stream tokens/s | stream GFLOP/s | fraction of matmul "
+          "| bound by the two rates | min per 1M tokens |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    attention_share = attention_flop_per_token(config, args.segment, args.mem) / per_token
     for p in precisions:
         matmul = statistics.median(rates[p]["matmul_gflops"])
+        attention = statistics.median(rates[p]["attention_gflops"])
         tps = statistics.median(rates[p]["tokens_per_s"])
-        row = {"matmul_gflops": round(matmul, 1), "tokens_per_s": round(tps, 1),
+        # what the stream could reach if the weights' products ran at the matmul rate and attention at its own
+        bound = 1 / ((1 - attention_share) + attention_share * matmul / attention)
+        row = {"matmul_gflops": round(matmul, 1), "attention_gflops": round(attention, 1), "tokens_per_s": round(tps, 1),
                "stream_gflops": round(tps * per_token / 1e9, 1), "fraction": round(tps * per_token / 1e9 / matmul, 3),
-               "minutes_per_1m": round(1e6 / tps / 60, 1), "all": rates[p]}
+               "fraction_bound": round(bound, 3), "minutes_per_1m": round(1e6 / tps / 60, 1), "all": rates[p]}
         result[p] = row
-        print(f"| {p} | {row['matmul_gflops']} | {row['tokens_per_s']} | {row['stream_gflops']} | {row['fraction']} | "
-              f"{row['minutes_per_1m']} |")
+        print(f"| {p} | {row['matmul_gflops']} | {row['attention_gflops']} | {row['tokens_per_s']} | "
+              f"{row['stream_gflops']} | {row['fraction']} | {row['fraction_bound']} | {row['minutes_per_1m']} |")
+    result["attention_flop_share"] = round(attention_share, 3)
+    print(f"attention is {attention_share:.0%} of the FLOPs; 'bound' is the fraction reachable with products at the "
+          f"matmul rate and attention at torch's SDPA rate")
     if "float32" in result and "bfloat16" in result:
         result["bf16_over_fp32"] = round(result["bfloat16"]["tokens_per_s"] / result["float32"]["tokens_per_s"], 2)
     if out:
