@@ -192,6 +192,7 @@ def test_lm_eval_end_to_end_against_rmt_serve(tmp_path, wordy_chat_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # two lm-eval/rmt runs: minutes each on a busy 2-core machine
 def test_lm_eval_against_rmt_serve_answers_as_rmt_eval_with_lm_eval_prompts(tmp_path, wordy_chat_dir):
     """The cross-check a user of the field would run (issue 27, item 4): lm-eval's own task files and
     prompts, evaluating `rmt serve MODEL` through its completions API, get the same answer for every
