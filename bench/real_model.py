@@ -68,6 +68,8 @@ import sys
 import time
 from pathlib import Path
 
+from rmt.outputs import bench_out_or_exit, start_bench_output
+
 MODEL = "smollm2-135m"
 CHUNK = 4096
 ANSWER_TOKENS = 4
@@ -442,7 +444,9 @@ def main():
     parser.add_argument("--train-batch", type=int, default=1)
     parser.add_argument("--train-rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round at 1k-2k, bf16 at 1k, long at 2k only, 1 training round")
-    parser.add_argument("--out", default=None, help="directory for results.json, results.md, raw.jsonl")
+    parser.add_argument("--out", default=None, help="directory for results.json, results.md, raw.jsonl (new, empty "
+                        "or written by this bench before; never a directory of yours)")
+    parser.add_argument("--overwrite", action="store_true", help="write into an --out this bench did not write")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.length, args.dtype, args.segment, args.mem)))
@@ -450,6 +454,7 @@ def main():
     if args.train_worker:
         print(json.dumps(training(args)))
         return
+    out_dir = bench_out_or_exit(parser, args.out, "real_model", args.overwrite)  # before any work
     args.lengths = [int(x) for x in args.lengths.split(",") if x]
     args.long_lengths = [int(x) for x in args.long_lengths.split(",") if x]
     if args.quick:
@@ -458,9 +463,8 @@ def main():
     parts = [p for p in args.parts.split(",") if p]
     repo = Path(__file__).resolve().parent.parent
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    out_dir = Path(args.out) if args.out else None
     if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        start_bench_output(out_dir, "real_model")
     raw = open(out_dir / "raw.jsonl", "w") if out_dir else open(os.devnull, "w")
     started = time.perf_counter()
     summary = {"command": "python " + " ".join([os.path.relpath(__file__, repo)] + sys.argv[1:]),

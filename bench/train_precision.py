@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rmt.outputs import bench_out_or_exit, start_bench_output
+
 PRECISIONS = ("no", "bf16")
 
 
@@ -67,8 +69,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None, help="directory for results.json (new, empty or written by "
+                    "this bench before; never a directory of yours)")
+    ap.add_argument("--overwrite", action="store_true", help="write into an --out this bench did not write")
     args = ap.parse_args()
+    out = bench_out_or_exit(ap, args.out, "train_precision", args.overwrite)  # before any work
     if args.quick:
         args.steps, args.rounds, args.eval_samples = 3, 1, 8
     if not Path(args.background).is_dir():
@@ -110,9 +115,9 @@ def main():
     print(f"bf16 / fp32 speed: {summary['speedup_bf16']}x; loss curves: mean |fp32 - bf16| "
           f"{summary['loss_mean_abs_diff']} vs fp32 step-to-step {summary['fp32_step_to_step_noise']}")
     print(json.dumps(summary))
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if out:
+        start_bench_output(out, "train_precision")
+        (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

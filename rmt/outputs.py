@@ -85,3 +85,53 @@ def check_replaceable(path: str | os.PathLike, flag: str, written_here: Callable
         return
     raise UsageError(f"{flag} {path} is a file that rmt did not write (nothing is replaced); "
                      f"choose a new name, or pass --overwrite to replace it")
+
+
+# ----------------------------------------------------------------------------------- bench/ outputs
+BENCH_MARKER = ".rmt-bench"  # in a bench's --out directory: the bench's name (its own output, replaceable)
+
+
+def bench_wrote(path: str | os.PathLike, bench: str) -> bool:
+    """Whether the directory ``path`` holds the marker that ``bench/BENCH.py --out`` leaves there."""
+    marker = Path(path) / BENCH_MARKER
+    try:
+        with open(marker, encoding="utf-8", errors="replace") as f:
+            return marker.is_file() and f.read(200).strip() == bench
+    except OSError:
+        return False
+
+
+def check_bench_output(path: str | os.PathLike, bench: str, flag: str = "--out", overwrite: bool = False) -> Path:
+    """The ``--out`` directory of ``bench/BENCH.py``, checked before any work: the output rule above
+    (``check_output``), and a directory that exists and holds files is taken only when this bench
+    wrote it (its :data:`BENCH_MARKER`) or with ``overwrite``, as ``rmt quickstart --output-dir``
+    refuses a non-empty directory: a user's files are never replaced. Raises UsageError with one
+    line; creates nothing."""
+    path = check_output(path, flag, kind="dir")
+    if overwrite or not path.is_dir():
+        return path
+    held = sorted(p.name for p in path.iterdir())
+    if not held or bench_wrote(path, bench):
+        return path
+    shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+    raise UsageError(f"{flag} {path} is not empty (it holds {shown}) and was not written by bench/{bench}.py "
+                          f"(nothing is replaced); choose a new or empty directory, or pass --overwrite")
+
+
+def start_bench_output(path: str | os.PathLike, bench: str) -> Path:
+    """Create the checked ``--out`` directory (parents too) and mark it as ``bench``'s own output."""
+    path = Path(path).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    (path / BENCH_MARKER).write_text(bench + "\n", encoding="utf-8")
+    return path
+
+
+def bench_out_or_exit(parser, path, bench: str, overwrite: bool = False) -> Path | None:
+    """:func:`check_bench_output` for a bench script's argparse ``parser``: a bad ``--out`` is one
+    ``error: ...`` line and exit status 2 (as the ``rmt`` command), before any work; None stays None."""
+    if path is None:
+        return None
+    try:
+        return check_bench_output(path, bench, overwrite=overwrite)
+    except UsageError as exc:
+        parser.exit(2, f"error: {' '.join(str(exc).split())}\n")

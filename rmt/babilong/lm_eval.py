@@ -93,6 +93,44 @@ def lm_eval_prompt_parts(task: str) -> dict:
     return {"instruction": description, "examples": "\n".join(blocks), "post_prompt": ""}
 
 
+LM_EVAL_DOC_TO_TEXT = "{{input.strip()}}\n{{question.strip()}}"
+LM_EVAL_HARNESS_TEMPLATE = "{instruction}\n\n{examples}\n\n{context}\n{question}"
+
+
+@lru_cache(maxsize=None)
+def lm_eval_harness_parts(task: str) -> dict:
+    """lm-eval's babilong prompt of ``task`` laid out as lm-eval itself builds it for a generation
+    request (no tags, no "Question:"): the description, then each few-shot sample as ``doc_to_text``,
+    the target delimiter and its target, joined by the few-shot delimiter, then the document's
+    ``doc_to_text`` (:data:`LM_EVAL_HARNESS_TEMPLATE`): the very text lm-eval sends to a completions
+    endpoint, so ``rmt eval --prompts lm-eval-harness`` answers as lm-eval against ``rmt serve``."""
+    path = lm_eval_task_file(task)
+    config = _read_task_yaml(path)
+    description = str(config.get("description") or "").strip()
+    doc_to_text = config.get("doc_to_text") or LM_EVAL_DOC_TO_TEXT
+    if doc_to_text != LM_EVAL_DOC_TO_TEXT:
+        raise UsageError(f"{path}: doc_to_text is {doc_to_text!r}, not the {LM_EVAL_DOC_TO_TEXT!r} that "
+                         f"--prompts lm-eval-harness lays out; use --prompts lm-eval")
+    if not description:
+        raise UsageError(f"{path} has no description; cannot build the lm-eval prompt of {task}")
+    samples = (config.get("fewshot_config") or {}).get("samples") or []
+    n = int(config["num_fewshot"] or 0) if "num_fewshot" in config else len(samples)
+    target_delimiter = config.get("target_delimiter", " ")
+    fewshot_delimiter = config.get("fewshot_delimiter", "\n\n")
+    if fewshot_delimiter != "\n\n":
+        raise UsageError(f"{path}: fewshot_delimiter {fewshot_delimiter!r} is not the blank line that "
+                         f"--prompts lm-eval-harness lays out; use --prompts lm-eval")
+    examples = fewshot_delimiter.join(f"{_render_doc(doc_to_text, s)}{target_delimiter}{s['target']}" for s in samples[:n])
+    return {"instruction": description, "examples": examples, "post_prompt": ""}
+
+
+def lm_eval_harness_prompts() -> dict:
+    """The ``lm-eval-harness`` prompt set: :func:`lm_eval_harness_parts` for every task and lm-eval's
+    layout as the template (records' input and question are taken stripped, as its doc_to_text does)."""
+    return {"template": LM_EVAL_HARNESS_TEMPLATE, "strip_record": True,
+            **{task: lm_eval_harness_parts(task) for task in TASKS}}
+
+
 def lm_eval_prompts() -> dict:
     """Prompt overrides for every task (``rmt.babilong.prompts`` prompt-dict shape)."""
     return {task: lm_eval_prompt_parts(task) for task in TASKS}

@@ -6,7 +6,9 @@ runs. The built-in instructions are our own words; the examples are stories from
 
 Named prompt sets: ``"builtin"`` (our wording, the default) and ``"lm-eval"`` (the instruction and
 few-shot examples of lm-evaluation-harness's babilong tasks, read from the installed ``lm_eval`` at
-run time by ``rmt.babilong.lm_eval``; leaderboard-comparable wording).
+run time by ``rmt.babilong.lm_eval``; leaderboard-comparable wording, in our layout: ``<example>``
+blocks, ``<context>`` tags, ``Question:``) and ``"lm-eval-harness"`` (the same wording in lm-eval's own
+layout: the very text lm-eval's babilong tasks send, so answers can be cross-checked per sample).
 
 A prompt file maps task names to parts (any part may be omitted) and may set ``template``::
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from rmt.babilong.lm_eval import lm_eval_prompts
+from rmt.babilong.lm_eval import lm_eval_harness_prompts, lm_eval_prompts
 from rmt.babilong.tasks import ANSWER_KINDS, TASK_SPECS, check_task, record_task, task_spec
 from rmt.babilong.worlds import simulate
 from rmt.errors import UsageError
@@ -37,7 +39,7 @@ INSTRUCTIONS = {name: spec.instruction for name, spec in TASK_SPECS.items()}
 POST_PROMPTS = ANSWER_KINDS
 ANSWER_KIND = {name: spec.answer for name, spec in TASK_SPECS.items()}
 PARTS = ("instruction", "examples", "post_prompt")
-PROMPT_SETS = ("builtin", "lm-eval")
+PROMPT_SETS = ("builtin", "lm-eval", "lm-eval-harness")
 
 
 def resolve_prompts(prompts):
@@ -49,6 +51,8 @@ def resolve_prompts(prompts):
         return None
     if prompts == "lm-eval":
         return lm_eval_prompts()
+    if prompts == "lm-eval-harness":
+        return lm_eval_harness_prompts()
     return load_prompt_file(prompts)
 
 
@@ -132,6 +136,8 @@ def format_prompt(record: dict, *, instruction: bool = True, examples: bool = Tr
         "context": record["input"],
         "question": record["question"],
     }
+    if (overrides or {}).get("strip_record"):  # lm-eval's doc_to_text takes input and question stripped
+        values["context"], values["question"] = values["context"].strip(), values["question"].strip()
     # Fill each part into a unique marker first, so blank parts can be removed without touching the context.
     markers = {k: f"\x00{k}\x00" for k in values}
     text = template.format(**markers)

@@ -7,6 +7,12 @@ Errors: a user's mistake (``rmt.errors.UsageError``, a flag that does not parse,
 named that is missing, exists already or may not be written) is one ``error: ...`` line, exit
 status 2. Anything else is a bug and shows its traceback. ``rmt --debug`` or ``RMT_DEBUG=1`` shows
 the traceback of user errors too.
+
+Under ``torchrun`` or ``accelerate launch`` every process runs the same command and meets the same
+user error: only rank 0 (``RANK``, else ``LOCAL_RANK``) prints it; the others exit with the same
+status in silence, so the user reads the line once, not once per process. (The checks that raise
+them read the flags and files before any per-process work, so every rank meets the same one;
+``--debug`` / ``RMT_DEBUG=1`` lets every rank print, with its rank, and its traceback.)
 """
 
 import os
@@ -75,6 +81,28 @@ def _click_exceptions():
     return exceptions
 
 
+def launch_rank() -> int:
+    """This process's rank under a launcher (``RANK`` as torchrun and accelerate set it, else
+    ``LOCAL_RANK``); 0 when not launched or when the variable is not a number."""
+    for name in ("RANK", "LOCAL_RANK"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def _say(line: str) -> None:
+    """A user error's one line on stderr, printed by rank 0 only (see the module docstring)."""
+    rank = launch_rank()
+    if rank == 0:
+        print(line, file=sys.stderr)
+    elif debugging():
+        print(f"[rank {rank}] {line}", file=sys.stderr)
+
+
 def debugging() -> bool:
     """Whether tracebacks are wanted for user errors too (``--debug`` or ``RMT_DEBUG`` set, not 0)."""
     return _debug["on"] or os.environ.get("RMT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
@@ -92,18 +120,18 @@ def main(argv=None):
         if type(exc).__name__ == "NoArgsIsHelpError":  # `rmt` alone: the help is already printed
             sys.exit(exc.exit_code)
         where = exc.ctx.command_path if exc.ctx is not None else "rmt"
-        print(f"error: {_one_line(exc.format_message())} (see: {where} --help)", file=sys.stderr)
+        _say(f"error: {_one_line(exc.format_message())} (see: {where} --help)")
         sys.exit(2)
     except click.ClickException as exc:
-        print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+        _say(f"error: {_one_line(exc.format_message())}")
         sys.exit(exc.exit_code)
     except typer.Abort:
-        print("aborted", file=sys.stderr)
+        _say("aborted")
         sys.exit(1)
     except (UsageError, *USER_FILE_ERRORS) as exc:
         if debugging():
             traceback.print_exc()
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        _say(f"error: {_one_line(exc)}")
         sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -22,9 +22,11 @@ def _peak_rss_mib() -> float:
 
 def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidden: int, vocab: int,
              self_retrieval: bool, checkpoint: str | None, chunk: int, seed: int, threads: int | None, progress: bool = True,
-             compile: bool = False, model_name: str | None = None) -> dict:
+             compile: bool = False, model_name: str | None = None, dtype: str | None = None) -> dict:
     """Stream `tokens` seeded random token ids through an RMT: a small random GPT-2, a saved RMT
-    (`checkpoint`), or fresh memory around a pretrained model (`model_name`, e.g. smollm2-135m)."""
+    (`checkpoint`), or fresh memory around a pretrained model (`model_name`, e.g. smollm2-135m).
+    ``dtype``: auto (None; ``rmt.precision``: bf16 weights where bf16 is native and the model has
+    20M parameters or more), float32, bfloat16 or float16."""
     if checkpoint and model_name:
         raise UsageError("give --checkpoint (a saved RMT) or --model (a pretrained base model), not both")
     if tokens < 1:
@@ -33,6 +35,9 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
         raise UsageError(f"--chunk must be >= 1, got {chunk}")
     if hidden < 1 or layers < 1 or vocab < 2:
         raise UsageError(f"--hidden and --layers must be >= 1 and --vocab >= 2, got {hidden}, {layers}, {vocab}")
+    from rmt.precision import apply_dtype, check_dtype
+
+    dtype = check_dtype(dtype)
 
     import torch
     from tqdm import tqdm
@@ -68,6 +73,9 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
                                           n_positions=segment_size + extra))
         model = RecurrentMemoryTransformer.wrap(base, config)
     model.eval()
+    precision = apply_dtype(model, dtype)
+    if progress:
+        print(f"precision: {precision}", file=sys.stderr, flush=True)
     if compile:
         model.compile_layers()  # opt-in: equal up to float rounding; the first segments compile (seconds)
     vocab_size = model.adapter.vocab_size
@@ -95,6 +103,9 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
         "peak_rss_mib": round(_peak_rss_mib(), 1),
         "memory_shape": list(memory.shape),
         "memory_finite": bool(torch.isfinite(memory).all()),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "precision": precision,
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -116,12 +127,16 @@ def register(app):
         chunk: int = typer.Option(4096, "--chunk", help="Tokens per chunk fed to model.stream()."),
         seed: int = typer.Option(0, "--seed", help="Seed of the random model and the random input."),
         threads: int = typer.Option(None, "--threads", help="torch CPU threads. Default: one per core not already busy."),
+        dtype: str = typer.Option("auto", "--dtype", help="Weights: auto, float32, bfloat16 or float16. auto: bf16 where "
+                                  "this CPU/GPU has native bf16 and the model has 20M parameters or more (a pretrained "
+                                  "--model), else as built."),
         compile: bool = typer.Option(False, "--compile", help="torch.compile each layer's MLP (model.compile_layers(): "
                                      "equal up to float rounding; compiling takes seconds, so it pays on long streams)."),
     ):
         """Stream a long random input through a small RMT; print throughput and peak memory (RSS)."""
         result = run_demo(tokens, segment_size, mem_tokens, layers, hidden, vocab, self_retrieval, checkpoint, chunk, seed, threads,
-                          compile=compile, model_name=model)
+                          compile=compile, model_name=model, dtype=dtype)
         print(f"streamed {result['tokens']:,} tokens in {result['segments']:,} segments: "
-              f"{result['tokens_per_s']:,.0f} tokens/s, {result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB")
+              f"{result['tokens_per_s']:,.0f} tokens/s, {result['seconds']:.1f} s, peak RSS {result['peak_rss_mib']:.0f} MiB, "
+              f"{result['dtype']} weights")
         print(json.dumps(result))

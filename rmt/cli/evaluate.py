@@ -58,8 +58,9 @@ def register(app):
         batch_size: int = typer.Option(8, help="Samples per batch for local models."),
         max_new_tokens: int = typer.Option(20, help="Answer length limit (greedy decoding)."),
         device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1 ... Default: cuda when available."),
-        dtype: Optional[str] = typer.Option(None, help="Weights of local models: float32, bfloat16 or float16. "
-                                            "Default: as saved."),
+        dtype: Optional[str] = typer.Option(None, help="Weights of local models: auto, float32, bfloat16 or float16. "
+                                            "Default: auto (bf16 where this CPU/GPU has native bf16 and the model "
+                                            "has 20M parameters or more, else as saved)."),
         chat_template: Optional[bool] = typer.Option(None, "--chat-template/--no-chat-template",
                                                      help="Ask local models through their tokenizer's chat template "
                                                      "(the benchmark prompt is the user turn). Default: on when the "
@@ -117,10 +118,9 @@ def register(app):
             raise UsageError(f"unknown --prompt-style {prompt!r}; allowed: {', '.join(STYLES)}")
         check_device(device)
         if dtype is not None:
-            from rmt.evaluation.hf import DTYPES
+            from rmt.precision import check_dtype
 
-            if dtype not in DTYPES:
-                raise UsageError(f"unknown --dtype {dtype!r}; allowed: {', '.join(DTYPES)}")
+            check_dtype(dtype)
         if all(spec.startswith(ENDPOINT_PREFIX) for spec in models):
             # an endpoint's server decides both; silently ignoring the flag would mislabel the results
             for flag, value in (("--dtype", dtype), ("--chat-template/--no-chat-template", chat_template)):
@@ -163,8 +163,13 @@ def register(app):
                     api_key_env=api_key_env, concurrency=concurrency, max_retries=retries, timeout=timeout,
                     cache=cache, rag_top_k=top_k,
                     rag_split=rag_split, rag_chunk_words=rag_chunk_words, name=name,
-                    dtype=dtype if not spec.startswith(ENDPOINT_PREFIX) else None,
+                    dtype=(dtype or "auto") if not spec.startswith(ENDPOINT_PREFIX) else None,
                     chat_template=chat_template if not spec.startswith(ENDPOINT_PREFIX) else None)
+                local = getattr(runner, "model", None)
+                if shard.is_main and getattr(local, "precision", None):
+                    print(f"precision: {local.precision}", flush=True)
+                if hasattr(local, "show_progress"):  # a long cell's own bar (tokens/s, ETA)
+                    local.show_progress = progress and shard.is_main
                 # The store is created only once a model has loaded, and removed again when the
                 # first model fails before storing anything: a typo leaves no file behind. Only
                 # rank 0 of a launched run opens it.
@@ -213,6 +218,9 @@ def register(app):
         max_batch_size: int = typer.Option(Limits.max_batch, help="Most prompts (requests x n) decoded together in one batch."),
         max_tokens_limit: int = typer.Option(Limits.max_tokens, help="Most new tokens one completion may ask for (max_tokens), "
                                              "for every model kind; more is a 400."),
+        max_prompt_tokens: int = typer.Option(Limits.max_prompt_tokens, help="Most prompt tokens one prompt may have, "
+                                              "for every model kind (a memory model has no window to bound it); "
+                                              "more is a 400 (context_length_exceeded)."),
         max_request_prompts: int = typer.Option(Limits.max_request_prompts, help="Most completions (prompts x n) in one request; more is a 400."),
         max_queue: int = typer.Option(Limits.max_queue, help="Most requests waiting or decoding; more get 429 (retry later)."),
         api_key: Optional[str] = typer.Option(None, envvar="RMT_API_KEY", show_envvar=True,
@@ -230,12 +238,12 @@ def register(app):
         if max_requests is not None and max_requests < 1:
             raise UsageError(f"--max-requests must be >= 1, got {max_requests}")
         for value, flag in ((max_batch_size, "--max-batch-size"), (max_tokens_limit, "--max-tokens-limit"),
-                            (max_request_prompts, "--max-request-prompts"), (max_queue, "--max-queue")):
+                            (max_prompt_tokens, "--max-prompt-tokens"), (max_request_prompts, "--max-request-prompts"), (max_queue, "--max-queue")):
             if value < 1:
                 raise UsageError(f"{flag} must be >= 1, got {value}")
         if api_key is not None and not api_key.strip():
             raise UsageError("--api-key (or RMT_API_KEY) is empty; give a key or leave it unset")
-        limits = Limits(max_tokens=max_tokens_limit, max_request_prompts=max_request_prompts, max_queue=max_queue,
+        limits = Limits(max_tokens=max_tokens_limit, max_prompt_tokens=max_prompt_tokens, max_request_prompts=max_request_prompts, max_queue=max_queue,
                         max_batch=max_batch_size)
         if dtype is not None:
             from rmt.evaluation.hf import DTYPES

@@ -337,28 +337,35 @@ def load_local_model(spec: str, device: str | None = None, dtype: str | None = N
                      chat_template: bool | None = None):
     """An RMT checkpoint (a dir with ``rmt_config.json``) or an HF causal LM (dir or hub name).
 
-    ``dtype``: float32, bfloat16 or float16 weights (default: as saved). ``chat_template``: None
-    applies the tokenizer's chat template when it has one, False never, True requires one."""
+    ``dtype``: float32, bfloat16 or float16 weights, or ``auto`` (``rmt.precision``: bf16 weights
+    where bf16 is native and the model has 20M parameters or more, else as saved; ``rmt eval``'s
+    default); None: as saved. ``model.precision`` says what it runs in and why. ``chat_template``:
+    None applies the tokenizer's chat template when it has one, False never, True requires one."""
     # Lazy (torch): an endpoint evaluation does without it, and so does every bad-input error.
     from rmt.evaluation.hf import HFModel, torch_dtype
     from rmt.evaluation.rmt_runner import RMTModel
+    from rmt.precision import AUTO, apply_dtype, check_dtype
 
     if spec.startswith(ENDPOINT_PREFIX):
         raise UsageError(f"{spec!r} is an endpoint; a local model (HF dir or hub name, RMT checkpoint) is needed here")
     device = check_device(device)
     if dtype is not None:
-        torch_dtype(dtype)  # an unknown name: one line before any loading
+        check_dtype(dtype)  # an unknown name: one line before any loading
     name, located = spec, runs.locate(spec)  # a run: its final/; registered names and .gguf files: their conversion
     spec = located.where
     if located.rmt:
         model = RMTModel(located.model_dir, device=device)
-        if dtype is not None:
+        if dtype not in (None, AUTO):
             model.model.to(torch_dtype(dtype))
     else:
         tokenizer = runs.load_tokenizer(spec)
         check_chat_template(name, tokenizer, chat_template)  # before the weights load
-        model = HFModel(spec, device=device, dtype=dtype, tokenizer=tokenizer)
+        model = HFModel(spec, device=device, dtype=None if dtype == AUTO else dtype, tokenizer=tokenizer)
         model.name = name  # results are stored under the name the user gave, not the cache path
+    if dtype == AUTO:
+        model.precision = apply_dtype(model.model, AUTO, model.device)
+    else:
+        model.precision = f"{dtype} weights (asked)" if dtype else "weights as saved"
     model.set_chat_template(chat_template)
     return model
 

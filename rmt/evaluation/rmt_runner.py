@@ -7,6 +7,7 @@ is no window: no cell is ever "over window".
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,6 +22,13 @@ from rmt.runs import RMT_CONFIG_FILE, is_rmt_checkpoint  # noqa: F401  (the name
 
 
 class RMTModel(LocalModel):
+    """An RMT checkpoint behind the :class:`LocalModel` interface. ``show_progress``: a batch of at
+    least ``progress_from_tokens`` prompt tokens (a long cell: minutes to read) shows a bar of the
+    tokens read so far, with tokens/s and the time left (``rmt eval`` turns it on, ``--no-progress`` off)."""
+
+    show_progress = False
+    progress_from_tokens = 32768
+
     def __init__(self, path: str | Path, device: str | None = None, model=None, tokenizer=None,
                  max_batch_tokens: int = 65536):
         self.name = str(path)
@@ -47,9 +55,34 @@ class RMTModel(LocalModel):
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch_ids], device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed) if seed is not None else None
         sample = {"do_sample": True, "temperature": temperature, "generator": generator} if do_sample else {"do_sample": False}
-        new = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                  eos_token_id=self.tokenizer.eos_token_id, **sample)
+        with self._reading_bar(sum(len(ids) for ids in batch_ids), len(batch_ids) * width):
+            new = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      eos_token_id=self.tokenizer.eos_token_id, **sample)
         return new.tolist()
+
+    @contextmanager
+    def _reading_bar(self, tokens: int, padded: int):
+        """A tqdm bar over the segments read (counted where the memory kind embeds each segment's
+        tokens: a forward hook on the input embeddings, nothing in the segment loop changes)."""
+        if not self.show_progress or tokens < self.progress_from_tokens:
+            yield
+            return
+        from tqdm import tqdm
+
+        bar = tqdm(total=padded, unit="tok", unit_scale=True, desc=f"reading {tokens:,} tokens", leave=False,
+                   smoothing=0.05, mininterval=1.0)
+
+        def count(_module, args, _output):
+            ids = args[0] if args else None
+            if isinstance(ids, torch.Tensor) and ids.dim() == 2 and ids.shape[1] > 1:  # a segment, not a decode step
+                bar.update(min(ids.numel(), max(0, bar.total - bar.n)))
+
+        handle = self.model.base_model.get_input_embeddings().register_forward_hook(count)
+        try:
+            yield
+        finally:
+            handle.remove()
+            bar.close()
 
 
 def rmt_runner(path: str | Path, device: str | None = None, **runner_kwargs) -> LocalRunner:

@@ -18,7 +18,9 @@ Cancellation is checked between decode steps: a forward pre-hook on every submod
 model raises :class:`Cancelled` in a lane thread whose batch no live client waits for any more (every
 job in it was cancelled: a client disconnected) or when the server is stopping. A batch whose jobs
 are only partly cancelled runs on (the others still want their rows); it is bounded by the
-per-request token cap.
+per-request token cap. A disconnect cancels only its own request: the others in its batch get their
+full answers (each the one the request gets alone), the cancelled job's rows are dropped from the
+result, and its handler answered at once (499, to nobody).
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class Batcher:
         self.largest_batch = 0  # rows in the largest generate_ids call
         self.cancelled_batches = 0  # batches stopped because nobody waited for them
         self.busy = {SHORT: 0, LONG: 0}  # rows being decoded right now, per lane
+        self.decoding: dict[str, list] = {SHORT: [], LONG: []}  # the jobs being decoded right now, per lane
+        self.cancelled_jobs = 0  # jobs that ended cancelled (queued or in a batch), their batch went on or not
         self._hooks = _install_cancel_check(model, self._check)
         self.threads = [threading.Thread(target=self._run, args=(lane,), name=f"rmt-serve-{lane}", daemon=True)
                         for lane in (SHORT, LONG)]
@@ -170,6 +174,8 @@ class Batcher:
             if job.done.is_set():
                 return
             self._pending -= 1
+            if isinstance(error, Cancelled):
+                self.cancelled_jobs += 1
             job.result, job.error = result, error
             job.done.set()
         if job.on_done is not None:
@@ -226,6 +232,7 @@ class Batcher:
         prompts = [p for job in group for p in job.prompts]
         out: list = []
         self._local.batch = group
+        self.decoding[lane] = list(group)
         try:
             with self.rng_lock if settings.do_sample else nullcontext():
                 for start in range(0, len(prompts), self.max_batch):
@@ -248,9 +255,13 @@ class Batcher:
         finally:
             self._local.batch = None
             self.busy[lane] = 0
+            self.decoding[lane] = []
         start = 0
         for job in group:
-            self._finish(job, out[start:start + len(job.prompts)])
+            if job.cancelled.is_set():  # its client went away while the others' rows decoded
+                self._finish(job, error=Cancelled())
+            else:
+                self._finish(job, out[start:start + len(job.prompts)])
             start += len(job.prompts)
 
     def _drain(self, lane: str) -> None:

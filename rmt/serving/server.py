@@ -20,8 +20,9 @@ so small requests complete beside a maximal one). Shutdown stops decoding at the
 
 Every error is in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: a client error
 is a 4xx (malformed JSON and invalid or unsupported fields 400, a missing or wrong API key 401,
-unknown model 404, a prompt longer than the window 400 with ``code: context_length_exceeded``, never
-truncated, a full queue 429); 503 while shutting down; 500 only for a failure inside the server.
+unknown model 404, a prompt longer than the window, or than ``--max-prompt-tokens`` (128k by default:
+a memory model has no window), 400 with ``code: context_length_exceeded``, never truncated, a full
+queue 429); 503 while shutting down; 500 only for a failure inside the server.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route functions' annotations, and
@@ -241,10 +242,14 @@ def create_app(model: LocalModel, model_id: str | None = None, max_batch: int | 
                            f"{limits.max_request_prompts} per request (rmt serve --max-request-prompts)",
                            "invalid_value", param)
 
-    def fit(ids: list[int], max_new: int) -> None:
+    def fit(ids: list[int], max_new: int, param: str = "messages") -> None:
+        if len(ids) > limits.max_prompt_tokens:
+            raise APIError(400, f"the prompt has {len(ids)} tokens; this server takes at most "
+                           f"{limits.max_prompt_tokens} prompt tokens per prompt (rmt serve --max-prompt-tokens)",
+                           "context_length_exceeded", param)
         if not model.fits(len(ids), max_new):
             raise APIError(400, f"This model's maximum context length is {model.window} tokens; the request has "
-                           f"{len(ids)} prompt tokens and asks for {max_new}.", "context_length_exceeded", "messages")
+                           f"{len(ids)} prompt tokens and asks for {max_new}.", "context_length_exceeded", param)
 
     def encode_messages(messages: list[dict]) -> list[int]:
         try:
@@ -331,7 +336,14 @@ def create_app(model: LocalModel, model_id: str | None = None, max_batch: int | 
     # generation or the worker threads.
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": model_id, "pending": batcher.pending, "max_queue": limits.max_queue}
+        """Liveness and what is in flight: requests pending (waiting or decoding), and the server's
+        asyncio tasks and Python threads (the worker pool's idle threads counted apart: a bounded
+        cache, pruned on later requests), so a soak (bench/soak.py) can tell that nothing is left behind."""
+        pool = sum(1 for t in threading.enumerate() if t.name == "AnyIO worker thread")
+        return {"status": "ok", "model": model_id, "pending": batcher.pending, "max_queue": limits.max_queue,
+                "decoding_rows": batcher.busy_rows, "cancelled_jobs": batcher.cancelled_jobs,
+                "tasks": len(asyncio.all_tasks()),
+                "threads": threading.active_count() - pool, "worker_threads": pool}
 
     @app.get("/v1/models")
     async def list_models():
@@ -423,7 +435,7 @@ def create_app(model: LocalModel, model_id: str | None = None, max_batch: int | 
                                    "invalid_value", "prompt")
                 ids = list(p)
                 texts.append(model.decode(ids))
-            fit(ids, max_new)
+            fit(ids, max_new, "prompt")
             encoded.append(ids)
         return encoded, texts, settings, stops, max_new, n
 

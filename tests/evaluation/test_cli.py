@@ -70,7 +70,8 @@ def run_main(capsys, *args):
     (["report", "/no/such/store.sqlite"], "error: results store not found: /no/such/store.sqlite"),
     (["eval", "x", "--public", "--samples", "1", "--lengths", "0k"],  # tests run with HF_*_OFFLINE=1
      "error: cannot load qa1/0k of the public BABILong dataset"),
-    (["eval", "x", "--dtype", "fp8"], "error: unknown --dtype 'fp8'; allowed: float32, bfloat16, float16"),
+    (["eval", "x", "--dtype", "fp8"], "error: unknown --dtype 'fp8'; allowed: auto, float32, bfloat16, float16"),
+    (["demo", "--dtype", "fp8"], "error: unknown --dtype 'fp8'; allowed: auto, float32, bfloat16, float16"),
     (["serve", "x", "--dtype", "fp8"], "error: unknown --dtype 'fp8'; allowed: float32, bfloat16, float16"),
 ])
 def test_user_errors_are_one_line(capsys, tmp_path, monkeypatch, args, message):

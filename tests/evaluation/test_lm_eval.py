@@ -42,6 +42,24 @@ def test_prompts_come_from_the_installed_lm_eval(task):
     assert prompt.startswith(config["description"].strip()) and "<context>\nSome long text.\n</context>" in prompt
 
 
+@pytest.mark.parametrize("task", ["qa1", "qa2"])
+def test_lm_eval_harness_prompt_is_the_text_lm_eval_sends(tmp_path, task):
+    """`--prompts lm-eval-harness` gives, byte for byte, the context lm-eval's own task builds for the
+    same document (its fewshot_context), so answers can be compared sample by sample."""
+    from lm_eval.tasks import TaskManager
+
+    records = _layout(tmp_path)
+    write_lm_eval_tasks(tmp_path / "data", tmp_path / "tasks")
+    name = f"rmt_babilong_{task}_0k"
+    loaded = TaskManager(include_path=str(tmp_path / "tasks")).load_task_or_group([name])[name]
+    docs = list(loaded.test_docs())
+    cell = [r for r in records if (r["task"], r["length"]) == (task, "0k")]
+    for doc, record in zip(docs, cell):
+        theirs = loaded.fewshot_context(doc, num_fewshot=loaded.config.num_fewshot)
+        assert format_prompt(record, prompts="lm-eval-harness") == theirs
+    assert "<context>" in format_prompt(cell[0], prompts="lm-eval")  # the other set keeps rmt's layout
+
+
 def test_every_task_has_lm_eval_prompts_and_none_are_copied_into_the_repo():
     for task in TASKS:
         assert lm_eval_prompt_parts(task)["instruction"]
@@ -171,3 +189,70 @@ def test_lm_eval_end_to_end_against_rmt_serve(tmp_path, wordy_chat_dir):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # two lm-eval/rmt runs: minutes each on a busy 2-core machine
+def test_lm_eval_against_rmt_serve_answers_as_rmt_eval_with_lm_eval_prompts(tmp_path, wordy_chat_dir):
+    """The cross-check a user of the field would run (issue 27, item 4): lm-eval's own task files and
+    prompts, evaluating `rmt serve MODEL` through its completions API, get the same answer for every
+    sample, and the same per-sample scores, as `rmt eval MODEL --prompts lm-eval-harness` on the same
+    data. (`--prompts lm-eval` is lm-eval's wording in rmt's layout: <example> blocks, <context>
+    tags, "Question:"; another text, so other answers from a random model.)"""
+    from rmt.evaluation.store import ResultsStore
+
+    records = _layout(tmp_path)
+    write_lm_eval_tasks(tmp_path / "data", tmp_path / "tasks")
+    max_gen = lm_eval_config("qa1")["generation_kwargs"]["max_gen_toks"]  # lm-eval's answer length (16)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
+           "OPENAI_API_KEY": "unused"}
+    server = subprocess.Popen([sys.executable, "-m", "rmt", "serve", str(wordy_chat_dir), "--port", "0", "--model-id",
+                               "tiny", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env=env)
+    try:
+        for line in server.stdout:
+            found = re.search(r"serving tiny at (http://127\.0\.0\.1:\d+/v1)", line)
+            if found:
+                url = found.group(1)
+                break
+        else:
+            pytest.fail("rmt serve did not start")
+        out = tmp_path / "lm-eval-out"
+        proc = subprocess.run(["lm_eval", "run", "--model", "local-completions", "--model_args",
+                               f"base_url={url}/completions,model=tiny,tokenizer_backend=none,tokenized_requests=False,"
+                               "num_concurrent=4,max_retries=1", "--include_path", str(tmp_path / "tasks"),
+                               "--tasks", "rmt_babilong_0k", "--output_path", str(out), "--log_samples"],
+                              capture_output=True, text=True, env=env, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    # the same model, data and lm-eval prompts through rmt eval (the plain prompt: lm-eval's
+    # local-completions sends the prompt text as it is, no chat template). 0k only: the tiny model's
+    # window is 512 tokens, and a longer prompt is a 400 from the server but read as its last window
+    # by rmt eval (status truncated): not the same question.
+    store = tmp_path / "rmt.sqlite"
+    proc = subprocess.run([sys.executable, "-m", "rmt", "eval", str(wordy_chat_dir), "--data", str(tmp_path / "data"),
+                           "--tasks", "qa1,qa2", "--lengths", "0k", "--samples", "3", "--prompts", "lm-eval-harness",
+                           "--no-chat-template", "--max-new-tokens", str(max_gen), "--threads", "1", "--no-progress",
+                           "--store", str(store)], capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with ResultsStore(store, read_only=True) as results:
+        ours = {(r.task, r.length, r.sample_id): r for r in results.results()}
+    from rmt.evaluation.evaluate import sample_ids
+
+    theirs = {}
+    for path in out.rglob("samples_rmt_babilong_qa*_*.jsonl"):
+        task, length = re.search(r"samples_rmt_babilong_(qa\d+)_(\d+k)_", path.name).groups()
+        cell = [{**r, "sample_id": sid} for r, sid in zip(records, sample_ids(records))
+                if (r["task"], r["length"]) == (task, length)]
+        for line in path.read_text().splitlines():
+            sample = json.loads(line)
+            record = cell[sample["doc_id"]]
+            assert (sample["doc"]["question"], sample["doc"]["target"]) == (record["question"], record["target"])
+            theirs[(task, length, record["sample_id"])] = sample
+    assert set(theirs) == set(ours) and len(ours) == 6
+    for key, sample in sorted(theirs.items()):
+        answer = sample["resps"][0][0]
+        assert answer.strip() == ours[key].output, (key, answer, ours[key].output)
+        assert bool(sample["acc"]) == bool(ours[key].correct), (key, sample["acc"], ours[key].correct)

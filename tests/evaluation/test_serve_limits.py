@@ -98,6 +98,23 @@ def test_max_tokens_limit_is_configurable(rmt_model):
     assert got["choices"][0]["text"] == rmt_model.generate([rmt_model.encode("Where is")], 5)[0]
 
 
+def test_prompt_length_is_capped_for_memory_models(rmt_model):
+    """An RMT has no window: --max-prompt-tokens bounds what one prompt may ask it to read (400,
+    context_length_exceeded, in OpenAI's shape); a prompt at the cap is answered."""
+    at_cap = rmt_model.encode("Where is Mary ? " * 10)
+    assert Limits().max_prompt_tokens == 131072
+    with serve_in_thread(create_app(rmt_model, "tiny", limits=Limits(max_prompt_tokens=len(at_cap)))) as url:
+        over = httpx.post(f"{url}/completions", json={"prompt": at_cap + at_cap[:1], "max_tokens": 2}, timeout=30)
+        error = assert_openai_error(over, 400, f"at most {len(at_cap)} prompt tokens")
+        assert error["code"] == "context_length_exceeded" and error["param"] == "prompt"
+        assert "--max-prompt-tokens" in error["message"]
+        long_chat = [{"role": "user", "content": "Where is Mary ? " * 11}]
+        error = assert_openai_error(httpx.post(f"{url}/chat/completions", json={"messages": long_chat}), 400)
+        assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
+        ok = httpx.post(f"{url}/completions", json={"prompt": at_cap, "max_tokens": 2, "temperature": 0}, timeout=60)
+    assert ok.status_code == 200 and ok.json()["choices"][0]["text"] == rmt_model.generate([at_cap], 2)[0]
+
+
 def test_prompts_times_n_is_capped_and_max_batch_size_holds(hf_model):
     """Was: 1,000 prompts x n=64 was taken whole, ignoring --max-batch-size."""
     app = create_app(hf_model, "tiny", limits=Limits(max_batch=3, max_request_prompts=20))
@@ -158,6 +175,57 @@ def test_disconnected_client_cancels_its_decoding(rmt_model):
         assert batcher.cancelled_batches == 1
         r = httpx.post(f"{url}/completions", json={"prompt": "Where is", "max_tokens": 3, "temperature": 0})
         assert r.status_code == 200  # the server goes on
+
+
+class TwoGates(HFModel):
+    """The first batch waits for ``first``; every later one says it started and waits for ``later``:
+    so the requests sent meanwhile queue up and decode as one batch, which waits until told."""
+
+    def _generate(self, batch_ids, *args, **kwargs):
+        self.calls.append(len(batch_ids))
+        if len(self.calls) == 1:
+            self.first.wait(60)
+        else:
+            self.started.set()
+            self.later.wait(60)
+        return super()._generate(batch_ids, *args, **kwargs)
+
+
+def test_a_disconnect_cancels_only_its_own_request_in_a_shared_batch(wordy_chat_dir):
+    """Three requests decode as one batch; one client disconnects while it decodes: the other two get
+    their full answers (the ones they get alone), the batch is not stopped, the third job ends cancelled."""
+    model = TwoGates(str(wordy_chat_dir))
+    model.calls, model.first, model.started, model.later = [], threading.Event(), threading.Event(), threading.Event()
+    app = create_app(model, "tiny")
+    batcher = app.state.batcher
+    body = {"max_tokens": 4, "temperature": 0}
+    questions = ["Where is Mary?", "Where is John?", "Where is Daniel?"]
+    try:
+        with serve_in_thread(app) as url, ThreadPoolExecutor(3) as pool:
+            first = pool.submit(httpx.post, f"{url}/completions", json={"prompt": "Where is", **body}, timeout=60)
+            wait_until(lambda: batcher.busy_rows == 1, what="the first batch to decode")
+            leaving = open_request(url, "/v1/completions", {"prompt": questions[0], **body})
+            staying = [pool.submit(httpx.post, f"{url}/completions", json={"prompt": q, **body}, timeout=60)
+                       for q in questions[1:]]
+            wait_until(lambda: batcher.pending == 4, what="three requests queued behind the first")
+            model.first.set()
+            assert model.started.wait(30) and model.calls[1] == 3  # the three share one batch
+            shared = list(batcher.decoding["short"])
+            assert len(shared) == 3
+            leaving.close()
+            wait_until(lambda: sum(job.cancelled.is_set() for job in shared) == 1, what="the disconnect to be seen")
+            model.later.set()
+            answers = [f.result() for f in staying]
+            assert first.result().status_code == 200
+            wait_until(lambda: batcher.pending == 0, what="every job to end")
+    finally:
+        model.first.set()
+        model.later.set()
+    assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
+    assert [r.json()["choices"][0]["text"] for r in answers] == [
+        model.generate([model.encode(q)], 4)[0] for q in questions[1:]]
+    assert batcher.cancelled_batches == 0 and batcher.cancelled_jobs == 1
+    assert model.calls[:2] == [1, 3]
 
 
 def test_small_requests_complete_beside_a_maximal_one(rmt_model):
@@ -242,10 +310,11 @@ def test_serve_cli_reads_the_key_and_limits(capsys, monkeypatch, tiny_hf_dir):
     monkeypatch.setattr(server, "serve", lambda model, **kw: seen.update(kw))
     monkeypatch.setenv("RMT_API_KEY", "from-env")
     code, out, err = run_cli(capsys, "serve", tiny_hf_dir, "--max-tokens-limit", "100", "--max-request-prompts", "7",
-                             "--max-queue", "9", "--max-batch-size", "4", "--threads", "1")
+                             "--max-queue", "9", "--max-batch-size", "4", "--max-prompt-tokens", "300", "--threads", "1")
     assert code == 0, err
     assert seen["api_key"] == "from-env"
-    assert seen["limits"] == Limits(max_tokens=100, max_request_prompts=7, max_queue=9, max_batch=4)
+    assert seen["limits"] == Limits(max_tokens=100, max_request_prompts=7, max_queue=9, max_batch=4,
+                                    max_prompt_tokens=300)
     code, out, err = run_cli(capsys, "serve", tiny_hf_dir, "--api-key", "flag", "--threads", "1")
     assert code == 0 and seen["api_key"] == "flag" and seen["limits"] == Limits()
 
@@ -351,6 +420,7 @@ def test_odd_requests_are_client_errors(hf_server, body):
     (["--max-tokens-limit", "0"], "--max-tokens-limit must be >= 1, got 0"),
     (["--max-request-prompts", "-1"], "--max-request-prompts must be >= 1, got -1"),
     (["--max-queue", "0"], "--max-queue must be >= 1, got 0"),
+    (["--max-prompt-tokens", "0"], "--max-prompt-tokens must be >= 1, got 0"),
     (["--api-key", " "], "--api-key (or RMT_API_KEY) is empty"),
 ])
 def test_serve_limit_flags_are_checked_before_loading(capsys, args, needle):
