@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from rmt.atomic import atomic_file
-from rmt.models import MANIFEST_FILE, cache_root, file_sha256, manifest_files, models_dir
+from rmt.models import HF_CONFIG_FILE, MANIFEST_FILE, cache_root, file_sha256, manifest_files, models_dir
 
 CACHE_FILE = "fingerprints.json"
 
@@ -103,7 +103,7 @@ def weights_fingerprint(name_or_path: str | os.PathLike) -> str | None:
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        config = try_to_load_from_cache(str(name_or_path), "config.json")
+        config = try_to_load_from_cache(str(name_or_path), HF_CONFIG_FILE)
     except Exception:  # not a valid repo id: nothing to find
         return None
     return directory_fingerprint(Path(config).parent) if isinstance(config, str) else None

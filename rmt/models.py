@@ -41,6 +41,8 @@ from rmt import hub
 from rmt.atomic import atomic_dir, atomic_file, new_temp_dir, sweep_leftovers
 from rmt.errors import UsageError
 
+# An HF model dir's config (every converted model and hub snapshot has one; rmt.runs.BASE_CONFIG_FILE).
+HF_CONFIG_FILE = "config.json"
 MANIFEST_FILE = "rmt_model.json"  # written last into every conversion; its absence = not ours / corrupt
 MODELS_DIR = "models"
 LOCK_TIMEOUT_S = 1800  # a conversion takes well under a minute; a lock held longer belongs to a stuck process
@@ -119,8 +121,8 @@ def check_conversion(folder: Path) -> str | None:
         return f"no {MANIFEST_FILE}"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"unreadable {MANIFEST_FILE} ({type(exc).__name__})"
-    if not files or "config.json" not in files:
-        return f"{MANIFEST_FILE} lists no config.json"
+    if not files or HF_CONFIG_FILE not in files:
+        return f"{MANIFEST_FILE} lists no {HF_CONFIG_FILE}"
     for rel, want in files.items():
         path = folder / rel
         if not path.is_file():
@@ -320,7 +322,7 @@ def _hub_cached(name: str) -> bool:
     except ImportError:
         return False
     try:
-        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+        return isinstance(try_to_load_from_cache(name, HF_CONFIG_FILE), str)
     except Exception:  # an invalid repo id (e.g. a path-like string) is simply not cached
         return False
 
@@ -340,7 +342,7 @@ def resolve(spec: str | os.PathLike) -> str:
             raise UsageError(f"model {text!r} is a file; accepted: " + ACCEPTED.format(registered=", ".join(sorted(REGISTRY))))
         return text
     if path.suffix.lower() == ".gguf":
-        raise FileNotFoundError(f"model file not found: {text}")
+        raise UsageError(f"model file not found: {text}")
     if text.lower() in REGISTRY:
         return str(pull(text.lower()))
     went_offline = hub.prepare(text)

@@ -9,6 +9,9 @@ What ``rmt train --output-dir RUN`` writes (rmt.training.trainer, rmt.training.c
     RUN/checkpoints/step-000200/     CHECKPOINTS_DIR, step_dir(): a model dir + OPTIMIZER_FILE,
                                      SCHEDULER_FILE, RNG_FILE, TRAINER_STATE_FILE, TRAIN_CONFIG_FILE
     RUN/final/                       FINAL_DIR          the trained model dir (what evaluation loads)
+    RUN/diagnose/                    DIAGNOSE_DIR       `rmt diagnose` of final/ (rmt.training.diagnose)
+    RUN/diagnose-step-000200/        DIAGNOSE_STEP_DIR  `rmt diagnose` of a checkpoint (beside checkpoints/,
+                                                        which training rotates away)
 
 A model dir (written by ``RecurrentMemoryTransformer.save_pretrained`` + the tokenizer's, or an
 HF model's ``save_pretrained``)::
@@ -34,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmt import models
-from rmt.models import load_causal_lm, load_tokenizer, set_pad  # noqa: F401  (the run's tokenizer/base model)
+from rmt.models import HF_CONFIG_FILE, load_causal_lm, load_tokenizer, set_pad  # noqa: F401  (the run's tokenizer/base model)
 
 # A model dir.
-BASE_CONFIG_FILE = "config.json"
+BASE_CONFIG_FILE = HF_CONFIG_FILE  # the base model's HF config: an HF model dir's own file (rmt.models)
 RMT_CONFIG_FILE = "rmt_config.json"
 WEIGHTS_FILE = "model.safetensors"
 # A model with LoRA adapters on a frozen base holds only what was trained (the adapters and the
@@ -49,6 +52,8 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 FINAL_DIR = "final"
 CHECKPOINTS_DIR = "checkpoints"
+DIAGNOSE_DIR = "diagnose"
+DIAGNOSE_STEP_DIR = "diagnose-{step_dir}"  # .format(step_dir=the checkpoint's dir name)
 # A checkpoint dir (a model dir plus what exact resume needs).
 TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rmt.errors import UsageError
 from rmt import models
 from tests.cli_util import one_error_line, run_cli, snapshot
 
@@ -100,7 +101,7 @@ def test_resolve_local_dirs_and_hub_names(cache, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ValueError, match=r"unknown model 'no/such-model'.*registered name \(smollm2-135m\)"):
         models.resolve("no/such-model")
-    with pytest.raises(FileNotFoundError, match="model file not found"):
+    with pytest.raises(UsageError, match="model file not found"):
         models.resolve(str(tmp_path / "missing.gguf"))
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(ValueError, match="is a file; accepted"):

@@ -53,7 +53,7 @@ def test_run_dir_resolves_to_its_final_model_and_config():
     assert runs.locate(FIXTURE / "checkpoints" / "step-000004").train_config == \
         FIXTURE / "checkpoints" / "step-000004" / "train_config.json"
     cfg = TrainConfig.from_file(located.train_config)
-    assert (cfg.task, cfg.num_mem_tokens, cfg.segment_size) == ("qa1", 2, 16)
+    assert (cfg.task, cfg.rmt.num_mem_tokens, cfg.rmt.segment_size) == ("qa1", 2, 16)
 
 
 def test_eval_loads_the_run_dir():

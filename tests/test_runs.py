@@ -69,8 +69,9 @@ def test_names_are_resolved_by_rmt_models(monkeypatch, tmp_path):
 def test_no_other_module_spells_the_run_files():
     """The file names of a run and the way a tokenizer is loaded live in rmt/runs.py (rmt/models.py
     loads what a name resolves to); every other module asks them."""
-    files = r"rmt_config\.json|train_config\.json|metrics\.jsonl|trainer_state\.json|optimizer\.pt|scheduler\.pt|rng\.pt"
-    spelled = re.compile(rf"""["']({files}|model\.safetensors)["']|/\s*["'](final|checkpoints)["']"""
+    files = r"rmt_config\.json|train_config\.json|metrics\.jsonl|trainer_state\.json|optimizer\.pt|scheduler\.pt|rng\.pt" \
+            r"|config\.json|adapter_model\.safetensors"
+    spelled = re.compile(rf"""["']({files}|model\.safetensors)["']|/\s*["'](final|checkpoints|diagnose)["']|["']diagnose-"""
                          r"|AutoTokenizer\.from_pretrained\(")
     offenders = []
     for path in sorted((ROOT / "rmt").rglob("*.py")):

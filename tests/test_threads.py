@@ -73,5 +73,5 @@ def test_training_uses_the_default_when_threads_are_not_set(machine, keep_torch_
 
     machine(2, 5.0)
     torch.set_num_threads(2)
-    trainer = Trainer(TrainConfig(**{**TINY, "threads": None, "output_dir": str(tmp_path / "run")}))
+    trainer = Trainer(TrainConfig.from_dict({**TINY, "threads": None, "output_dir": str(tmp_path / "run")}))
     assert trainer.threads == 1 and torch.get_num_threads() == 1

@@ -32,7 +32,7 @@ from length_eval import load_run  # this folder's: the run's model and its TaskD
 
 def fact_segments(data: TaskData, index: int, segments: int, n: int) -> list[set]:
     """Per row of ``data.batch("eval", index, segments, n)``: the segments that hold a supporting fact."""
-    seg = data.cfg.segment_size
+    seg = data.cfg.rmt.segment_size
     records = data.records("eval", index, segments, n)
     return [{t // seg for t in data.example(r, segments)["fact_tokens"]} for r in records]
 

@@ -72,7 +72,7 @@ def main():
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(final)
-        window = cfg.max_segments * cfg.segment_size
+        window = cfg.max_segments * cfg.rmt.segment_size
     model.eval()
     data = TaskData(cfg, tok)
     segments = args.segments or cfg.max_segments

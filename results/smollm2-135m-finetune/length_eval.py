@@ -44,7 +44,7 @@ def main():
         start = time.time()
         with torch.no_grad():
             r = evaluate(model, data, n, args.samples, args.batch_size)
-        print(json.dumps({"segments": n, "tokens": n * cfg.segment_size, "samples": r["samples"],
+        print(json.dumps({"segments": n, "tokens": n * cfg.rmt.segment_size, "samples": r["samples"],
                           "accuracy": round(r["accuracy"], 4), "seconds": round(time.time() - start, 1)}), flush=True)
 
 

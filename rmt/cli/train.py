@@ -5,8 +5,9 @@ memory settings of its ``RMTConfig`` (every memory kind's options; built from th
 config files can never drift apart): ``--config FILE`` (YAML/JSON) sets any of them, flags given on
 the command line win over the file.
 
-Lazy imports: the rooms (and torch, transformers) are imported inside the command functions, so
-`rmt --help` imports neither (see rmt/cli/__init__.py).
+Lazy imports: the rooms that import torch and transformers (the trainer, the quickstart) are
+imported inside the command functions, so `rmt --help` imports neither (see rmt/cli/__init__.py);
+the training settings (torch-free; `rmt --help` reads them for the flags) at the top.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import typer.core
 import typer.main
 
 from rmt import runs
+from rmt.cli.options import parse_n_facts
 from rmt.errors import UsageError
+from rmt.training.config import TrainConfig, memory_options, training_fields
 
 # One line per flag of a training field (the dataclass docstring has the long story; a test checks
 # every field has one). The memory settings' lines are their Options' (rmt/memory/kinds/).
@@ -100,8 +103,6 @@ def _int_list(value: str):
 
 def _n_facts(value: str):
     """``--n-facts`` as in ``rmt generate``: ``6`` or ``LO,HI`` (or the old ``LO-HI``)."""
-    from rmt.cli.options import parse_n_facts
-
     parsed = parse_n_facts(value)
     return None if parsed is None else [parsed, parsed] if isinstance(parsed, int) else list(parsed)
 
@@ -128,8 +129,6 @@ def _settings(entries):
 
 def _config_flags():
     """The flags of TrainConfig's own fields (the memory settings' come from ``_memory_flags``)."""
-    from rmt.training.config import training_fields
-
     entries = []
     for f in training_fields():
         default = f.default if f.default is not MISSING else f.default_factory()
@@ -145,8 +144,6 @@ def _memory_flags() -> list:
     """Click options of the memory settings (``rmt.training.config.memory_options``: RMTConfig's,
     every memory kind's included), made with typer as the other flags are."""
     if not _MEMORY_FLAGS:
-        from rmt.training.config import memory_options
-
         params, _ = _settings([(o.name, o.type.__name__, o.default, o.help) for o in memory_options()])
 
         def memory_settings(**values):
@@ -213,8 +210,6 @@ def check_launch(command: str = "train") -> None:
 
 def build_config(config_file, values: dict, parsers: dict):
     """Defaults < config file < flags given on the command line."""
-    from rmt.training.config import TrainConfig
-
     data = TrainConfig.from_file(config_file).to_dict() if config_file else {}
     for name, value in values.items():
         if value is None:
@@ -237,7 +232,7 @@ def register(app):
               **values):
         """Train RMT (or the no-memory baseline) with a curriculum. Runs on CPU/GPU; for several
         GPUs or nodes start it with `accelerate launch` (DDP, DeepSpeed, FSDP configs)."""
-        from rmt.training.trainer import Trainer
+        from rmt.training.trainer import Trainer  # lazy: torch and transformers, not for --help
 
         check_launch()
         if resume and config is None and values.get("output_dir"):
@@ -275,7 +270,7 @@ def register(app):
     ):
         """Train RMT on fact detection (one qa1 fact in background text) on <= 4 segments, then show
         accuracy up to 256 segments next to a same-size model without memory. CPU, offline, minutes."""
-        from rmt.training.quickstart import run_quickstart
+        from rmt.training.quickstart import run_quickstart  # lazy: torch and transformers, not for --help
 
         result = run_quickstart(output_dir=output_dir, steps=steps, eval_samples=eval_samples,
                                 max_eval_segments=max_eval_segments, threads=threads, seed=seed, progress=progress,

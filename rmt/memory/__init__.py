@@ -11,7 +11,7 @@ _WHERE = {
     "MEMORY_KINDS": "rmt.memory.kinds", "ARMTState": "rmt.memory.kinds", "MemoryKind": "rmt.memory.kinds",
     "MemoryState": "rmt.memory.kinds", "RetrievalStore": "rmt.memory.kinds", "SelfRetrieval": "rmt.memory.kinds",
     "RecurrentMemoryTransformer": "rmt.memory.recurrent", "RMTOutput": "rmt.memory.recurrent",
-    "StreamState": "rmt.memory.recurrent",
+    "StreamState": "rmt.memory.generation",
 }
 __all__ = ["RMTConfig", "RecurrentMemoryTransformer", "RMTOutput", "StreamState", "RetrievalStore", "SelfRetrieval",
            "MEMORY_KINDS", "MemoryKind", "MemoryState", "ARMTState"]

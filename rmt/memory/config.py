@@ -70,7 +70,8 @@ def _joined(names) -> str:
 
 class RMTConfig:
     """Settings of the recurrent memory wrapped around a base model (``to_dict`` / ``from_dict``:
-    ``rmt_config.json``). Bad values raise one ValueError naming the setting and what is allowed.
+    ``rmt_config.json``). Bad values raise one ValueError naming the setting and what is allowed,
+    on construction and on every change (``config.segment_size = 0`` raises; the config is unchanged).
 
     Args:
         memory_kind: how memory is read, written and carried (docs/memory.md), a key of
@@ -136,6 +137,14 @@ class RMTConfig:
                                  f"memory_kind={given['memory_kind']!r} does not use it: use {option.name}={option.default!r}")
             self.__dict__[option.name] = value
         kinds[self.memory_kind].check_config(self)
+
+    def __setattr__(self, name, value):
+        # A change is checked as a new config would be (one UsageError naming the setting and what
+        # is allowed, the config unchanged): no value skips validation.
+        if name not in self.__dict__:
+            raise UsageError(f"unknown RMT config key {name!r}; allowed: {sorted(self.__dict__)}")
+        checked = type(self)(**{**self.to_dict(), name: value})
+        self.__dict__.update(checked.__dict__)
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)

@@ -36,19 +36,6 @@ DIAGONAL_BLOCK = 4
 MAX_STACKED_BYTES = 256 * 2**20
 
 
-# What recurrent.py calls today; both ask the model's memory kind (kinds/base.py: MemoryKind's
-# ``diagonal_unsupported_reason`` / ``run_diagonal``, which ARMT answers with the two functions below).
-def diagonal_unsupported_reason(model) -> str | None:
-    """Why ``model`` (a RecurrentMemoryTransformer) cannot run diagonally right now, or None: its
-    memory kind says (only ARMT has a diagonal schedule)."""
-    return model.memory_kind.diagonal_unsupported_reason(model)
-
-
-def run_diagonal(kind, base_model, state, segments, logits_from, output_states=False):
-    """The memory kind's diagonal schedule (``MemoryKind.run_diagonal``) over ``segments``."""
-    return kind.run_diagonal(base_model, state, segments, logits_from, output_states)
-
-
 def armt_unsupported_reason(kind, model) -> str | None:
     """``ARMTKind.diagonal_unsupported_reason``: why ``model`` (the RecurrentMemoryTransformer around
     ``kind``) cannot run diagonally now, or None."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rmt.babilong.tasks import TASKS as BABI_TASKS
 from rmt.errors import UsageError
-from rmt.memory.config import RMTConfig
+from rmt.memory.config import RMTConfig, memory_options as rmt_options
 from rmt.memory.options import from_text
 
 BABILONG_TASKS = tuple(BABI_TASKS)  # the task specs of rmt.babilong.tasks
@@ -49,8 +49,6 @@ def memory_options() -> tuple:
     """The memory settings of a run (``rmt.memory.kinds.base.Option``s), one flag each:
     ``RMTConfig``'s, core and every registered kind's, less those only encoders read (training
     builds causal LMs), with the training defaults."""
-    from rmt.memory.config import memory_options as rmt_options
-
     return tuple(replace(option, default=MEMORY_DEFAULTS.get(option.name, option.default))
                  for option in rmt_options() if not option.encoder_only)
 
@@ -120,10 +118,11 @@ class TrainConfig:
         tokenizer: HF tokenizer name or path; None trains a word-level tokenizer on the task's
             text locally (``vocab_size`` words at most).
         rmt: the model's memory settings, an ``RMTConfig`` (``memory_kind``, ``num_mem_tokens``,
-            ``segment_size``, ... and every memory kind's own options, see docs/memory.md). They
-            are also keyword arguments and attributes of their own: ``TrainConfig(segment_size=16,
-            d_mem=32).segment_size``; ``rmt train`` has a flag for each and ``train_config.json``
-            keeps them flat, beside the training settings. Training defaults: ``segment_size`` 32.
+            ``segment_size``, ... and every memory kind's own options, see docs/memory.md), checked
+            there on every change: ``cfg.rmt.segment_size``. Given as an ``RMTConfig`` or a mapping
+            (``TrainConfig(rmt={"segment_size": 16})``: the training defaults below, then these).
+            ``rmt train`` has a flag for each, and ``train_config.json`` keeps them flat, beside the
+            training settings (``from_dict`` reads that form). Training defaults: ``segment_size`` 32.
         memory: False trains the same base model without memory on whole inputs (full attention):
             the baseline of the quickstart. Its window is ``max(curriculum) * segment_size``.
     Curriculum:
@@ -313,20 +312,11 @@ class TrainConfig:
         elif self.lora_targets is not None:
             need(False, f"lora_targets={self.lora_targets!r} needs lora_rank >= 1 (adapters to put there)")
 
-    # ------------------------------------------------------------------ the memory settings, flat
-    def __getattr__(self, name):
-        # Only called when ordinary lookup fails: a memory setting (cfg.segment_size) is the RMTConfig's.
-        rmt = self.__dict__.get("rmt")
-        if rmt is not None and not name.startswith("__") and name in rmt.__dict__:
-            return rmt.__dict__[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def __setattr__(self, name, value):
-        rmt = self.__dict__.get("rmt")
-        if rmt is not None and name != "rmt" and name in rmt.__dict__:
-            setattr(rmt, name, value)
-        else:
-            super().__setattr__(name, value)
+    # ------------------------------------------------------------------ every setting by name
+    def settings(self) -> dict:
+        """Every setting by name: the training fields and, beside them, the memory settings of
+        ``rmt`` (``self_retrieval`` included). A copy: change the config itself."""
+        return {**{f.name: getattr(self, f.name) for f in training_fields()}, **vars(self.rmt)}
 
     # ------------------------------------------------------------------ derived
     @property
@@ -366,6 +356,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        """The settings, flat as in ``train_config.json`` and ``rmt train``'s flags (the memory
+        settings beside the training ones, or in a mapping ``rmt``)."""
         if not isinstance(data, dict):
             raise UsageError(f"a training config must be a mapping of settings, got {type(data).__name__}")
         data = {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -375,21 +367,23 @@ class TrainConfig:
         if unknown:
             raise UsageError(f"unknown training config keys {unknown}; allowed: {sorted(set(memory) | set(own))}")
         # A file's text is read as the field's declared type (PyYAML reads 3e-4 as a string).
+        settings, rmt = {}, data.pop("rmt", None)
         for name, value in data.items():
             if name in memory:
-                data[name] = from_text(value, memory[name].type)
+                settings[name] = from_text(value, memory[name].type)
             elif name in own and _declared_type(own[name]) in (int, float):
                 data[name] = from_text(value, _declared_type(own[name]))
-        return cls(**data)
+        own_values = {name: value for name, value in data.items() if name not in memory}
+        return cls(**own_values, rmt=_memory_config(rmt, settings) if settings or rmt is not None else None)
 
     @classmethod
     def from_file(cls, path) -> "TrainConfig":
         """Read a YAML or JSON file (JSON is YAML, so one parser reads both)."""
-        import yaml
+        import yaml  # lazy: ~30 ms, only for --config files (`rmt train --help` reads this module)
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"config file {path} does not exist")
+            raise UsageError(f"config file {path} does not exist")
         raw = path.read_bytes()
         try:
             text = raw.decode("utf-8")
@@ -407,21 +401,8 @@ class TrainConfig:
 
     def resume_mismatch(self, other: "TrainConfig") -> list[str]:
         """The settings in which ``other`` (a saved run) differs from this one, that forbid resuming."""
-        return [k for k in setting_names(IDENTITY) if getattr(self, k) != getattr(other, k)]
-
-
-# TrainConfig(segment_size=16, memory_kind="armt", ...): the memory settings go into ``rmt``.
-_fields_init = TrainConfig.__init__
-
-
-def _init(self, *args, rmt=None, **settings):
-    names = {option.name for option in memory_options()}
-    memory = {name: settings.pop(name) for name in list(settings) if name in names}
-    _fields_init(self, *args, rmt=_memory_config(rmt, memory) if memory or rmt is not None else None, **settings)
-
-
-_init.__doc__ = _fields_init.__doc__
-TrainConfig.__init__ = _init
+        mine, theirs = self.settings(), other.settings()
+        return [k for k in setting_names(IDENTITY) if mine.get(k) != theirs.get(k)]
 
 
 def __getattr__(name):

@@ -74,10 +74,10 @@ def default_out(model_dir: Path) -> Path:
     """``OUT/diagnose`` of the run: beside ``final/``, or beside ``checkpoints/`` for a step dir (never
     inside a checkpoint, which training rotates away)."""
     if model_dir.name == runs.FINAL_DIR:
-        return model_dir.parent / "diagnose"
+        return model_dir.parent / runs.DIAGNOSE_DIR
     if model_dir.parent.name == runs.CHECKPOINTS_DIR:
-        return model_dir.parent.parent / f"diagnose-{model_dir.name}"
-    return model_dir / "diagnose"
+        return model_dir.parent.parent / runs.DIAGNOSE_STEP_DIR.format(step_dir=model_dir.name)
+    return model_dir / runs.DIAGNOSE_DIR
 
 
 # --------------------------------------------------------------------- the trace
@@ -384,7 +384,7 @@ def diagnose(checkpoint, segments: int = 1024, samples: int = 16, out=None, batc
     model = RecurrentMemoryTransformer.from_pretrained(model_dir)
     tokenizer = runs.load_tokenizer(model_dir)
     data = TaskData(cfg, tokenizer)
-    log(f"diagnose: {samples} samples of {segments} segments of {cfg.task} ({cfg.memory_kind}, {model.config.memory_write} writes)")
+    log(f"diagnose: {samples} samples of {segments} segments of {cfg.task} ({cfg.rmt.memory_kind}, {model.config.memory_write} writes)")
     examples = [data.example(r, segments) for r in data.records("eval", 0, segments, samples)]
     result = {
         "checkpoint": str(model_dir), "task": cfg.task, "memory_kind": model.config.memory_kind,

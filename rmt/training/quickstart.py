@@ -98,7 +98,8 @@ def quickstart_config(output_dir, steps: int | None = None, seed: int = 0, threa
         preset["eval_every"] = min(preset["eval_every"], steps)
         preset["save_every"] = min(preset["save_every"], steps)
     preset["eval_samples"] = min(preset["eval_samples"], eval_samples)
-    return TrainConfig(output_dir=str(Path(output_dir) / "rmt"), seed=seed, threads=threads, progress=progress, **preset)
+    return TrainConfig.from_dict(dict(output_dir=str(Path(output_dir) / "rmt"), seed=seed, threads=threads, progress=progress,
+                                      **preset))  # the flat form: the memory settings beside the training ones
 
 
 def plot_accuracy(path: Path, lengths: list[int], rmt: dict, baseline: dict, train_segments: int, segment_size: int,
@@ -166,11 +167,11 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
         log(f"[1/4] {base}: its own tokenizer (fetched and converted on first use)")
         tokenizer = build_tokenizer(cfg)
         shape = base
-    log(f"[2/4] RMT ({cfg.memory_write} writes): {shape}, {cfg.num_mem_tokens} memory tokens, "
-        f"segments of {cfg.segment_size} tokens, curriculum {cfg.curriculum} x {cfg.stage_steps} steps")
+    log(f"[2/4] RMT ({cfg.rmt.memory_write} writes): {shape}, {cfg.rmt.num_mem_tokens} memory tokens, "
+        f"segments of {cfg.rmt.segment_size} tokens, curriculum {cfg.curriculum} x {cfg.stage_steps} steps")
     rmt_trainer = Trainer(cfg, tokenizer=tokenizer)
     rmt_summary = rmt_trainer.train()
-    window_tokens = cfg.max_segments * cfg.segment_size if base is None else model_window(
+    window_tokens = cfg.max_segments * cfg.rmt.segment_size if base is None else model_window(
         rmt_trainer.accelerator.unwrap_model(rmt_trainer.model).base_model)
     log(f"[3/4] baseline without memory: same {'size' if base is None else 'model'}, full attention over "
         f"{window_tokens} tokens, same steps and batches")
@@ -194,20 +195,20 @@ def run_quickstart(output_dir=None, steps: int | None = None, eval_samples: int 
     bar.close()
 
     png = plot_accuracy(out / "accuracy_vs_length.png", lengths, results["rmt"], results["baseline"],
-                        cfg.max_segments, cfg.segment_size, window // cfg.segment_size,
+                        cfg.max_segments, cfg.rmt.segment_size, window // cfg.rmt.segment_size,
                         **({} if base is None else {"title": f"bAbI qa1 in background text, {base}"}))
     log("")
     log(f"{'fact detection' if base is None else 'qa1'} accuracy by input length (chance = 1/6 = 0.17; trained on "
         f"<= {cfg.max_segments} segments):")
     log(f"{'segments':>9} {'tokens':>7} {'RMT':>6} {'no memory':>10}")
     for n in lengths:
-        note = "" if n * cfg.segment_size <= window else "  (no memory: last window only)"
-        log(f"{n:>9} {n * cfg.segment_size:>7} {results['rmt'][str(n)]:>6.2f} {results['baseline'][str(n)]:>10.2f}{note}")
+        note = "" if n * cfg.rmt.segment_size <= window else "  (no memory: last window only)"
+        log(f"{n:>9} {n * cfg.rmt.segment_size:>7} {results['rmt'][str(n)]:>6.2f} {results['baseline'][str(n)]:>10.2f}{note}")
     log("")
     log(f"RMT checkpoint:      {rmt_summary['final']}  (RecurrentMemoryTransformer.from_pretrained + AutoTokenizer)")
     log(f"baseline checkpoint: {base_summary['final']}")
     log(f"plot:                {png}")
     log(f"metrics:             {out / 'rmt' / runs.METRICS_FILE}, {out / 'baseline' / runs.METRICS_FILE}")
     return {"task": task, "base": base, "seed": seed, "train_segments": cfg.max_segments,
-            "segment_size": cfg.segment_size, "baseline_window_segments": window // cfg.segment_size,
+            "segment_size": cfg.rmt.segment_size, "baseline_window_segments": window // cfg.rmt.segment_size,
             "rmt": results["rmt"], "baseline": results["baseline"], "seconds": round(time.time() - start, 1)}

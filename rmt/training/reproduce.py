@@ -282,7 +282,7 @@ def eval_records(job: Job, data, segments: int) -> list[dict]:
     """The records of ``segments`` (the recipe's evaluation set, the same for every row of a seed),
     named for the store: task = the recipe, length = the input's tokens; ``babi_task`` scores them."""
     records = data.records("eval", 0, segments, job.recipe.samples_at(segments, job.row))
-    label = length_label(segments, data.cfg.segment_size)
+    label = length_label(segments, data.cfg.rmt.segment_size)
     return [dict(r, task=job.recipe.name, babi_task=r["task"], length=label) for r in records]
 
 
@@ -328,7 +328,7 @@ def run_job(job: Job, progress: bool = False, log=print) -> dict:
     if job.runs_diagnose:
         start = time.time()
         spec = job.spec()["diagnose"]
-        result = diagnosis.diagnose(model_dir, spec["segments"], spec["samples"], out=job.dir / "diagnose", threads=job.threads,
+        result = diagnosis.diagnose(model_dir, spec["segments"], spec["samples"], out=job.dir / runs.DIAGNOSE_DIR, threads=job.threads,
                           progress=progress, log=lambda line: None)
         record["diagnose"] = {"accuracy": result["accuracy"], "relative_change_by_fact": result["relative_change_by_fact"],
                               "png": result["files"]["png"]}

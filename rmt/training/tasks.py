@@ -88,7 +88,7 @@ class TaskData:
     # ----------------------------------------------------------------- batches
     def batch(self, split: str, index: int, segments: int, batch_size: int) -> dict:
         """``batch_size`` samples of about ``segments * segment_size`` tokens each (right-padded)."""
-        total = segments * self.cfg.segment_size
+        total = segments * self.cfg.rmt.segment_size
         if self.is_qa:
             rows = [(e["ids"], e["n_answer"]) for e in
                     (self.example(r, segments) for r in self.records(split, index, segments, batch_size))]
@@ -117,7 +117,7 @@ class TaskData:
         """The BABILong records behind ``batch(split, index, segments, batch_size)`` (QA tasks), as
         ``rmt.babilong.generate`` writes them, lengths counted in this tokenizer's tokens. Sample i
         of a call with more samples is the same record (generation is per sample)."""
-        total = segments * self.cfg.segment_size
+        total = segments * self.cfg.rmt.segment_size
         # The first training steps of a story-length curriculum draw shorter stories.
         warmup = split == "train" and index < self.cfg.warmup_facts_steps
         # Ask for a little less than the room left after a typical question and answer (the
@@ -130,7 +130,7 @@ class TaskData:
         answer tokens; ``question_start`` (the context's length in tokens); ``trimmed`` background
         tokens cut from the start so that the row is ~``segments * segment_size`` tokens (never a
         fact); ``fact_tokens``: the token offset of each supporting fact in ``ids``."""
-        total = segments * self.cfg.segment_size
+        total = segments * self.cfg.rmt.segment_size
         question = self._encode(" " + record["question"])
         answer = self._encode(" " + str(record["target"]))
         tail = question + answer + ([self.eos_id] if self.eos_id is not None else [])

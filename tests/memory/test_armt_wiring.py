@@ -18,7 +18,7 @@ TINY = dict(n_facts=None, segment_size=16, num_mem_tokens=2, n_layer=1, n_embd=3
 
 @pytest.mark.parametrize("task", TASKS)
 def test_armt_trains_on_every_task(task, tmp_path):
-    cfg = TrainConfig(**dict(TINY, task=task, memory_kind="armt", output_dir=str(tmp_path / "run")))
+    cfg = TrainConfig.from_dict(dict(TINY, task=task, memory_kind="armt", output_dir=str(tmp_path / "run")))
     trainer = Trainer(cfg)
     kind = trainer.model.memory_kind
     before = kind.w_value.detach().clone()
@@ -29,18 +29,18 @@ def test_armt_trains_on_every_task(task, tmp_path):
 
 
 def test_train_config_memory_kind_and_its_old_spelling(tmp_path):
-    assert TrainConfig(self_retrieval=True).memory_kind == "rmt-r"
-    assert "self_retrieval" not in TrainConfig(memory_kind="armt").to_dict()
+    assert TrainConfig.from_dict(dict(self_retrieval=True)).rmt.memory_kind == "rmt-r"
+    assert "self_retrieval" not in TrainConfig.from_dict(dict(memory_kind="armt")).to_dict()
     with pytest.raises(ValueError, match="unknown memory_kind 'gru'; allowed: rmt, rmt-r, armt"):
-        TrainConfig(memory_kind="gru")
+        TrainConfig.from_dict(dict(memory_kind="gru"))
     with pytest.raises(ValueError, match="conflicts with memory_kind='armt'"):
-        TrainConfig(memory_kind="armt", self_retrieval=True)
+        TrainConfig.from_dict(dict(memory_kind="armt", self_retrieval=True))
     # a saved v0.1 run config (self_retrieval, no memory_kind) still loads, and resumes as RMT-R
-    old = TrainConfig(self_retrieval=True).to_dict()
+    old = TrainConfig.from_dict(dict(self_retrieval=True)).to_dict()
     del old["memory_kind"]
     old["self_retrieval"] = True
-    assert TrainConfig.from_dict(old).resume_mismatch(TrainConfig(memory_kind="rmt-r")) == []
-    assert TrainConfig.from_dict(old).resume_mismatch(TrainConfig(memory_kind="armt")) == ["memory_kind", "self_retrieval"]
+    assert TrainConfig.from_dict(old).resume_mismatch(TrainConfig.from_dict(dict(memory_kind="rmt-r"))) == []
+    assert TrainConfig.from_dict(old).resume_mismatch(TrainConfig.from_dict(dict(memory_kind="armt"))) == ["memory_kind", "self_retrieval"]
 
 
 @pytest.fixture(scope="module")

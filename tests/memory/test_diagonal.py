@@ -5,7 +5,7 @@ import pytest
 import torch
 import transformers
 
-import rmt.memory.recurrent as recurrent
+from rmt.memory.kinds import ARMTKind
 from rmt import RMTConfig, RecurrentMemoryTransformer
 from rmt.memory.adapters import DecoderLayers
 from rmt.memory.diagonal import StackedLayers
@@ -123,13 +123,13 @@ def test_diagonal_stream_and_generate_equal_sequential(arch):
 
 def test_inference_uses_diagonal_batching_by_default(monkeypatch):
     calls = []
-    real = recurrent.run_diagonal
+    real = ARMTKind.run_diagonal
 
     def spy(*args, **kwargs):
-        calls.append(len(args[3]))  # the number of segments
+        calls.append(len(args[3]))  # the number of segments (args: kind, base model, state, segments, ...)
         yield from real(*args, **kwargs)
 
-    monkeypatch.setattr(recurrent, "run_diagonal", spy)
+    monkeypatch.setattr(ARMTKind, "run_diagonal", spy)
     model = armt("gpt2")
     ids = random_ids(1, 40)
     model.stream([ids])

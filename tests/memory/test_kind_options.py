@@ -73,20 +73,20 @@ def test_the_window_is_the_kinds_answer(damped_kind):
     from rmt.training.config import TrainConfig
     from rmt.training.trainer import segment_window
 
-    assert segment_window(TrainConfig(memory_kind="damped", num_mem_tokens=4, segment_size=16)) == 16 + 8 + PADDING
+    assert segment_window(TrainConfig.from_dict(dict(memory_kind="damped", num_mem_tokens=4, segment_size=16))) == 16 + 8 + PADDING
 
 
 def test_a_kinds_options_are_training_settings_and_flags(damped_kind, tmp_path, monkeypatch, capsys):
     from rmt.training.config import TrainConfig
 
-    cfg = TrainConfig(memory_kind="damped", damping=0.125)
-    assert cfg.rmt.damping == cfg.damping == 0.125 and cfg.to_dict()["damping"] == 0.125
+    cfg = TrainConfig.from_dict(dict(memory_kind="damped", damping=0.125))
+    assert cfg.rmt.damping == 0.125 and cfg.to_dict()["damping"] == 0.125
     from rmt.training import config as training_config
 
     assert "damping" in training_config.RESUME_KEYS
-    assert cfg.resume_mismatch(TrainConfig(memory_kind="damped")) == ["damping"]
+    assert cfg.resume_mismatch(TrainConfig.from_dict(dict(memory_kind="damped"))) == ["damping"]
     (tmp_path / "run.yaml").write_text("memory_kind: damped\ndamping: 1e-1\n")  # PyYAML: the string '1e-1'
-    assert TrainConfig.from_file(tmp_path / "run.yaml").damping == 0.1
+    assert TrainConfig.from_file(tmp_path / "run.yaml").rmt.damping == 0.1
 
     seen = {}
     from rmt.training import trainer

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rmt.errors import UsageError
 from rmt import RMTConfig, RecurrentMemoryTransformer
 from tests.memory.tiny_models import CLS, SEP, random_ids, tiny_bert, tiny_causal_lm
 
@@ -59,7 +60,7 @@ def test_save_keeps_other_files_and_leaves_no_temp_files(tmp_path):
 
 
 def test_missing_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(UsageError, match="not found"):
         RecurrentMemoryTransformer.from_pretrained(tmp_path / "nope")
 
 
@@ -67,7 +68,7 @@ def test_missing_directory(tmp_path):
 def test_missing_file(tmp_path, missing):
     _models()["qwen2"].save_pretrained(tmp_path)
     (tmp_path / missing).unlink()
-    with pytest.raises(FileNotFoundError, match=f"missing {missing}"):
+    with pytest.raises(UsageError, match=f"missing {missing}"):
         RecurrentMemoryTransformer.from_pretrained(tmp_path)
 
 

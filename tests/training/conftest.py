@@ -14,6 +14,6 @@ def tiny_config(tmp_path):
     def make(**overrides):
         settings = dict(TINY, output_dir=str(tmp_path / "run"))
         settings.update(overrides)
-        return TrainConfig(**settings)
+        return TrainConfig.from_dict(settings)
 
     return make

@@ -14,13 +14,14 @@ from tests.cli_util import run_cli, snapshot
 
 # --------------------------------------------------------------------- composed of RMTConfig
 def test_the_memory_settings_are_the_models_rmt_config():
-    cfg = TrainConfig(memory_kind="armt", num_mem_tokens=4, d_mem=32, dpfp_nu=2, armt_heads=2)
+    cfg = TrainConfig.from_dict(dict(memory_kind="armt", num_mem_tokens=4, d_mem=32, dpfp_nu=2, armt_heads=2))
     assert cfg.rmt == RMTConfig(memory_kind="armt", num_mem_tokens=4, segment_size=32, d_mem=32, dpfp_nu=2, armt_heads=2)
-    assert (cfg.d_mem, cfg.segment_size) == (32, 32)  # flat attributes read the RMTConfig
-    assert TrainConfig(memory_kind="rmt-r", retrieval_heads=4).rmt.retrieval_heads == 4
+    assert (cfg.rmt.d_mem, cfg.rmt.segment_size) == (32, 32)
+    assert not hasattr(cfg, "segment_size")  # no flat attributes: the memory settings are the RMTConfig's
+    assert TrainConfig.from_dict(dict(memory_kind="rmt-r", retrieval_heads=4)).rmt.retrieval_heads == 4
     # the checks are RMTConfig's (and the kind's), once
     with pytest.raises(ValueError, match="armt_heads=3 must divide d_mem=64"):
-        TrainConfig(memory_kind="armt", armt_heads=3)
+        TrainConfig.from_dict(dict(memory_kind="armt", armt_heads=3))
     given = RMTConfig(memory_kind="armt", segment_size=8, d_mem=16)
     assert TrainConfig(rmt=given).rmt == given
 
@@ -31,12 +32,12 @@ def test_resume_keys_are_derived_and_cover_every_memory_setting():
         assert name in keys
     for name in ("output_dir", "stage_steps", "threads", "progress", "eval_every"):
         assert name not in keys
-    armt = TrainConfig(memory_kind="armt")
-    assert TrainConfig(memory_kind="armt", d_mem=32).resume_mismatch(armt) == ["d_mem"]
+    armt = TrainConfig.from_dict(dict(memory_kind="armt"))
+    assert TrainConfig.from_dict(dict(memory_kind="armt", d_mem=32)).resume_mismatch(armt) == ["d_mem"]
 
 
 def test_train_config_json_keeps_its_flat_layout_and_old_files_load(tmp_path):
-    cfg = TrainConfig(memory_kind="armt", d_mem=32, segment_size=16)
+    cfg = TrainConfig.from_dict(dict(memory_kind="armt", d_mem=32, segment_size=16))
     cfg.save(tmp_path / "train_config.json")
     saved = json.loads((tmp_path / "train_config.json").read_text())
     assert saved["d_mem"] == 32 and saved["segment_size"] == 16 and "rmt" not in saved and "self_retrieval" not in saved
@@ -52,8 +53,8 @@ def test_train_config_json_keeps_its_flat_layout_and_old_files_load(tmp_path):
            "tensorboard": False, "mixed_precision": "no", "gradient_checkpointing": False, "threads": None, "progress": True}
     (tmp_path / "old.json").write_text(json.dumps(old))
     loaded = TrainConfig.from_file(tmp_path / "old.json")
-    assert loaded.memory_kind == "rmt-r" and loaded.d_mem == 64
-    assert loaded.resume_mismatch(TrainConfig(memory_kind="rmt-r")) == []
+    assert loaded.rmt.memory_kind == "rmt-r" and loaded.rmt.d_mem == 64
+    assert loaded.resume_mismatch(TrainConfig.from_dict(dict(memory_kind="rmt-r"))) == []
 
 
 def test_every_memory_setting_is_a_flag_of_rmt_train(tmp_path, monkeypatch, capsys):
@@ -97,7 +98,7 @@ def test_every_memory_setting_is_a_flag_of_rmt_train(tmp_path, monkeypatch, caps
     (dict(tensorboard="yes"), "tensorboard must be true or false, got 'yes'"),
     (dict(model=""), "model must be a non-empty string"),
     (dict(output_dir=3), "output_dir must be a non-empty string (a path), got 3"),
-    (dict(d_mem=0, memory_kind="armt"), "d_mem must be an integer >= 1, got 0"),
+    (dict(rmt=dict(d_mem=0, memory_kind="armt")), "d_mem must be an integer >= 1, got 0"),
 ])
 def test_every_setting_is_checked_by_its_meaning(settings, message):
     with pytest.raises(ValueError) as info:
@@ -111,7 +112,7 @@ def test_yaml_numbers_are_numbers(tmp_path):
                                        "write_sparsity: 5e-2\nsegment_size: 16\n")
     cfg = TrainConfig.from_file(tmp_path / "run.yaml")
     assert (cfg.lr, cfg.weight_decay, cfg.grad_clip, cfg.stage_steps) == (3e-4, 1e-2, 1.0, 1000)
-    assert isinstance(cfg.grad_clip, float) and cfg.write_sparsity == 0.05 and cfg.segment_size == 16
+    assert isinstance(cfg.grad_clip, float) and cfg.rmt.write_sparsity == 0.05 and cfg.rmt.segment_size == 16
 
 
 @pytest.mark.parametrize("line, message", [

@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     runs = {}
     for name, overrides in {"gated": dict(memory_write="gated"), "rmt-r": dict(memory_kind="rmt-r"),
                             "armt": dict(memory_kind="armt"), "none": dict(memory=False)}.items():
-        cfg = TrainConfig(**{**TINY, "task": "detect", "n_facts": None, "stage_steps": 3, "output_dir": str(root / name),
+        cfg = TrainConfig.from_dict({**TINY, "task": "detect", "n_facts": None, "stage_steps": 3, "output_dir": str(root / name),
                              **overrides})
         Trainer(cfg).train()
         runs[name] = root / name
@@ -82,16 +82,16 @@ def test_statistics_match_a_direct_computation(trained, kind, tmp_path):
 
     run = trained[kind]
     model, cfg, data, examples = _load(run)
-    assert len({math.ceil(len(e["ids"]) / cfg.segment_size) for e in examples}) > 1
+    assert len({math.ceil(len(e["ids"]) / cfg.rmt.segment_size) for e in examples}) > 1
     # Batches of 4 mix the lengths, in an order that is not sorted by length.
-    result = trace(model, examples[1::2] + examples[::2], cfg.segment_size, batch_size=4, progress=False)
-    direct = _direct(model, examples, cfg.segment_size)
+    result = trace(model, examples[1::2] + examples[::2], cfg.rmt.segment_size, batch_size=4, progress=False)
+    direct = _direct(model, examples, cfg.rmt.segment_size)
     per = result["per_segment"]
     assert per["segment"] == list(range(1, len(direct) + 1))
     rel = dict(rel=1e-4, abs=1e-6)  # batched segment calls vs one pass: fp32 summation order only
     for s, cell in direct.items():
         i = s - 1
-        assert per["rows"][i] == sum(1 for e in examples if len(e["ids"]) > i * cfg.segment_size)
+        assert per["rows"][i] == sum(1 for e in examples if len(e["ids"]) > i * cfg.rmt.segment_size)
         if kind == "armt":
             assert per["memory_norm"] is None
             for layer, value in enumerate(per["A_norm"][i]):
@@ -110,7 +110,7 @@ def test_statistics_match_a_direct_computation(trained, kind, tmp_path):
     # Accuracy by distance: every sample counted once, in the bucket of its own fact-question distance.
     assert sum(b["samples"] for b in result["accuracy_by_distance"]) == len(examples)
     for e in examples:
-        d = e["question_start"] // cfg.segment_size - min(e["fact_tokens"]) // cfg.segment_size
+        d = e["question_start"] // cfg.rmt.segment_size - min(e["fact_tokens"]) // cfg.rmt.segment_size
         assert any(b["min"] <= d <= b["max"] for b in result["accuracy_by_distance"])
     # Gated writes: the per-segment write rates, weighted by the rows reading, are forward()'s mean rate.
     if kind == "gated":
@@ -119,7 +119,7 @@ def test_statistics_match_a_direct_computation(trained, kind, tmp_path):
             batch = data.batch("eval", 0, n, SAMPLES)
             with torch.no_grad():
                 rate = float(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).write_rate)
-            reading = sum(math.ceil(int(m.sum()) / cfg.segment_size) for m in batch["attention_mask"])
+            reading = sum(math.ceil(int(m.sum()) / cfg.rmt.segment_size) for m in batch["attention_mask"])
             rates, rows = rates + rate * reading, rows + reading
         weighted = sum(r * n for r, n in zip(per["write_rate"], per["rows"])) / sum(per["rows"])
         assert weighted == pytest.approx(rates / rows, **rel)
@@ -146,7 +146,7 @@ def test_fact_offsets_point_at_the_fact(trained):
 
     tokenizer = AutoTokenizer.from_pretrained(trained["gated"] / "final")
     for task in ("detect", "memorize", "reason"):
-        data = TaskData(TrainConfig(**{**TINY, "task": task, "n_facts": None}), tokenizer)
+        data = TaskData(TrainConfig.from_dict({**TINY, "task": task, "n_facts": None}), tokenizer)
         for record in data.records("eval", 0, 4, 3):
             example = data.example(record, 4)
             facts = [record["facts"][i] for i in record["supporting"]]

@@ -32,7 +32,7 @@ def base_dir(tmp_path_factory):
     from rmt.training.tokenizer import train_word_tokenizer
 
     path = tmp_path_factory.mktemp("base")
-    tokenizer = train_word_tokenizer(TaskData(TrainConfig(**{k: SMALL[k] for k in ("task", "n_facts", "segment_size")})).corpus(seed=0), 300)
+    tokenizer = train_word_tokenizer(TaskData(TrainConfig.from_dict({k: SMALL[k] for k in ("task", "n_facts", "segment_size")})).corpus(seed=0), 300)
     torch.manual_seed(0)
     config = transformers.LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
                                       intermediate_size=64, max_position_embeddings=256, vocab_size=len(tokenizer),
@@ -44,7 +44,7 @@ def base_dir(tmp_path_factory):
 
 
 def _config(tmp_path, base_dir, name="run", **overrides):
-    return TrainConfig(**{**SMALL, "model": str(base_dir), "lora_rank": 4, "output_dir": str(tmp_path / name), **overrides})
+    return TrainConfig.from_dict({**SMALL, "model": str(base_dir), "lora_rank": 4, "output_dir": str(tmp_path / name), **overrides})
 
 
 def _trainable(model) -> dict:

@@ -58,9 +58,9 @@ def test_train_then_eval_then_serve_the_checkpoint(smollm2, tmp_path, capsys):
 def _one_step(tmp_path, **settings):
     """One optimizer step of `rmt train --model smollm2-135m` over 2 segments (nothing saved); the
     loss of the step and the dtype of layer 0's MLP output in it."""
-    cfg = TrainConfig(model="smollm2-135m", task="qa1", segment_size=32, num_mem_tokens=4, batch_size=2,
+    cfg = TrainConfig.from_dict(dict(model="smollm2-135m", task="qa1", segment_size=32, num_mem_tokens=4, batch_size=2,
                       curriculum=[2], stage_steps=2, vary_n_segments=False, eval_every=100, save_every=100,
-                      log_every=1, progress=False, output_dir=str(tmp_path / "run"), **settings)
+                      log_every=1, progress=False, output_dir=str(tmp_path / "run"), **settings))
     trainer = Trainer(cfg)
     layer = trainer.accelerator.unwrap_model(trainer.model).base_model.model.layers[0]
     dtypes = []

@@ -6,6 +6,7 @@ import shutil
 import pytest
 import torch
 
+from rmt.errors import UsageError
 from rmt.training.checkpoint import latest_checkpoint, list_checkpoints
 from rmt.training.config import TrainConfig
 from rmt.training.tasks import TaskData, answer_accuracy
@@ -84,7 +85,7 @@ def test_resume_from_another_config_is_refused(tiny_config, tmp_path):
 def test_a_second_run_into_the_same_dir_never_overwrites(tiny_config, tmp_path):
     Trainer(tiny_config(stage_steps=3)).train()
     before = (latest_checkpoint(tmp_path / "run") / "model.safetensors").read_bytes()
-    with pytest.raises(FileExistsError, match="already holds a run; pass --resume"):
+    with pytest.raises(UsageError, match="already holds a run; pass --resume"):
         Trainer(tiny_config(stage_steps=3))
     assert (latest_checkpoint(tmp_path / "run") / "model.safetensors").read_bytes() == before
 
@@ -290,13 +291,13 @@ def test_runs_of_other_mixed_precisions_in_one_process(tiny_config, tmp_path):
 
 
 def test_auto_mixed_precision_is_bf16_only_for_a_pretrained_model_where_bf16_is_native(monkeypatch):
-    from rmt.training import trainer as trainer_module
-    from rmt.training.trainer import resolve_mixed_precision
+    from rmt.training import optim
+    from rmt.training.optim import resolve_mixed_precision
 
     scratch, pretrained = TrainConfig(), TrainConfig(model="some/model")
     assert scratch.mixed_precision == "auto"
     for native in (True, False):
-        monkeypatch.setattr(trainer_module, "native_bf16", lambda cuda, native=native: native)
+        monkeypatch.setattr(optim, "native_bf16", lambda cuda, native=native: native)
         assert resolve_mixed_precision(scratch, cuda=False)[0] == "no"
         assert resolve_mixed_precision(pretrained, cuda=False)[0] == ("bf16" if native else "no")
         for asked in ("no", "bf16", "fp16"):  # what is asked for is kept
@@ -330,14 +331,14 @@ def test_without_memory_lr_the_optimizer_has_the_groups_of_before(tiny_config):
 def test_warmup_facts_shortens_the_first_training_stories_only():
     from rmt.training.tasks import TaskData
 
-    cfg = TrainConfig(task="qa2", background="none", segment_size=256, warmup_facts=[2, 3], warmup_facts_steps=4)
+    cfg = TrainConfig.from_dict(dict(task="qa2", background="none", segment_size=256, warmup_facts=[2, 3], warmup_facts_steps=4))
     data = TaskData(cfg, build_tokenizer(TrainConfig(task="qa2", vocab_size=200)))
     facts = lambda split, index: [len(r["facts"]) for r in data.records(split, index, 1, 16)]  # noqa: E731
     for step in range(4):
         assert all(2 <= n <= 3 for n in facts("train", step))
     later = facts("train", 4) + facts("train", 5)
     assert max(later) > 3  # the task's own range again (qa2: 2-30 facts)
-    assert facts("eval", 0) == [len(r["facts"]) for r in TaskData(TrainConfig(task="qa2", background="none", segment_size=256),
+    assert facts("eval", 0) == [len(r["facts"]) for r in TaskData(TrainConfig.from_dict(dict(task="qa2", background="none", segment_size=256)),
                                                                    data.tok).records("eval", 0, 1, 16)]
 
 
@@ -348,7 +349,5 @@ def test_warmup_facts_shortens_the_first_training_stories_only():
     (dict(task="lm", warmup_facts=[2, 3], warmup_facts_steps=5), "warmup_facts is for the BABILong tasks"),
 ])
 def test_bad_warmup_facts_are_one_clear_error(settings, needle):
-    from rmt.errors import UsageError
-
     with pytest.raises(UsageError, match=re.escape(needle)):
-        TrainConfig(**settings)
+        TrainConfig.from_dict(settings)

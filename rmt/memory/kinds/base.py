@@ -126,6 +126,12 @@ class MemoryKind(nn.Module):
         segment, as the sequential loop does (see rmt.memory.diagonal)."""
         raise NotImplementedError
 
+    def write_rate(self, state: MemoryState) -> torch.Tensor | None:
+        """Per row (batch,), how much of the memory the segment that wrote ``state`` rewrote, for
+        ``extra_loss`` (the loop averages it over the rows and segments that had tokens); None:
+        this kind's writes are not measured (every kind but gated RMT / RMT-R)."""
+        return None
+
     def extra_loss(self, write_rate: torch.Tensor | None):
         """What training adds to the loss, given the mean ``write_rate`` of the states (None: none)."""
         return None

@@ -160,6 +160,9 @@ class RMTKind(MemoryKind):
         m = config.num_mem_tokens
         return 2 * m if adapter.is_decoder else m + 3
 
+    def write_rate(self, state):
+        return state.write_rate  # gated writes (``write``); None for "replace"
+
     def extra_loss(self, write_rate):
         # Gated writes: the pressure that shuts the gates the task does not need (``write``).
         if write_rate is None or not self.config.write_sparsity:
