@@ -78,12 +78,12 @@ def worker(args) -> None:
     from rmt.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(model=args.model, task="qa1", segment_size=args.segment, num_mem_tokens=args.mem,
+        cfg = TrainConfig.from_dict(dict(model=args.model, task="qa1", segment_size=args.segment, num_mem_tokens=args.mem,
                           memory_write="gated", curriculum=[args.segments], stage_steps=args.steps + 1,
                           vary_n_segments=False, batch_size=args.batch, lr=3e-4, threads=args.threads,
                           mixed_precision="auto", eval_every=10_000, save_every=10_000, log_every=1, progress=False,
                           lora_rank=0 if args.worker == "full" else 8, gradient_checkpointing=args.worker == "lora-ckpt",
-                          output_dir=str(Path(tmp) / "run"))
+                          output_dir=str(Path(tmp) / "run")))
         trainer = Trainer(cfg)
         trainer.train(stop_after=args.steps + 1)
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -41,7 +41,7 @@ def main():
     set_threads(args.threads)
     where = runs.locate(args.model).where
     model = runs.load_causal_lm(where).train()
-    cfg = TrainConfig(model=args.model, task=args.task, background="none", memory=False, segment_size=args.window,
+    cfg = TrainConfig(model=args.model, task=args.task, background="none", memory=False, rmt=dict(segment_size=args.window),
                       curriculum=[1], batch_size=args.batch)
     data = TaskData(cfg, runs.load_tokenizer(where))
 

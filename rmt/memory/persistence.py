@@ -56,6 +56,7 @@ class Persistence:
         base's weights. ``from_pretrained`` loads the base by that name and checks the fingerprint."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        ours = (path / RMT_CONFIG_NAME).is_file()  # a model dir this method wrote before
         base_config = self.base_model.config.to_dict()
         base_config["architectures"] = [type(self.base_model).__name__]
         rmt_config = {"rmt_config": self.config.to_dict(), "base_model_class": type(self.base_model).__name__,
@@ -79,7 +80,7 @@ class Persistence:
             stale = path / ADAPTER_WEIGHTS_NAME
         atomic_file(path / BASE_CONFIG_NAME, write_json(base_config))
         atomic_file(path / RMT_CONFIG_NAME, write_json(rmt_config))
-        if stale.is_file():  # written by this method earlier (rmt_config.json says which one is current)
+        if ours and stale.is_file():  # this method's own earlier save: rmt_config.json now says which file is current
             stale.unlink()
 
     def load_trained(self, weights: str | os.PathLike) -> None:
