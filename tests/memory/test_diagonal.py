@@ -19,6 +19,19 @@ def assert_close(a, b):
     assert_close_to_scale(a, b, tol=ATOL)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Both schedules on one torch thread. With two, a CPU's kernels may split a product's sum
+    across threads differently for the stacked (diagonal) and the per-layer shapes: on an AMD EPYC
+    with AVX512 the tiny Qwen3's logits then differed by 8e-5 of their scale (its A by 5e-6), and by
+    exactly 0.0 on one thread - rounding of one CPU, not a schedule error, which moves values by far
+    more."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------- layer-level access
 @pytest.mark.parametrize("arch", ARCHS)
 def test_decoder_layers_equal_the_hf_forward(arch):
