@@ -46,7 +46,7 @@ CASES = [
     ("eval", ["x", "--data", "bad.jsonl"], "bad.jsonl, line 2: not valid JSON"),
     ("eval", ["x", "--data", "latin1.jsonl"], "latin1.jsonl, line 1: not UTF-8"),
     ("eval", ["x", "--batch-size", "0"], "--batch-size must be >= 1"),
-    ("eval", ["x", "--dtype", "int3"], "unknown --dtype 'int3'; allowed: float32, bfloat16, float16"),
+    ("eval", ["x", "--dtype", "int3"], "unknown --dtype 'int3'; allowed: auto, float32, bfloat16, float16"),
     ("eval", ["openai:m@http://127.0.0.1:9", "--dtype", "bfloat16"], "--dtype applies to local models"),
     ("eval", ["openai:m@http://127.0.0.1:9", "--no-chat-template"], "--chat-template/--no-chat-template applies"),
     ("eval", ["openai:gpt-4o", "--samples", "1", "--lengths", "0k"], "endpoint spec must be openai:MODEL@BASE_URL"),

@@ -203,7 +203,7 @@ def test_recipes_are_checked_data():
             assert max(recipe.train["curriculum"]) * recipe.train["segment_size"] <= 512
             assert max(recipe.eval_segments) >= 16 * max(recipe.train["curriculum"])
     assert max(RECIPES["detect"].eval_segments) >= 1024 and max(RECIPES["qa1"].eval_segments) >= 64
-    assert RECIPES["detect"].train_config("RMT", 0, "x").memory_write == "gated"
+    assert RECIPES["detect"].train_config("RMT", 0, "x").rmt.memory_write == "gated"
     assert RECIPES["detect"].train_config("RMT-R", 0, "x").rmt.memory_kind == "rmt-r"
     with pytest.raises(ValueError, match="missing \\[4\\]"):
         Recipe("r", {"task": "detect"}, {NO_MEMORY: {"memory": False}}, (1, 4), {1: 10})
