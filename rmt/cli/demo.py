@@ -41,7 +41,6 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
 
     import torch
     from tqdm import tqdm
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     from rmt import RMTConfig, RecurrentMemoryTransformer
 
@@ -59,18 +58,14 @@ def run_demo(tokens: int, segment_size: int, mem_tokens: int, layers: int, hidde
         base = runs.load_causal_lm(runs.locate(model_name).where)
         model = RecurrentMemoryTransformer.wrap(base, RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval))
     else:
-        from rmt.memory.adapters import Adapter
-        from rmt.memory.config import memory_kinds
+        from rmt.training.build import scratch_causal_lm, segment_positions  # the one from-scratch builder
 
         heads = max(1, hidden // 64)
         if hidden % heads:
             raise UsageError(f"--hidden must be a multiple of 64 or below 64, got {hidden}")
         config = RMTConfig(num_mem_tokens=mem_tokens, segment_size=segment_size, self_retrieval=self_retrieval)
         # The position table holds one segment pass: its tokens and what the memory kind adds.
-        decoder = Adapter(kind="decoder", model_type="gpt2", hidden_size=hidden, vocab_size=vocab, max_positions=None)
-        extra = memory_kinds()[config.memory_kind].extra_positions(decoder, config)
-        base = GPT2LMHeadModel(GPT2Config(n_layer=layers, n_head=heads, n_embd=hidden, vocab_size=vocab,
-                                          n_positions=segment_size + extra))
+        base = scratch_causal_lm("gpt2", vocab, hidden, layers, heads, segment_positions(config, "gpt2", hidden, vocab))
         model = RecurrentMemoryTransformer.wrap(base, config)
     model.eval()
     precision = apply_dtype(model, dtype)
