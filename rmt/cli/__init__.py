@@ -36,8 +36,6 @@ typer.core.TyperOption.display_type_rich = _no_type_for_flags
 from rmt.cli import demo, evaluate, generate, models, reproduce, train
 from rmt.errors import UsageError
 
-# The file errors that name a path the user gave (rmt checks its own paths before writing).
-USER_FILE_ERRORS = (FileNotFoundError, FileExistsError, PermissionError)
 _debug = {"on": False}  # set by --debug for this call of main()
 
 app = typer.Typer(
@@ -128,7 +126,7 @@ def main(argv=None):
     except typer.Abort:
         _say("aborted")
         sys.exit(1)
-    except (UsageError, *USER_FILE_ERRORS) as exc:
+    except UsageError as exc:  # the one channel of user mistakes; anything else is a bug (its traceback)
         if debugging():
             traceback.print_exc()
         _say(f"error: {_one_line(exc)}")
