@@ -1,7 +1,8 @@
 """`rmt train` and `rmt quickstart`.
 
 `rmt train` has one flag per setting of ``rmt.training.config.TrainConfig``: its own fields and the
-memory settings of its ``RMTConfig`` (every memory kind's options; built from them, so flags and
+memory settings of its ``RMTConfig`` (every memory kind's options, torch-free from
+``rmt.memory.kind_options``; built from them, so flags and
 config files can never drift apart): ``--config FILE`` (YAML/JSON) sets any of them, flags given on
 the command line win over the file.
 
@@ -20,8 +21,6 @@ from dataclasses import MISSING
 from pathlib import Path
 
 import typer
-import typer.core
-import typer.main
 
 from rmt import runs
 from rmt.cli.options import parse_n_facts
@@ -136,47 +135,10 @@ def _config_flags():
     return _settings(entries)
 
 
-_MEMORY_FLAGS = []  # click options of the memory settings, made on first use
-MEMORY_VALUES = "rmt.train.memory_settings"  # where _TrainCommand leaves their values (ctx.meta)
-
-
-def _memory_flags() -> list:
-    """Click options of the memory settings (``rmt.training.config.memory_options``: RMTConfig's,
-    every memory kind's included), made with typer as the other flags are."""
-    if not _MEMORY_FLAGS:
-        params, _ = _settings([(o.name, o.type.__name__, o.default, o.help) for o in memory_options()])
-
-        def memory_settings(**values):
-            """The memory settings."""
-
-        memory_settings.__signature__ = inspect.Signature(params)
-        holder = typer.Typer(add_completion=False)
-        holder.command()(memory_settings)
-        _MEMORY_FLAGS.extend(typer.main.get_command(holder).params)
-    return _MEMORY_FLAGS
-
-
-class _TrainCommand(typer.core.TyperCommand):
-    """``rmt train`` with the memory settings' flags added on first use (parsing or help): they come
-    from the memory kinds, whose modules import torch, and ``rmt --help`` should not wait for that.
-    They appear after ``--memory/--no-memory``; their values reach the command in ``ctx.meta``."""
-
-    @property
-    def params(self):
-        if self.__dict__.get("_all_params") is None:  # one list object: click appends to it and pops
-            own = self.__dict__["_own_params"]
-            at = next((i + 1 for i, p in enumerate(own) if p.name == "memory"), len(own))
-            self.__dict__["_all_params"] = own[:at] + _memory_flags() + own[at:]
-        return self.__dict__["_all_params"]
-
-    @params.setter
-    def params(self, value):
-        self.__dict__["_own_params"], self.__dict__["_all_params"] = list(value), None
-
-    def invoke(self, ctx):
-        names = {p.name for p in _memory_flags()}
-        ctx.meta[MEMORY_VALUES] = {name: ctx.params.pop(name) for name in list(ctx.params) if name in names}
-        return super().invoke(ctx)
+def _memory_flags():
+    """The flags of the memory settings (``rmt.training.config.memory_options``: RMTConfig's, every
+    memory kind's included; torch-free, from ``rmt.memory.kind_options``)."""
+    return _settings([(o.name, o.type.__name__, o.default, o.help) for o in memory_options()])
 
 
 def _parent_num_processes() -> int | None:
@@ -225,9 +187,12 @@ def build_config(config_file, values: dict, parsers: dict):
 
 def register(app):
     params, parsers = _config_flags()
+    memory_params, memory_parsers = _memory_flags()
+    at = next((i + 1 for i, p in enumerate(params) if p.name == "memory"), len(params))
+    params = params[:at] + memory_params + params[at:]  # the memory settings after --memory/--no-memory
+    parsers = {**parsers, **memory_parsers}
 
-    def train(ctx: typer.Context,
-              config: typing.Optional[str] = typer.Option(None, "--config", help="YAML/JSON file with any of the flags below."),
+    def train(config: typing.Optional[str] = typer.Option(None, "--config", help="YAML/JSON file with any of the flags below."),
               resume: bool = typer.Option(False, "--resume", help="Continue the run in --output-dir from its newest checkpoint."),
               **values):
         """Train RMT (or the no-memory baseline) with a curriculum. Runs on CPU/GPU; for several
@@ -240,7 +205,7 @@ def register(app):
             # they name (and the trainer refuses a change that would make another run)
             saved = Path(values["output_dir"]) / runs.TRAIN_CONFIG_FILE
             config = str(saved) if saved.is_file() else None
-        cfg = build_config(config, {**values, **ctx.meta.get(MEMORY_VALUES, {})}, parsers)
+        cfg = build_config(config, values, parsers)
         if cfg.model:
             print(f"loading model {cfg.model} ...", flush=True)  # seconds of silence otherwise
         trainer = Trainer(cfg, resume=resume)
@@ -255,7 +220,7 @@ def register(app):
     sig = inspect.signature(train)
     base = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     train.__signature__ = sig.replace(parameters=base + params)
-    app.command("train", cls=_TrainCommand)(train)
+    app.command("train")(train)
 
     @app.command("quickstart")
     def quickstart(

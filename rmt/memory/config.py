@@ -1,14 +1,17 @@
 """RMTConfig: the recurrent-memory settings, validated on construction and saved as JSON.
 
-The settings every kind has are ``CORE_OPTIONS``; the others belong to a memory kind (its
-``options``, in its module under rmt/memory/kinds/), which also checks them. ``RMTConfig`` takes the
-options of every registered kind, so one config reads any checkpoint's ``rmt_config.json``.
+The settings every kind has are ``CORE_OPTIONS``; the others belong to a memory kind (declared
+torch-free in ``rmt.memory.kind_options.KIND_OPTIONS``; the kind, under rmt/memory/kinds/, checks
+them). ``RMTConfig`` takes the options of every registered kind, so one config reads any
+checkpoint's ``rmt_config.json``.
 """
 
 from __future__ import annotations
 
 import json
 
+from rmt.errors import UsageError
+from rmt.memory.kind_options import KIND_OPTIONS
 from rmt.memory.options import Option
 
 CORE_OPTIONS = (
@@ -25,19 +28,19 @@ CORE_OPTIONS = (
 )
 _LEGACY = "self_retrieval"  # the v0.1 spelling of memory_kind="rmt-r"; never written to new files
 
-from rmt.errors import UsageError
-
 
 def memory_kinds() -> dict:
-    """The registry ``rmt.memory.kinds.MEMORY_KINDS`` (name -> MemoryKind class)."""
-    from rmt.memory.kinds import MEMORY_KINDS  # lazy: the kinds import torch; `rmt train --help` reads the options
+    """The registry ``rmt.memory.kinds.MEMORY_KINDS`` (name -> MemoryKind class): the kinds' own
+    checks (``check_config``) and behaviour. Their options are ``KIND_OPTIONS`` (torch-free)."""
+    from rmt.memory.kinds import MEMORY_KINDS  # lazy: the kinds import torch; only a config's final check needs them
 
     return MEMORY_KINDS
 
 
 def memory_kind_names() -> tuple[str, ...]:
-    """The allowed ``memory_kind`` values: the keys of the registry ``rmt.memory.kinds.MEMORY_KINDS``."""
-    return tuple(memory_kinds())
+    """The allowed ``memory_kind`` values: the keys of ``KIND_OPTIONS`` (and of the registry
+    ``rmt.memory.kinds.MEMORY_KINDS``)."""
+    return tuple(KIND_OPTIONS)
 
 
 def memory_options() -> tuple[Option, ...]:
@@ -45,22 +48,22 @@ def memory_options() -> tuple[Option, ...]:
     that extends another shares its options)."""
     found: dict[str, Option] = {option.name: option for option in CORE_OPTIONS}
     owners: dict[str, str] = {}
-    for name, kind in memory_kinds().items():
-        for option in kind.options:
+    for name, kind_options in KIND_OPTIONS.items():
+        for option in kind_options:
             known = found.get(option.name)
             if known is not None and known != option:
                 raise UsageError(f"memory_kind {name!r} declares option {option.name!r} unlike "
                                  f"{owners.get(option.name, 'the core settings')!r} does")
             found[option.name] = option
             owners.setdefault(option.name, name)
-    kinds = ", ".join(memory_kinds())
+    kinds = ", ".join(KIND_OPTIONS)
     return tuple(option if option.name != "memory_kind" else
                  Option(option.name, option.default, option.type, option.help.format(kinds=kinds))
                  for option in found.values())
 
 
 def _owners(name: str) -> list[str]:
-    return [kind_name for kind_name, kind in memory_kinds().items() if any(o.name == name for o in kind.options)]
+    return [kind_name for kind_name, options in KIND_OPTIONS.items() if any(o.name == name for o in options)]
 
 
 def _joined(names) -> str:
@@ -117,9 +120,8 @@ class RMTConfig:
         unknown = sorted(set(given) - known)
         if unknown:
             raise UsageError(f"unknown RMT config keys {unknown}; allowed: {sorted(known)}")
-        kinds = memory_kinds()
-        if memory_kind not in kinds:
-            raise UsageError(f"unknown memory_kind {memory_kind!r}; allowed: {', '.join(kinds)}")
+        if memory_kind not in KIND_OPTIONS:
+            raise UsageError(f"unknown memory_kind {memory_kind!r}; allowed: {', '.join(KIND_OPTIONS)}")
         if not isinstance(self_retrieval, bool):
             raise UsageError(f"self_retrieval must be true or false, got {self_retrieval!r}")
         if self_retrieval:  # the old spelling of memory_kind="rmt-r"
@@ -132,11 +134,11 @@ class RMTConfig:
             raise UsageError(f"bptt_depth must be -1 (all segments) or an integer >= 1, got {bptt_depth!r}")
         for option in options:
             value = option.check(given.get(option.name, option.default))
-            if option.exclusive and value != option.default and option.name not in {o.name for o in kinds[given["memory_kind"]].options}:
+            if option.exclusive and value != option.default and option.name not in {o.name for o in KIND_OPTIONS[given["memory_kind"]]}:
                 raise UsageError(f"{option.name}={value!r} is {option.exclusive} of memory_kind {_joined(_owners(option.name))}; "
                                  f"memory_kind={given['memory_kind']!r} does not use it: use {option.name}={option.default!r}")
             self.__dict__[option.name] = value
-        kinds[self.memory_kind].check_config(self)
+        memory_kinds()[self.memory_kind].check_config(self)
 
     def __setattr__(self, name, value):
         # A change is checked as a new config would be (one UsageError naming the setting and what

@@ -1,5 +1,5 @@
 """A memory kind owns its options, their checks and its positions: a kind registered from this test
-file (one class, one registry line, nothing in the package edited) gets its options into
+file (one class, its options' line and one registry line, nothing in the package edited) gets its options into
 RMTConfig, TrainConfig and `rmt train`'s flags, its checks run, and the window is sized by it."""
 
 import pytest
@@ -7,6 +7,7 @@ import torch
 
 from rmt import RMTConfig, RecurrentMemoryTransformer
 from rmt.memory import MEMORY_KINDS
+from rmt.memory.kind_options import KIND_OPTIONS
 from rmt.memory.kinds import RMTKind
 from rmt.memory.kinds.base import Option
 from tests.memory.tiny_models import random_ids, tiny_causal_lm
@@ -38,10 +39,16 @@ class DampedMemory(RMTKind):
 
 @pytest.fixture
 def damped_kind(monkeypatch):
+    monkeypatch.setitem(KIND_OPTIONS, "damped", DampedMemory.options)  # its options, declared torch-free
     monkeypatch.setitem(MEMORY_KINDS, "damped", DampedMemory)  # the one registry line
+    import typer
+
+    import rmt.cli
     from rmt.cli import train as train_cli
 
-    monkeypatch.setattr(train_cli, "_MEMORY_FLAGS", [])  # `rmt train`'s memory flags are made again
+    app = typer.Typer(add_completion=False)  # `rmt train`'s flags are made when the command is registered
+    train_cli.register(app)
+    monkeypatch.setattr(rmt.cli, "app", app)
 
 
 def test_a_kinds_options_reach_rmt_config_with_their_checks(damped_kind, tmp_path):
@@ -115,3 +122,9 @@ def test_no_weight_decay_names_are_the_kinds_parameters(memory_kind):
     assert set(model.memory_kind.no_weight_decay) <= set(names)
     assert "memory" in model.memory_kind.no_weight_decay
     assert ("b_gate" in model.memory_kind.no_weight_decay) == (memory_kind == "armt")
+
+
+def test_every_kind_reads_its_options_from_the_torch_free_declaration():
+    assert list(KIND_OPTIONS) == list(MEMORY_KINDS)
+    for name, kind in MEMORY_KINDS.items():
+        assert kind.options is KIND_OPTIONS[name]

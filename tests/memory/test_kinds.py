@@ -6,6 +6,7 @@ import torch
 
 from rmt import RMTConfig, RecurrentMemoryTransformer
 from rmt.memory import MEMORY_KINDS
+from rmt.memory.kind_options import KIND_OPTIONS
 from rmt.memory.kinds import RMTKind, RMTState
 from tests.memory.tiny_models import random_ids, tiny_causal_lm
 
@@ -34,6 +35,7 @@ class FrozenMemory(RMTKind):
 
 @pytest.fixture
 def frozen_kind(monkeypatch):
+    monkeypatch.setitem(KIND_OPTIONS, "frozen", FrozenMemory.options)  # its options' line (torch-free)
     monkeypatch.setitem(MEMORY_KINDS, "frozen", FrozenMemory)  # the one registry line
 
 

@@ -1,7 +1,8 @@
 """Memory kinds: how memory is read, written and carried (one module each; base.py has the interface).
 
 Adding a kind = one new module with a ``MemoryKind`` subclass (its options, their checks and its
-positions included) and its ``MemoryState``, and one line in ``MEMORY_KINDS``: ``RMTConfig.memory_kind``
+positions included) and its ``MemoryState``, its options' line in ``rmt.memory.kind_options.KIND_OPTIONS``
+(torch-free: the CLI reads them) and one line in ``MEMORY_KINDS``: ``RMTConfig.memory_kind``
 accepts exactly its keys, ``RMTConfig``, ``TrainConfig`` and ``rmt train`` take its options.
 """
 

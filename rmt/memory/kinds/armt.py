@@ -40,7 +40,8 @@ from rmt.errors import UsageError
 from rmt.memory.adapters import DecoderLayers
 from rmt.memory.associative import associative_read, associative_write
 from rmt.memory.diagonal import armt_unsupported_reason, run_armt_diagonal
-from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState, Option
+from rmt.memory.kind_options import KIND_OPTIONS
+from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
 
 
 @dataclass
@@ -58,11 +59,7 @@ class ARMTKind(MemoryKind):
     """Associative memory in every decoder layer, written by memory tokens at the end of each segment."""
 
     name = "armt"
-    options = (
-        Option("d_mem", 64, int, minimum=1, help="ARMT: size of each layer's key/query projection, before the DPFP feature map."),
-        Option("dpfp_nu", 3, int, minimum=1, help="ARMT: order of the DPFP feature map (the paper uses 3)."),
-        Option("armt_heads", 1, int, minimum=1, help="ARMT: associative memories per layer (must divide d_mem and the hidden size)."),
-    )
+    options = KIND_OPTIONS["armt"]
     no_weight_decay = MemoryKind.no_weight_decay + ("b_gate",)  # a bias: 2-D only as it stacks one per layer
 
     @classmethod

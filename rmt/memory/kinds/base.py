@@ -11,7 +11,8 @@ its parameters and answers the loop's questions:
   read in, then one token at a time with a KV cache);
 * ``state_from`` / ``public``: the caller's ``memory=`` / ``retrieval_store=`` values to a state and back.
 
-It also owns its settings: ``options`` (each an ``Option``: name, default, meaning; ``RMTConfig``
+It also owns its settings: ``options`` (each an ``Option``: name, default, meaning; declared
+torch-free in ``rmt.memory.kind_options.KIND_OPTIONS``; ``RMTConfig``
 accepts and validates them, ``rmt train`` has a flag for each), ``check_config`` (checks across
 settings), ``extra_positions`` (what a segment pass adds to its tokens) and, optionally, a
 faster inference schedule (``diagonal_unsupported_reason`` / ``run_diagonal``: ARMT's).
@@ -79,7 +80,7 @@ class MemoryKind(nn.Module):
     the methods below; ``memory`` (num_mem_tokens, hidden) is the learned memory every kind uses."""
 
     name: str = ""
-    # This kind's own settings (``Option``s); a subclass extends its parent's: ``Parent.options + (...)``.
+    # This kind's own settings (``Option``s): ``KIND_OPTIONS[name]`` (rmt/memory/kind_options.py, torch-free).
     options: tuple = ()
     # This kind's parameters (names inside the kind) that weight decay leaves alone although they are
     # matrices: the memory tokens are state, not weights. A subclass extends its parent's.

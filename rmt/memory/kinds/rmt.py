@@ -28,9 +28,9 @@ from torch import nn
 
 from rmt.errors import UsageError
 from rmt.memory.adapters import DecoderLayers, inner_model
-from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState, Option
+from rmt.memory.kind_options import KIND_OPTIONS
+from rmt.memory.kinds.base import Decoding, MemoryKind, MemoryState
 
-MEMORY_WRITES = ("replace", "gated")  # the write rules of RMTKind.write
 
 
 @dataclass
@@ -127,12 +127,7 @@ class RMTKind(MemoryKind):
     """Memory tokens: read at the start of a segment, written at its end (decoders and encoders)."""
 
     name = "rmt"
-    options = (
-        Option("memory_write", "replace", str, choices=MEMORY_WRITES, exclusive="a write rule",
-               help="RMT/RMT-R write rule: replace (the papers' RMT) or gated (0/1 gates trained to stay shut)."),
-        Option("write_gate_bias", 1.0, float, help="Gated writes: initial gate logit (> 0: all gates open, i.e. replace)."),
-        Option("write_sparsity", 0.05, float, minimum=0, help="Gated writes: weight of the mean gate-open probability in the loss."),
-    )
+    options = KIND_OPTIONS["rmt"]
 
     def __init__(self, base_model, adapter, config):
         super().__init__(base_model, adapter, config)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from rmt.errors import UsageError
-from rmt.memory.kinds.base import Option
+from rmt.memory.kind_options import KIND_OPTIONS
 from rmt.memory.kinds.retrieval import RetrievalStore, SelfRetrieval
 from rmt.memory.kinds.rmt import RMTKind, RMTState
 
@@ -45,9 +45,7 @@ class RMTRKind(RMTKind):
     """RMT plus self-retrieval: the memory read by a segment has first attended to the store."""
 
     name = "rmt-r"
-    options = RMTKind.options + (
-        Option("retrieval_heads", 1, int, minimum=1, help="RMT-R: attention heads of the self-retrieval (must divide the hidden size)."),
-    )
+    options = KIND_OPTIONS["rmt-r"]
 
     @classmethod
     def check_config(cls, config) -> None:
