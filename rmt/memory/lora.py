@@ -116,7 +116,9 @@ def attach(base_model: nn.Module, settings: LoraSettings) -> nn.Module:
     if _tuner_layers(base_model):
         raise UsageError("the base model already has adapters; attach LoRA to a plain model")
     # GPT-2's linear layers are Conv1D (weights stored transposed): peft must be told, or it warns and guesses.
-    transposed = any(type(m).__name__ == "Conv1D" and _is_linear(m) for m in base_model.modules())
+    from transformers.pytorch_utils import Conv1D
+
+    transposed = any(isinstance(m, Conv1D) for m in base_model.modules())
     config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=list(settings.targets) if settings.targets else "all-linear",
                         fan_in_fan_out=transposed)
